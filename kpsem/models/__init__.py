@@ -1,0 +1,20 @@
+"""Model definitions; importing this package registers every model."""
+
+from kpsem.models._registry import create_model, list_models, register_model
+from kpsem.models.kpsem_module import KPSEM, KPSEMConfig, KPSEMInternals, normalised_to_pixels
+from kpsem.models.mf_kpsem import MFKPSEM, MFKPSEMConfig
+from kpsem.models.mfnet import MFNet, MFNetConfig
+
+__all__ = [
+    "create_model",
+    "list_models",
+    "register_model",
+    "KPSEM",
+    "KPSEMConfig",
+    "KPSEMInternals",
+    "MFKPSEM",
+    "MFKPSEMConfig",
+    "MFNet",
+    "MFNetConfig",
+    "normalised_to_pixels",
+]

@@ -1,0 +1,397 @@
+"""KPSEM: the Key Point Shifts Embedding Module (paper section 3), vectorised over sets, regions,
+channels and frames.
+
+Coordinate convention (used by every coordinate this module returns): normalised ``(x, y)`` with
+``x`` along the width, in ``[-1, 1]`` where -1 and +1 are the outer *edges* of the feature map (the
+``align_corners=False`` convention of ``torch.nn.functional.grid_sample``). Feature cell ``j`` of ``W``
+has its centre at ``(2j + 1) / W - 1``. Because MFNet's strides divide the frame exactly, the same
+number is the same place in the input frame: pixel ``p = (x + 1) * W_in / 2 - 0.5`` (pixel-centre
+index), see :func:`normalised_to_pixels`.
+
+Regions for K = 4 are the quadrants around a set's separation centre ``(cx, cy)``: a cell is "right"
+when its centre ``x >= cx`` and "bottom" when ``y >= cy``; region index ``k = 2 * bottom + right``
+(0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right). K = 1 is the whole frame.
+
+Gradients (the paper is silent; SPEC section 2): the forward values are the paper's hard argmax and
+max. In training, a straight-through estimator adds ``soft - soft.detach()`` to every hard quantity
+(key point coordinates, key point values, regional means), where the soft quantities use sigmoid
+region masks around the centre and a soft-argmax inside each region; the hard values themselves carry
+no gradient, so the backward pass is purely the soft one. In eval mode, or with
+``gradient="hard"``, only the hard path runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "KPSEMConfig",
+    "KPSEMInternals",
+    "KPSEM",
+    "SetwiseLinear",
+    "cell_centres",
+    "centre_bounds",
+    "hard_region_masks",
+    "soft_region_masks",
+    "hard_key_points",
+    "region_means",
+    "shift_weights",
+    "key_point_shifts",
+    "regional_weights",
+    "regional_key_point_shifts",
+    "normalised_to_pixels",
+]
+
+SUPPORTED_REGIONS = (1, 4)
+
+
+@dataclass
+class KPSEMConfig:
+    in_channels: int = 384  # C of the feature map F that KPSEM reads (MFNet conv4)
+    num_frames: int = 8  # T of F (a 16-frame clip after MFNet's one temporal stride)
+    num_regions: int = 4  # K: regions per frame, 1 (whole frame) or 4 (quadrants)
+    num_sets: int = 8  # G: AReSE sets, each with its own separation centres and embedding
+    embed_dim: int = 24  # d_e: width of each set's Linear(2 -> d_e) embedding
+    centre_hidden: int = 8  # hidden width of each set's centre MLP (C -> hidden -> 2)
+    fixed_regions: bool = False  # ablation: random centres drawn once and frozen, no MLP
+    fixed_seed: int = 0  # seed of those random centres
+    gradient: Literal["straight_through", "hard"] = "straight_through"  # training-time backward rule
+    soft_temperature: float = 1.0  # temperature of the soft-argmax inside a region
+    mask_sharpness: float = 1.0  # soft region border width, in feature cells
+
+    def __post_init__(self) -> None:
+        if self.num_regions not in SUPPORTED_REGIONS:
+            raise ValueError(f"num_regions must be one of {SUPPORTED_REGIONS}; got {self.num_regions}")
+        if self.num_frames < 2:
+            raise ValueError(f"KPSEM needs at least 2 feature frames to form shifts; got {self.num_frames}")
+        if self.gradient not in ("straight_through", "hard"):
+            raise ValueError(f"gradient must be 'straight_through' or 'hard'; got {self.gradient!r}")
+        for name in ("in_channels", "num_sets", "embed_dim", "centre_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.in_channels % 4:
+            raise ValueError(f"in_channels must be a multiple of 4 (reduced to C/4); got {self.in_channels}")
+
+    @property
+    def out_features(self) -> int:
+        """Length of the temporal feature: C/4 reduced channels x (T - 1) frame pairs."""
+        return self.in_channels // 4 * (self.num_frames - 1)
+
+
+@dataclass
+class KPSEMInternals:
+    """Everything KPSEM extracted, for every clip N and set G; coordinates normalised (module doc)."""
+
+    centres: torch.Tensor  # (N, G, T, 2) separation centres O_a (x, y)
+    key_points: torch.Tensor  # (N, G, K, C, T, 2) key point coordinates I (x, y)
+    values: torch.Tensor  # (N, G, K, C, T) key point values V
+    shift_weights: torch.Tensor  # (N, G, K_r, K_n, C, T-1) W of eq. 9
+    shifts: torch.Tensor  # (N, G, K, C, T-1, 2) S of eq. 10
+    regional_weights: torch.Tensor  # (N, G, K, C, T-1) W_R of eq. 11
+    rkps: torch.Tensor  # (N, G, C, T-1, 2) RKPS of eq. 12, summed over regions
+    feature_size: tuple[int, int]  # (H, W) of the feature map the coordinates refer to
+
+    def detach(self) -> KPSEMInternals:
+        """A copy on the CPU with no autograd history, safe to cache and draw."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return KPSEMInternals(
+            **{k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+        )
+
+    def location_differences(self) -> torch.Tensor:
+        """Delta of eq. 8, (N, G, K_r, K_n, C, T-1, 2): I[t+1, b] - I[t, a]. Built on request only."""
+        current = self.key_points[:, :, :, None, :, :-1]  # (N, G, K, 1, C, T-1, 2)
+        following = self.key_points[:, :, None, :, :, 1:]  # (N, G, 1, K, C, T-1, 2)
+        return following - current
+
+
+class SetwiseLinear(nn.Module):
+    """G independent Linear layers applied at once: (..., G, ..., in) -> (..., out), one per set."""
+
+    def __init__(self, num_sets: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_sets, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(num_sets, out_features))
+        bound = in_features**-0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, G, L, in) -> (N, G, L, out)."""
+        return torch.einsum("ngli,goi->nglo", x, self.weight) + self.bias[None, :, None, :]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The steps of one AReSE set, as pure functions over batched tensors (tested against hand values).
+# ---------------------------------------------------------------------------------------------------
+
+
+def cell_centres(size: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normalised centres of ``size`` cells: ``(2j + 1) / size - 1``."""
+    return (2 * torch.arange(size, device=device, dtype=dtype) + 1) / size - 1
+
+
+def centre_bounds(height: int, width: int, *, device: torch.device | None = None) -> torch.Tensor:
+    """Largest |offset| (x, y) that keeps every quadrant non-empty: the outermost cell centres."""
+    return torch.tensor([1 - 1 / width, 1 - 1 / height], device=device)
+
+
+def hard_region_masks(centres: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quadrant membership per axis. centres (N, G, T, 2) ->
+    mask_x (N, G, T, 2, W) [left, right] and mask_y (N, G, T, 2, H) [top, bottom], 0/1 floats."""
+    xs = cell_centres(width, device=centres.device, dtype=centres.dtype)
+    ys = cell_centres(height, device=centres.device, dtype=centres.dtype)
+    right = (xs >= centres[..., 0:1]).to(centres.dtype)  # (N, G, T, W)
+    bottom = (ys >= centres[..., 1:2]).to(centres.dtype)  # (N, G, T, H)
+    return torch.stack([1 - right, right], dim=3), torch.stack([1 - bottom, bottom], dim=3)
+
+
+def soft_region_masks(
+    centres: torch.Tensor, height: int, width: int, *, sharpness: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sigmoid version of :func:`hard_region_masks`; the border is ``sharpness`` cells wide."""
+    xs = cell_centres(width, device=centres.device, dtype=centres.dtype)
+    ys = cell_centres(height, device=centres.device, dtype=centres.dtype)
+    right = torch.sigmoid((xs - centres[..., 0:1]) * (width / 2 / sharpness))  # (N, G, T, W)
+    bottom = torch.sigmoid((ys - centres[..., 1:2]) * (height / 2 / sharpness))  # (N, G, T, H)
+    return torch.stack([1 - right, right], dim=3), torch.stack([1 - bottom, bottom], dim=3)
+
+
+def _gather_last(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """source (..., L) and index (...) broadcastable -> source[..., index]."""
+    shape = torch.broadcast_shapes(source.shape[:-1], index.shape)
+    return torch.gather(source.expand(*shape, source.shape[-1]), -1, index.expand(shape).unsqueeze(-1)).squeeze(-1)
+
+
+def hard_key_points(features: torch.Tensor, centres: torch.Tensor, num_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 6-7: per region, channel and frame, the argmax position I and the max V.
+
+    features (N, C, T, H, W), centres (N, G, T, 2) -> I (N, G, K, C, T, 2) as normalised (x, y),
+    V (N, G, K, C, T). Quadrant maxima come from running maxima along W and then H (``cummax``),
+    read at each set's split index: no (G, K, C, T, H, W) tensor is ever built.
+    """
+    n, c, t, h, w = features.shape
+    g = centres.shape[1]
+    xs = cell_centres(w, device=features.device, dtype=features.dtype)
+    ys = cell_centres(h, device=features.device, dtype=features.dtype)
+    if num_regions == 1:
+        values, flat = features.flatten(3).max(dim=-1)  # (N, C, T)
+        key_points = torch.stack([xs[flat % w], ys[flat // w]], dim=-1)  # (N, C, T, 2)
+        return key_points[:, None, None].expand(n, g, 1, c, t, 2), values[:, None, None].expand(n, g, 1, c, t)
+
+    # Split indices: the first column (row) that belongs to the right (bottom) half.
+    split_col = (xs < centres[..., 0:1]).sum(-1)  # (N, G, T), in [1, W-1]
+    split_row = (ys < centres[..., 1:2]).sum(-1)  # (N, G, T), in [1, H-1]
+
+    def running_max(x: torch.Tensor, dim: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if not reverse:
+            return torch.cummax(x, dim=dim)
+        values, index = torch.cummax(x.flip(dim), dim=dim)
+        return values.flip(dim), (x.shape[dim] - 1 - index).flip(dim)
+
+    # Row maxima of the left and right halves of every row, per set: (N, G, C, T, H) each.
+    col_at = {False: (split_col - 1), True: split_col}  # left half ends at split-1, right starts at split
+    rows: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+    for right in (False, True):
+        run_values, run_index = running_max(features, dim=4, reverse=right)  # (N, C, T, H, W)
+        index = col_at[right][:, :, None, :, None]  # (N, G, 1, T, 1)
+        rows[right] = (
+            _gather_last(run_values[:, None], index),  # (N, G, C, T, H)
+            _gather_last(run_index[:, None], index),
+        )
+    row_at = {False: (split_row - 1), True: split_row}
+    key_points, values = [], []
+    for bottom in (False, True):
+        for right in (False, True):
+            row_values, row_cols = rows[right]
+            run_values, run_rows = running_max(row_values, dim=4, reverse=bottom)  # over H
+            index = row_at[bottom][:, :, None, :]  # (N, G, 1, T)
+            value = _gather_last(run_values, index)  # (N, G, C, T)
+            row = _gather_last(run_rows, index)
+            col = torch.gather(row_cols, 4, row.unsqueeze(-1)).squeeze(-1)
+            values.append(value)
+            key_points.append(torch.stack([xs[col], ys[row]], dim=-1))  # (N, G, C, T, 2)
+    return torch.stack(key_points, dim=2), torch.stack(values, dim=2)
+
+
+def region_means(features: torch.Tensor, mask_x: torch.Tensor, mask_y: torch.Tensor) -> torch.Tensor:
+    """P_R of eq. 11: (weighted) mean of each region. features (N, C, T, H, W), masks from
+    :func:`hard_region_masks` or :func:`soft_region_masks` -> (N, G, 4, C, T)."""
+    sums = torch.einsum("ncthw,ngtaw,ngtbh->ngbact", features, mask_x, mask_y)  # (N, G, 2, 2, C, T)
+    areas = torch.einsum("ngtaw,ngtbh->ngbat", mask_x, mask_y)[:, :, :, :, None]  # (N, G, 2, 2, 1, T)
+    means = sums / areas.clamp_min(1e-6)
+    return means.flatten(2, 3)  # region k = 2 * bottom + right
+
+
+def _soft_key_points(
+    features: torch.Tensor, mask_x: torch.Tensor, mask_y: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-argmax coordinates and soft-max values per quadrant, as two batched contractions.
+
+    Weights p(h, w) proportional to exp(F / temperature) * mask_x(w) * mask_y(h) inside each region.
+    Returns I (N, G, 4, C, T, 2) and V (N, G, 4, C, T).
+    """
+    n, c, t, h, w = features.shape
+    xs = cell_centres(w, device=features.device, dtype=features.dtype)
+    ys = cell_centres(h, device=features.device, dtype=features.dtype)
+    scaled = features / temperature
+    exp = torch.exp(scaled - scaled.amax(dim=(3, 4), keepdim=True))  # (N, C, T, H, W)
+    stacked = torch.stack([exp, exp * features], dim=1)  # (N, 2, C, T, H, W): mass and value
+    along_x = torch.cat([mask_x, mask_x * xs], dim=3)  # (N, G, T, 4, W): [L, R, L*x, R*x]
+    along_y = torch.cat([mask_y, mask_y * ys], dim=3)  # (N, G, T, 4, H): [T, B, T*y, B*y]
+    partial = torch.einsum("nscthw,ngtaw->ngsacth", stacked, along_x)  # (N, G, 2, 4, C, T, H)
+    total = torch.einsum("ngsacth,ngtbh->ngsbact", partial, along_y)  # (N, G, 2, 4, 4, C, T)
+    mass = total[:, :, 0, :2, :2].clamp_min(1e-20)  # (N, G, 2[y], 2[x], C, T)
+    x = total[:, :, 0, :2, 2:] / mass
+    y = total[:, :, 0, 2:, :2] / mass
+    v = total[:, :, 1, :2, :2] / mass
+    key_points = torch.stack([x, y], dim=-1).flatten(2, 3)  # (N, G, 4, C, T, 2)
+    return key_points, v.flatten(2, 3)
+
+
+def shift_weights(values: torch.Tensor) -> torch.Tensor:
+    """Eq. 9: softmax over the next frame's regions of 1 / (|V[t, a] - V[t+1, b]| + 0.1).
+    values (..., K, C, T) -> (..., K_r, K_n, C, T-1)."""
+    current = values[..., :, None, :, :-1]  # (..., K, 1, C, T-1)
+    following = values[..., None, :, :, 1:]  # (..., 1, K, C, T-1)
+    return torch.softmax(1.0 / ((current - following).abs() + 0.1), dim=-3)
+
+
+def key_point_shifts(key_points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 and 10: S[t, a] = sum_b W[t, a, b] (I[t+1, b] - I[t, a]).
+    key_points (..., K, C, T, 2), weights (..., K_r, K_n, C, T-1) -> (..., K, C, T-1, 2).
+    Uses sum_b W = 1, so the (K, K) differences are never materialised."""
+    following = key_points[..., None, :, :, 1:, :]  # (..., 1, K_n, C, T-1, 2)
+    expected = (weights.unsqueeze(-1) * following).sum(dim=-4)  # (..., K_r, C, T-1, 2)
+    return expected - key_points[..., :-1, :]
+
+
+def regional_weights(means: torch.Tensor) -> torch.Tensor:
+    """Eq. 11: softmax over regions of the temporal average (kernel 2) of each region's mean.
+    means (..., K, C, T) -> (..., K, C, T-1)."""
+    pooled = (means[..., :-1] + means[..., 1:]) / 2
+    return torch.softmax(pooled, dim=-3)
+
+
+def regional_key_point_shifts(weights: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Eq. 12, summed over regions: (..., K, C, T-1) x (..., K, C, T-1, 2) -> (..., C, T-1, 2)."""
+    return (weights.unsqueeze(-1) * shifts).sum(dim=-4)
+
+
+def normalised_to_pixels(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Map normalised (x, y) to pixel-centre coordinates of an image of ``height`` x ``width``."""
+    scale = coords.new_tensor([width / 2, height / 2])
+    return (coords + 1) * scale - 0.5
+
+
+def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """Hard value forward, soft gradient backward; the hard value itself carries no gradient."""
+    return hard.detach() + (soft - soft.detach())
+
+
+class KPSEM(nn.Module):
+    """G AReSE sets -> RKPS -> per-set embeddings summed -> reduction -> (N, C/4 * (T-1))."""
+
+    def __init__(self, config: KPSEMConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, g = config.in_channels, config.num_sets
+        self.has_centre_mlp = config.num_regions > 1 and not config.fixed_regions
+        if self.has_centre_mlp:
+            self.centre_hidden = SetwiseLinear(g, c, config.centre_hidden)
+            self.centre_out = SetwiseLinear(g, config.centre_hidden, 2)
+            nn.init.zeros_(self.centre_out.weight)  # every set starts at the geometric centre
+            nn.init.zeros_(self.centre_out.bias)
+        if config.fixed_regions:
+            generator = torch.Generator().manual_seed(config.fixed_seed)
+            # Fractions of the allowed offset, turned into coordinates once H and W are known.
+            self.register_buffer("fixed_centres", torch.rand(g, 2, generator=generator) * 1.8 - 0.9)
+        self.embed = SetwiseLinear(g, 2, config.embed_dim)
+        reduced = [c, c // 2, c // 4]
+        self.reduce = nn.Sequential(
+            nn.Conv2d(reduced[0], reduced[1], (1, 3), stride=(1, 2), padding=(0, 1), bias=False),
+            nn.BatchNorm2d(reduced[1]),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(reduced[1], reduced[2], (1, 3), stride=(1, 2), padding=(0, 1), bias=False),
+            nn.BatchNorm2d(reduced[2]),
+            nn.ReLU(inplace=True),
+        )
+
+    def separation_centres(self, features: torch.Tensor) -> torch.Tensor:
+        """Eq. 4-5: O_a = O + B with B = MLP(F_i), tanh-bounded. (N, C, T, H, W) -> (N, G, T, 2)."""
+        n, _, t, h, w = features.shape
+        g = self.config.num_sets
+        bounds = centre_bounds(h, w, device=features.device).to(features.dtype)
+        if self.config.num_regions == 1:
+            return features.new_zeros(n, g, t, 2)
+        if self.config.fixed_regions:
+            return (self.fixed_centres.to(features.dtype) * bounds).expand(n, t, g, 2).transpose(1, 2)
+        pooled = features.mean(dim=(3, 4)).transpose(1, 2)  # (N, T, C)
+        hidden = F.relu(self.centre_hidden(pooled[:, None].expand(n, g, t, -1)))  # (N, G, T, hidden)
+        return torch.tanh(self.centre_out(hidden)) * bounds  # O = (0, 0) in normalised coordinates
+
+    def _uses_soft_path(self) -> bool:
+        return self.training and torch.is_grad_enabled() and self.config.gradient == "straight_through"
+
+    def extract(self, features: torch.Tensor) -> KPSEMInternals:
+        """All G AReSE sets at once: (N, C, T, H, W) -> :class:`KPSEMInternals`."""
+        n, c, t, h, w = features.shape
+        if c != self.config.in_channels or t != self.config.num_frames:
+            raise ValueError(
+                f"KPSEM was built for {self.config.in_channels} channels x {self.config.num_frames} frames; "
+                f"got features of {c} x {t}"
+            )
+        if h < 2 or w < 2:
+            raise ValueError(f"KPSEM needs a feature map of at least 2x2 to split; got {h}x{w}")
+        centres = self.separation_centres(features)  # (N, G, T, 2)
+        key_points, values = hard_key_points(features, centres.detach(), self.config.num_regions)
+        if self.config.num_regions == 1:
+            means = features.mean(dim=(3, 4))[:, None, None].expand(n, self.config.num_sets, 1, c, t)
+        else:
+            means = region_means(features, *hard_region_masks(centres.detach(), h, w))  # (N, G, 4, C, T)
+        if self._uses_soft_path() and self.config.num_regions > 1:
+            soft_x, soft_y = soft_region_masks(centres, h, w, sharpness=self.config.mask_sharpness)
+            soft_points, soft_values = _soft_key_points(features, soft_x, soft_y, self.config.soft_temperature)
+            key_points = _straight_through(key_points, soft_points)
+            values = _straight_through(values, soft_values)
+            means = _straight_through(means, region_means(features, soft_x, soft_y))
+        elif self._uses_soft_path():  # K = 1: a soft-argmax over the whole frame
+            ones_x = features.new_ones(n, self.config.num_sets, t, 2, w) / 2
+            ones_y = features.new_ones(n, self.config.num_sets, t, 2, h) / 2
+            soft_points, soft_values = _soft_key_points(features, ones_x, ones_y, self.config.soft_temperature)
+            key_points = _straight_through(key_points, soft_points[:, :, :1])
+            values = _straight_through(values, soft_values[:, :, :1])
+        weights = shift_weights(values)  # (N, G, K, K, C, T-1)
+        shifts = key_point_shifts(key_points, weights)  # (N, G, K, C, T-1, 2)
+        region_weights = regional_weights(means)  # (N, G, K, C, T-1)
+        rkps = regional_key_point_shifts(region_weights, shifts)  # (N, G, C, T-1, 2)
+        return KPSEMInternals(
+            centres=centres,
+            key_points=key_points,
+            values=values,
+            shift_weights=weights,
+            shifts=shifts,
+            regional_weights=region_weights,
+            rkps=rkps,
+            feature_size=(h, w),
+        )
+
+    def embed_and_reduce(self, rkps: torch.Tensor) -> torch.Tensor:
+        """Eq. 3 and section 4.2: (N, G, C, T-1, 2) -> (N, C/4 * (T-1))."""
+        n, g, c, pairs, _ = rkps.shape
+        embedded = self.embed(rkps.reshape(n, g, c * pairs, 2)).sum(dim=1)  # (N, C*(T-1), d_e)
+        embedded = embedded.reshape(n, c, pairs, self.config.embed_dim)  # (N, C, T-1, d_e)
+        reduced = self.reduce(embedded)  # (N, C/4, T-1, d_e/4)
+        return reduced.mean(dim=3).flatten(1)  # (N, C/4 * (T-1))
+
+    def forward(
+        self, features: torch.Tensor, *, return_internals: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, KPSEMInternals]:
+        internals = self.extract(features)
+        temporal = self.embed_and_reduce(internals.rkps)
+        return (temporal, internals) if return_internals else temporal

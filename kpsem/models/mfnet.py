@@ -1,0 +1,199 @@
+"""MFNet-3D (Chen et al., ECCV 2018) with the module names of the authors' public code.
+
+Every module name matches the published implementation, so that published state dicts
+(``conv2.B01.conv_i1.bn.weight`` ...) load without remapping.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from kpsem.models._registry import register_model
+
+__all__ = ["MFNetConfig", "MFNet", "BN_AC_CONV3D", "MF_UNIT", "check_clip_shape", "mfnet"]
+
+
+@dataclass
+class MFNetConfig:
+    num_classes: int = 400  # size of the classifier output
+    conv1_channels: int = 16  # output channels of the stem convolution
+    widths: tuple[int, int, int, int] = (96, 192, 384, 768)  # output (and mid) channels of conv2..conv5
+    depths: tuple[int, int, int, int] = (3, 4, 6, 3)  # multi-fibre units in conv2..conv5
+    groups: int = 16  # fibres (convolution groups) in each unit
+    dropout: float = 0.0  # dropout before the classifier (the published model has none)
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
+        self.depths = tuple(int(d) for d in self.depths)  # type: ignore[assignment]
+        if len(self.widths) != 4 or len(self.depths) != 4:
+            raise ValueError(f"widths and depths need 4 entries (conv2..conv5); got {self.widths}, {self.depths}")
+        for width in (self.conv1_channels, *self.widths):
+            if width % self.groups:
+                raise ValueError(f"every width must be a multiple of groups={self.groups}; got {width}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1; got {self.num_classes}")
+
+
+class BN_AC_CONV3D(nn.Module):  # noqa: N801 - the published name, kept for state-dict compatibility
+    """Pre-activation unit: BatchNorm3d -> ReLU -> Conv3d (no bias)."""
+
+    def __init__(
+        self,
+        num_in: int,
+        num_filter: int,
+        *,
+        kernel: tuple[int, int, int] = (1, 1, 1),
+        pad: tuple[int, int, int] = (0, 0, 0),
+        stride: tuple[int, int, int] = (1, 1, 1),
+        groups: int = 1,
+    ) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm3d(num_in)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = nn.Conv3d(num_in, num_filter, kernel, stride=stride, padding=pad, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.relu(self.bn(x)))
+
+
+class MF_UNIT(nn.Module):  # noqa: N801 - the published name
+    """Multi-fibre unit: a multiplexer (conv_i1, conv_i2) then grouped 3D convolutions."""
+
+    def __init__(
+        self,
+        num_in: int,
+        num_mid: int,
+        num_out: int,
+        *,
+        groups: int = 16,
+        stride: tuple[int, int, int] = (1, 1, 1),
+        first_block: bool = False,
+    ) -> None:
+        super().__init__()
+        num_ix = num_mid // 4
+        self.conv_i1 = BN_AC_CONV3D(num_in, num_ix)
+        self.conv_i2 = BN_AC_CONV3D(num_ix, num_in)
+        self.conv_m1 = BN_AC_CONV3D(num_in, num_mid, kernel=(3, 3, 3), pad=(1, 1, 1), stride=stride, groups=groups)
+        if first_block:
+            self.conv_m2 = BN_AC_CONV3D(num_mid, num_out)
+            self.conv_w1 = BN_AC_CONV3D(num_in, num_out, stride=stride)
+        else:
+            self.conv_m2 = BN_AC_CONV3D(num_mid, num_out, kernel=(1, 3, 3), pad=(0, 1, 1), groups=groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_in = x + self.conv_i2(self.conv_i1(x))
+        h = self.conv_m2(self.conv_m1(x_in))
+        shortcut = self.conv_w1(x) if hasattr(self, "conv_w1") else x
+        return h + shortcut
+
+
+def check_clip_shape(x: torch.Tensor, *, min_frames: int = 1) -> None:
+    """Reject a clip the backbone cannot take, with a message that says what fits."""
+    if x.dim() != 5 or x.shape[1] != 3:
+        raise ValueError(
+            f"expected a clip batch of shape (N, 3, T, H, W), e.g. (1, 3, 16, 224, 224); got {tuple(x.shape)}"
+        )
+    frames, height, width = x.shape[2:]
+    if frames < min_frames:
+        raise ValueError(f"clip has {frames} frames; this model needs at least {min_frames}")
+    if height < 32 or width < 32 or height % 32 or width % 32:
+        raise ValueError(
+            f"clip frames are {height}x{width}; height and width must be multiples of 32 "
+            "(MFNet halves the frame five times), e.g. 224x224, 160x160 or 112x112"
+        )
+
+
+def _stage(num_in: int, width: int, depth: int, groups: int, stride: tuple[int, int, int]) -> nn.Sequential:
+    units = OrderedDict(
+        (
+            f"B{i:02d}",
+            MF_UNIT(
+                num_in if i == 1 else width,
+                width,
+                width,
+                groups=groups,
+                stride=stride if i == 1 else (1, 1, 1),
+                first_block=i == 1,
+            ),
+        )
+        for i in range(1, depth + 1)
+    )
+    return nn.Sequential(units)
+
+
+class MFNet(nn.Module):
+    """MFNet-3D. ``forward_features`` gives the ``tail`` map, ``forward_head`` pools and classifies."""
+
+    stage_names: tuple[str, ...] = ("conv2", "conv3", "conv4", "conv5")
+
+    def __init__(self, config: MFNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c1 = config.conv1_channels
+        self.conv1 = nn.Sequential(
+            OrderedDict(
+                [
+                    ("conv", nn.Conv3d(3, c1, (3, 5, 5), padding=(1, 2, 2), stride=(1, 2, 2), bias=False)),
+                    ("bn", nn.BatchNorm3d(c1)),
+                    ("relu", nn.ReLU(inplace=True)),
+                ]
+            )
+        )
+        self.maxpool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        strides = ((2, 1, 1), (1, 2, 2), (1, 2, 2), (1, 2, 2))  # conv2 holds the only temporal stride
+        num_in = c1
+        for name, width, depth, stride in zip(self.stage_names, config.widths, config.depths, strides):
+            setattr(self, name, _stage(num_in, width, depth, config.groups, stride))
+            num_in = width
+        self.tail = nn.Sequential(OrderedDict([("bn", nn.BatchNorm3d(num_in)), ("relu", nn.ReLU(inplace=True))]))
+        self.globalpool = nn.AdaptiveAvgPool3d(1)
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(num_in, config.num_classes)
+        self.num_features = num_in
+        _init_weights(self)
+
+    def stage_channels(self, stage: str) -> int:
+        """Output channels of ``stage`` (``conv2`` .. ``conv5``)."""
+        return self.config.widths[self.stage_names.index(stage)]
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.conv1(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, H, W) -> (N, C5, T/2, H/32, W/32): the ``tail`` output, where Grad-CAM looks."""
+        check_clip_shape(x)
+        h = self.forward_stem(x)
+        for name in self.stage_names:
+            h = getattr(self, name)(h)
+        return self.tail(h)
+
+    def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        pooled = self.globalpool(features).flatten(1)  # (N, C5)
+        return pooled if pre_logits else self.classifier(self.dropout(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def extra_config(self) -> dict:
+        """The config as plain data, for checkpoints."""
+        return asdict(self.config)
+
+
+def _init_weights(model: nn.Module) -> None:
+    """He init for convolutions, unit BatchNorm, small classifier (the published code's choice)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv3d, nn.Conv2d)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm3d, nn.BatchNorm2d)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+@register_model
+def mfnet(*, num_classes: int = 400, **config: object) -> MFNet:
+    """MFNet-3D; 400 classes give the paper's 8.0M parameters (7,996,368)."""
+    return MFNet(MFNetConfig(num_classes=num_classes, **config))  # type: ignore[arg-type]
