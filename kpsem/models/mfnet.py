@@ -100,10 +100,10 @@ def check_clip_shape(x: torch.Tensor, *, min_frames: int = 1) -> None:
     frames, height, width = x.shape[2:]
     if frames < min_frames:
         raise ValueError(f"clip has {frames} frames; this model needs at least {min_frames}")
-    if height < 32 or width < 32 or height % 32 or width % 32:
+    if height < 32 or width < 32 or height % 16 or width % 16:
         raise ValueError(
-            f"clip frames are {height}x{width}; height and width must be multiples of 32 "
-            "(MFNet halves the frame five times), e.g. 224x224, 160x160 or 112x112"
+            f"clip frames are {height}x{width}; height and width must be multiples of 16 and at least 32 "
+            "(so that conv4's 16-pixel grid tiles the frame exactly), e.g. 224x224, 160x160 or 112x112"
         )
 
 
