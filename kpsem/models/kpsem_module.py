@@ -234,7 +234,10 @@ def _soft_key_points(
     """Soft-argmax coordinates and soft-max values per quadrant, as two batched contractions.
 
     Weights p(h, w) proportional to exp(F / temperature) * mask_x(w) * mask_y(h) inside each region.
-    Returns I (N, G, 4, C, T, 2) and V (N, G, 4, C, T).
+    Returns I (N, G, 4, C, T, 2) and V (N, G, 4, C, T). The exponent is stabilised by the frame's
+    maximum, so a region whose maximum lies more than ~87 * temperature below it (float32) has
+    underflowing mass: its soft values read 0 and its gradient vanishes (the forward pass is the hard
+    one, so only that region's straight-through gradient is lost, never the forward value).
     """
     n, c, t, h, w = features.shape
     xs = cell_centres(w, device=features.device, dtype=features.dtype)
@@ -246,7 +249,7 @@ def _soft_key_points(
     along_y = torch.cat([mask_y, mask_y * ys], dim=3)  # (N, G, T, 4, H): [T, B, T*y, B*y]
     partial = torch.einsum("nscthw,ngtaw->ngsacth", stacked, along_x)  # (N, G, 2, 4, C, T, H)
     total = torch.einsum("ngsacth,ngtbh->ngsbact", partial, along_y)  # (N, G, 2, 4, 4, C, T)
-    mass = total[:, :, 0, :2, :2].clamp_min(1e-20)  # (N, G, 2[y], 2[x], C, T)
+    mass = total[:, :, 0, :2, :2].clamp_min(torch.finfo(total.dtype).tiny)  # (N, G, 2[y], 2[x], C, T)
     x = total[:, :, 0, :2, 2:] / mass
     y = total[:, :, 0, 2:, :2] / mass
     v = total[:, :, 1, :2, :2] / mass
