@@ -107,13 +107,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        if "Unsupported global" in str(error):
             raise CheckpointError(
                 f"refused to load {path}: it contains Python objects other than tensors and plain containers, "
                 "which could run code when loaded. Checkpoints are untrusted input and are only read with "
                 "weights_only=True; if you trust the file, re-save its state_dict with torch.save"
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupt ({error}); re-download or re-save it") from None
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a PyTorch file (its pickle stream is unreadable); "
+            "re-download or re-save it"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise CheckpointError(
             f"checkpoint {path} is truncated or not a PyTorch file ({type(error).__name__}: "
@@ -284,17 +287,12 @@ def load_weights_into(
     if backbone_only:
         report.reinitialised += [k for k in model_sd if k.startswith("kpsem.")]
         report.notes.append("MFNet weights loaded into the MF-KPSEM backbone; KPSEM starts fresh")
-    if _classifier_mismatch(model_sd, state_dict):
-        if not (reinit_classifier or backbone_only):
-            theirs = tuple(state_dict["classifier.weight"].shape)
-            ours = tuple(model_sd["classifier.weight"].shape)
-            raise CheckpointError(
-                f"{path}: its classifier has shape {theirs} (classes x features) but the model's is {ours}; "
-                "to fine-tune on another class count pass reinit_classifier=True (--reinit-classifier)"
-            )
+    classifier_mismatch = _classifier_mismatch(model_sd, state_dict)
+    if classifier_mismatch and (reinit_classifier or backbone_only):
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("classifier.")}
         report.reinitialised += ["classifier.weight", "classifier.bias"]
         report.notes.append("classifier re-initialised (different class count or feature width)")
+        classifier_mismatch = False
     unexpected = sorted(set(state_dict) - set(model_sd))
     missing = sorted(set(model_sd) - set(state_dict) - set(report.reinitialised))
     tolerated = [k for k in missing if k.endswith("num_batches_tracked")]
@@ -304,6 +302,13 @@ def load_weights_into(
         for k in set(state_dict) & set(model_sd)
         if state_dict[k].shape != model_sd[k].shape
     )
+    if classifier_mismatch and len(misshapen) <= 2 and not missing and not unexpected:
+        theirs = tuple(state_dict["classifier.weight"].shape)
+        ours = tuple(model_sd["classifier.weight"].shape)
+        raise CheckpointError(
+            f"{path}: its classifier has shape {theirs} (classes x features) but the model's is {ours}; "
+            "to fine-tune on another class count pass reinit_classifier=True (--reinit-classifier)"
+        )
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys: {_name_keys(missing)}")
