@@ -1,0 +1,220 @@
+"""One analysis per clip and model: probabilities, top-k, Grad-CAM and (MF-KPSEM) KPSEM's internals.
+
+Everything comes from a single forward pass and a single backward pass to the CAM layer per model
+(:class:`~kpsem.explain.gradcam.VideoGradCAM`); drawing lives in :mod:`kpsem.explain.draw`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from kpsem.explain.gradcam import VideoGradCAM, Weighting, normalise_cam
+from kpsem.models.kpsem_module import KPSEMInternals, normalised_to_pixels
+
+__all__ = [
+    "TopK",
+    "ClipAnalysis",
+    "PairAnalysis",
+    "analyse_clip",
+    "analyse_pair",
+    "model_label",
+    "feature_frame_of",
+    "crop_to_original",
+]
+
+
+@dataclass
+class TopK:
+    index: int  # class index
+    name: str  # class name
+    probability: float  # softmax probability
+
+
+@dataclass
+class ClipAnalysis:
+    """What one model makes of one clip. Pixel coordinates are pixel centres of the S x S clip
+    (the model's input crop, the same pixels as ``ClipSample.display``): x right, y down."""
+
+    model_name: str  # label for figures, e.g. "MFNet" or "MF-KPSEM"
+    class_names: list[str]  # one per class
+    logits: np.ndarray  # (classes,)
+    probs: np.ndarray  # (classes,) softmax
+    topk: list[TopK]  # the k most probable classes, best first
+    target: int  # class the CAM explains (default: the prediction)
+    cam_layer: str  # layer the CAM was taken at
+    weighting: Weighting  # "clip" (one weight per channel) or "slice" (per channel and time slice)
+    cam_feature: np.ndarray  # (T', H', W') raw map at the layer's resolution
+    cam_raw: np.ndarray  # (T, S, S) raw map (ReLU'd, unnormalised): comparable across models
+    cam: np.ndarray  # (T, S, S) cam_raw / its maximum, in [0, 1]
+    frame_to_feature: np.ndarray  # (T,) feature frame t' that each clip frame falls in
+    has_kpsem: bool  # False for MFNet: then everything below is None
+    internals: KPSEMInternals | None = None  # (N=1, ...) detached, CPU, normalised coordinates
+    centres_px: np.ndarray | None = None  # (G, T', 2) separation centres in pixels
+    key_points_px: np.ndarray | None = None  # (G, K, C, T', 2) key points in pixels
+    shifts_px: np.ndarray | None = None  # (G, K, C, T'-1, 2) shifts S (eq. 10) as pixel displacements
+
+    @property
+    def prediction(self) -> int:
+        return int(self.probs.argmax())
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.cam.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.cam.shape[-1])
+
+    def summary(self) -> dict:
+        """Plain data for JSON: model, target, top-k, and whether key points exist."""
+        return {
+            "model": self.model_name,
+            "prediction": self.prediction,
+            "prediction_name": self.class_names[self.prediction],
+            "target": self.target,
+            "cam_layer": self.cam_layer,
+            "weighting": self.weighting,
+            "topk": [{"index": t.index, "name": t.name, "probability": t.probability} for t in self.topk],
+            "has_kpsem": self.has_kpsem,
+        }
+
+
+@dataclass
+class PairAnalysis:
+    """Baseline and MF-KPSEM on the same clip, with one colour scale for both CAMs."""
+
+    baseline: ClipAnalysis
+    kpsem: ClipAnalysis
+    shared_scale: float  # max of both raw CAMs: divide raw maps by it to share one colour bar
+    baseline_shared: np.ndarray  # (T, S, S) baseline cam_raw / shared_scale, in [0, 1]
+    kpsem_shared: np.ndarray  # (T, S, S) kpsem cam_raw / shared_scale, in [0, 1]
+    difference: np.ndarray  # (T, S, S) baseline_shared - kpsem_shared, in [-1, 1]
+    difference_normalised: np.ndarray  # (T, S, S) baseline.cam - kpsem.cam (each own maximum), in [-1, 1]
+
+
+def model_label(model: nn.Module) -> str:
+    """The paper's name for a model: MF-KPSEM when it has a KPSEM module, else MFNet."""
+    return "MF-KPSEM" if hasattr(model, "kpsem") else "MFNet"
+
+
+def feature_frame_of(num_frames: int, feature_frames: int) -> np.ndarray:
+    """(T,) index of the feature frame each clip frame belongs to: t' = floor(t * T' / T).
+
+    MFNet's one temporal stride (kernel 3, stride 2, padding 1) centres feature frame t' on clip frame
+    2t', so for T = 16, T' = 8 frames 2t' and 2t'+1 show feature frame t'."""
+    return np.minimum(np.arange(num_frames) * feature_frames // num_frames, feature_frames - 1)
+
+
+def crop_to_original(points: np.ndarray, crop_box: Sequence[float], resize_scale: float) -> np.ndarray:
+    """Map pixel-centre (x, y) in the model's crop back to the original video frame.
+
+    ``crop_box`` = (x0, y0, x1, y1) of the crop in the resized frame, ``resize_scale`` = resized /
+    original side; both as :func:`kpsem.data.load_clip` reports them."""
+    points = np.asarray(points, dtype=np.float64)
+    offset = np.array([crop_box[0], crop_box[1]], dtype=np.float64)
+    return (points + 0.5 + offset) / resize_scale - 0.5
+
+
+def _check_clip(model: nn.Module, clip: torch.Tensor) -> None:
+    if not isinstance(clip, torch.Tensor) or clip.dim() != 5 or clip.shape[0] != 1 or clip.shape[1] != 3:
+        shape = tuple(clip.shape) if isinstance(clip, torch.Tensor) else type(clip).__name__
+        raise ValueError(f"analyse_clip takes one clip of shape (1, 3, T, S, S), e.g. (1, 3, 16, 224, 224); got {shape}")
+    if clip.shape[3] != clip.shape[4]:
+        raise ValueError(f"analyse_clip takes square clips (S x S crops); got {clip.shape[3]}x{clip.shape[4]}")
+    config = getattr(model, "kpsem_config", None)
+    if config is not None and clip.shape[2] != config.num_frames:
+        raise ValueError(
+            f"clip has {clip.shape[2]} frames but this MF-KPSEM needs exactly {config.num_frames} "
+            "(its temporal feature is sized for them); sample the clip with that many frames"
+        )
+
+
+def analyse_clip(
+    model: nn.Module,
+    clip: torch.Tensor,
+    *,
+    cam_layer: str = "tail",
+    target: int | None = None,
+    weighting: Weighting = "clip",
+    topk: int = 5,
+    class_names: Sequence[str] | None = None,
+    name: str | None = None,
+) -> ClipAnalysis:
+    """Analyse one clip (1, 3, T, S, S), already normalised, with one forward and one backward pass.
+
+    ``target`` is the class the CAM explains (default: the prediction). A model without KPSEM gives
+    ``has_kpsem=False`` and no key points; it never fails for that reason.
+    """
+    _check_clip(model, clip)
+    device = next(model.parameters()).device
+    with VideoGradCAM(model, layer=cam_layer, weighting=weighting) as explainer:
+        result = explainer.explain(clip.to(device), None if target is None else [target])
+    logits = result.logits[0].double()
+    num_classes = logits.numel()
+    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for a model with {num_classes} classes")
+    probs = torch.softmax(logits, dim=0).numpy()
+    order = np.argsort(-probs, kind="stable")[: max(1, min(topk, num_classes))]
+    size = clip.shape[-1]
+    analysis = ClipAnalysis(
+        model_name=name or model_label(model),
+        class_names=names,
+        logits=logits.numpy(),
+        probs=probs,
+        topk=[TopK(int(i), names[i], float(probs[i])) for i in order],
+        target=result.targets[0],
+        cam_layer=cam_layer,
+        weighting=weighting,
+        cam_feature=result.cam_feature[0],
+        cam_raw=result.cam_raw[0],
+        cam=result.cam[0],
+        frame_to_feature=feature_frame_of(clip.shape[2], result.cam_feature.shape[1]),
+        has_kpsem=result.internals is not None,
+    )
+    internals = result.internals
+    if internals is not None:
+        frames = internals.centres.shape[2]
+        analysis.internals = internals
+        analysis.frame_to_feature = feature_frame_of(clip.shape[2], frames)
+        analysis.centres_px = normalised_to_pixels(internals.centres[0], size, size).numpy()
+        analysis.key_points_px = normalised_to_pixels(internals.key_points[0], size, size).numpy()
+        analysis.shifts_px = (internals.shifts[0] * (size / 2)).numpy()  # a displacement: no -0.5 offset
+    return analysis
+
+
+def analyse_pair(
+    baseline: nn.Module,
+    kpsem_model: nn.Module,
+    clip: torch.Tensor,
+    *,
+    cam_layer: str = "tail",
+    target: int | None = None,
+    weighting: Weighting = "clip",
+    topk: int = 5,
+    class_names: Sequence[str] | None = None,
+    kpsem_class_names: Sequence[str] | None = None,
+) -> PairAnalysis:
+    """Both models on one clip, with a shared colour scale and a baseline-minus-KPSEM difference map."""
+    first = analyse_clip(baseline, clip, cam_layer=cam_layer, target=target, weighting=weighting, topk=topk,
+                         class_names=class_names)
+    second = analyse_clip(kpsem_model, clip, cam_layer=cam_layer, target=target, weighting=weighting, topk=topk,
+                          class_names=kpsem_class_names if kpsem_class_names is not None else class_names)
+    if first.model_name == second.model_name:  # two checkpoints of one architecture: keep them apart
+        first.model_name, second.model_name = f"{first.model_name} (baseline)", f"{second.model_name} (compared)"
+    scale = float(max(first.cam_raw.max(), second.cam_raw.max()))
+    base_shared, kpsem_shared = normalise_cam(first.cam_raw, scale), normalise_cam(second.cam_raw, scale)
+    return PairAnalysis(
+        baseline=first,
+        kpsem=second,
+        shared_scale=scale,
+        baseline_shared=base_shared,
+        kpsem_shared=kpsem_shared,
+        difference=base_shared - kpsem_shared,
+        difference_normalised=first.cam - second.cam,
+    )
