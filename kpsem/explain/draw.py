@@ -1,0 +1,248 @@
+"""Drawing, kept apart from computing: Grad-CAM overlays, split lines, key points and shift arrows.
+
+Two kinds of output share one code path: ``draw_*`` functions add matplotlib artists to an Axes that
+shows an S x S frame with ``imshow`` (pixel centres at integer coordinates, the convention of
+:class:`~kpsem.explain.analysis.ClipAnalysis`), so paper figures stay vector graphics; ``render_frame``
+draws the same artists off-screen and returns a numpy RGB image for the Streamlit app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # headless by default; a caller's own backend choice wins
+
+import numpy as np  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import FancyArrow  # noqa: E402
+
+from kpsem.explain.analysis import ClipAnalysis  # noqa: E402
+
+__all__ = [
+    "REGION_COLOURS",
+    "REGION_NAMES",
+    "KeyPointOptions",
+    "cam_overlay",
+    "difference_overlay",
+    "channel_scores",
+    "select_channels",
+    "region_of",
+    "crossing_shifts",
+    "draw_split_lines",
+    "draw_keypoints",
+    "render_frame",
+]
+
+# Okabe-Ito colours (distinguishable with colour-vision deficiencies), region k = 2 * bottom + right.
+REGION_COLOURS: tuple[str, ...] = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7")
+REGION_NAMES: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+@dataclass
+class KeyPointOptions:
+    """What :func:`draw_keypoints` shows; the defaults make a readable first picture."""
+
+    sets: tuple[int, ...] = (0,)  # AReSE sets to draw (G of them exist); each has its own split
+    channels: tuple[int, ...] | None = None  # channels to draw; None: the top_channels by score
+    top_channels: int = 5  # how many channels when choosing automatically (see channel_scores)
+    regions: tuple[int, ...] = (0, 1, 2, 3)  # regions to draw (K = 1 models only have region 0)
+    arrow_scale: float = 1.0  # multiply every shift's pixel length by this for visibility
+    split_lines: bool = True  # draw the set's separation centre and quadrant borders
+    highlight_crossing: bool = True  # mark shifts whose arrow ends in another region (dashed, outlined)
+    marker_size: float = 7.0  # key point cross size, points
+    line_width: float = 1.2  # arrow and split line width, points
+
+
+def _colormap_rgb(values: np.ndarray, cmap: str) -> np.ndarray:
+    """values in [0, 1] -> float RGB in [0, 1] through a matplotlib colour map."""
+    return colormaps[cmap](np.clip(values, 0.0, 1.0))[..., :3]
+
+
+def _check_frame(frame: np.ndarray, heat: np.ndarray) -> None:
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be an (H, W, 3) RGB image; got shape {frame.shape}")
+    if heat.shape != frame.shape[:2]:
+        raise ValueError(f"map of shape {heat.shape} does not match the frame's {frame.shape[:2]}")
+
+
+def cam_overlay(
+    frame: np.ndarray,
+    cam: np.ndarray,
+    *,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> np.ndarray:
+    """Blend a CAM onto a frame: uint8 (S, S, 3) and (S, S) -> uint8 (S, S, 3).
+
+    ``vmin``/``vmax`` set the colour scale (pass a pair's ``shared_scale`` as vmax with raw maps to
+    give two models one scale); ``alpha`` is the heat map's weight."""
+    _check_frame(frame, cam)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+    span = vmax - vmin if vmax > vmin else 1.0
+    heat = _colormap_rgb((cam - vmin) / span, cmap)
+    base = frame.astype(np.float64) / (255.0 if frame.dtype == np.uint8 else 1.0)
+    return np.round(((1 - alpha) * base + alpha * heat) * 255).astype(np.uint8)
+
+
+def difference_overlay(
+    frame: np.ndarray, difference: np.ndarray, *, cmap: str = "RdBu_r", alpha: float = 0.6, limit: float = 1.0
+) -> np.ndarray:
+    """Blend a signed map (baseline minus KPSEM, in [-limit, limit]) with a diverging colour map:
+    red where the baseline looks more, blue where KPSEM does."""
+    return cam_overlay(frame, difference, cmap=cmap, alpha=alpha, vmin=-limit, vmax=limit)
+
+
+def _require_kpsem(analysis: ClipAnalysis) -> None:
+    if not analysis.has_kpsem or analysis.internals is None:
+        raise ValueError(f"{analysis.model_name} has no KPSEM module, so it has no key points or shifts to draw")
+
+
+def channel_scores(analysis: ClipAnalysis, set_index: int = 0) -> np.ndarray:
+    """(C,) how much shift each channel carries into RKPS for one set: the clip's mean over frame
+    pairs of sum_k W_R[k] * |S[k]| (eq. 12 before the regions' vectors can cancel out)."""
+    _require_kpsem(analysis)
+    internals = analysis.internals
+    assert internals is not None and analysis.shifts_px is not None
+    num_sets = internals.centres.shape[1]
+    if not 0 <= set_index < num_sets:
+        raise ValueError(f"set {set_index} does not exist; this model has sets 0..{num_sets - 1}")
+    weights = internals.regional_weights[0, set_index].numpy()  # (K, C, T'-1)
+    lengths = np.linalg.norm(analysis.shifts_px[set_index], axis=-1)  # (K, C, T'-1)
+    return (weights * lengths).sum(axis=0).mean(axis=-1)
+
+
+def select_channels(analysis: ClipAnalysis, set_index: int = 0, top: int = 5) -> list[int]:
+    """The ``top`` channels by :func:`channel_scores`, strongest first (ties: lower index first)."""
+    scores = channel_scores(analysis, set_index)
+    return [int(c) for c in np.argsort(-scores, kind="stable")[: max(0, top)]]
+
+
+def region_of(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Quadrant index k = 2 * bottom + right of pixel points (..., 2) around a pixel centre (2,),
+    with KPSEM's rule: right when x >= cx, bottom when y >= cy."""
+    right = (points[..., 0] >= centre[0]).astype(int)
+    bottom = (points[..., 1] >= centre[1]).astype(int)
+    return 2 * bottom + right
+
+
+def crossing_shifts(analysis: ClipAnalysis, set_index: int, feature_frame: int) -> np.ndarray:
+    """(K, C) bool: the shift of region k's key point, drawn from feature frame t' (unscaled), ends
+    in another quadrant of that frame's split. False everywhere on the last frame (no shift)."""
+    _require_kpsem(analysis)
+    assert analysis.key_points_px is not None and analysis.shifts_px is not None and analysis.centres_px is not None
+    num_regions, channels = analysis.key_points_px.shape[1:3]
+    if feature_frame >= analysis.shifts_px.shape[3] or num_regions == 1:
+        return np.zeros((num_regions, channels), dtype=bool)
+    start = analysis.key_points_px[set_index, :, :, feature_frame]  # (K, C, 2)
+    end = start + analysis.shifts_px[set_index, :, :, feature_frame]
+    centre = analysis.centres_px[set_index, feature_frame]
+    return region_of(end, centre) != np.arange(num_regions)[:, None]
+
+
+def draw_split_lines(ax: Axes, analysis: ClipAnalysis, frame: int, set_index: int = 0, *,
+                     colour: str = "white", line_width: float = 1.2) -> list[Artist]:
+    """The set's adaptive separation centre on clip frame ``frame`` and the quadrant borders through it."""
+    _require_kpsem(analysis)
+    assert analysis.centres_px is not None
+    t = int(analysis.frame_to_feature[frame])
+    cx, cy = analysis.centres_px[set_index, t]
+    size = analysis.size
+    artists: list[Artist] = [
+        ax.axvline(cx, color=colour, lw=line_width, ls="--", alpha=0.9),
+        ax.axhline(cy, color=colour, lw=line_width, ls="--", alpha=0.9),
+        *ax.plot([cx], [cy], marker="o", ms=4, mfc=colour, mec="black", mew=0.6, ls=""),
+    ]
+    ax.set_xlim(-0.5, size - 0.5)
+    ax.set_ylim(size - 0.5, -0.5)
+    return artists
+
+
+def _check_frame_index(analysis: ClipAnalysis, frame: int) -> None:
+    if not 0 <= frame < analysis.num_frames:
+        raise ValueError(f"frame {frame} is outside the clip's {analysis.num_frames} frames (0..{analysis.num_frames - 1})")
+
+
+def draw_keypoints(ax: Axes, analysis: ClipAnalysis, frame: int, options: KeyPointOptions | None = None) -> list[Artist]:
+    """Key points as crosses coloured by region and their shifts as arrows of the same colour.
+
+    ``frame`` is a clip frame; it shows feature frame ``analysis.frame_to_feature[frame]``, whose shift
+    to the next feature frame is drawn (none on the last). Shifts that end in another region are
+    dashed and outlined in black when ``options.highlight_crossing``."""
+    options = options or KeyPointOptions()
+    _require_kpsem(analysis)
+    _check_frame_index(analysis, frame)
+    assert analysis.key_points_px is not None and analysis.shifts_px is not None
+    num_sets, num_regions, channels = analysis.key_points_px.shape[:3]
+    t = int(analysis.frame_to_feature[frame])
+    artists: list[Artist] = []
+    for g in options.sets:
+        if not 0 <= g < num_sets:
+            raise ValueError(f"set {g} does not exist; this model has sets 0..{num_sets - 1}")
+        chosen = list(options.channels) if options.channels is not None else select_channels(analysis, g, options.top_channels)
+        bad = [c for c in chosen if not 0 <= c < channels]
+        if bad:
+            raise ValueError(f"channels {bad} do not exist; KPSEM reads {channels} channels (0..{channels - 1})")
+        if options.split_lines and num_regions > 1:
+            artists += draw_split_lines(ax, analysis, frame, g, line_width=options.line_width)
+        crossing = crossing_shifts(analysis, g, t)
+        has_shift = t < analysis.shifts_px.shape[3]
+        for k in options.regions:
+            if not 0 <= k < num_regions:
+                continue  # a K = 1 model has region 0 only
+            colour = REGION_COLOURS[k]
+            points = analysis.key_points_px[g, k, chosen, t]  # (n, 2)
+            artists += ax.plot(points[:, 0], points[:, 1], ls="", marker="x", ms=options.marker_size,
+                               mew=options.line_width * 1.5, color=colour)
+            if not has_shift:
+                continue
+            for c, (x, y) in zip(chosen, points):
+                dx, dy = analysis.shifts_px[g, k, c, t] * options.arrow_scale
+                crosses = bool(options.highlight_crossing and crossing[k, c])
+                arrow = FancyArrow(
+                    x, y, dx, dy, width=options.line_width * (1.6 if crosses else 0.8),
+                    head_width=options.line_width * 4, head_length=options.line_width * 4,
+                    length_includes_head=True, facecolor=colour,
+                    edgecolor="black" if crosses else colour, linewidth=0.8 if crosses else 0.0,
+                    linestyle="--" if crosses else "-",
+                )
+                arrow.set_gid("crossing" if crosses else "shift")  # tests and SVG readers can tell them apart
+                ax.add_patch(arrow)
+                artists.append(arrow)
+    size = analysis.size
+    ax.set_xlim(-0.5, size - 0.5)
+    ax.set_ylim(size - 0.5, -0.5)
+    return artists
+
+
+def render_frame(
+    frame_rgb: np.ndarray,
+    analysis: ClipAnalysis | None = None,
+    frame: int = 0,
+    *,
+    keypoints: KeyPointOptions | None = None,
+    scale: int = 2,
+) -> np.ndarray:
+    """A frame (already blended with a CAM, if wanted) with key points drawn on it, as uint8 RGB of
+    ``scale * S`` pixels a side (drawn larger than the crop so crosses and arrows stay legible)."""
+    height, width = frame_rgb.shape[:2]
+    fig = Figure(figsize=(width * scale / 100, height * scale / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(frame_rgb, interpolation="nearest")
+    ax.set_axis_off()
+    if analysis is not None and keypoints is not None:
+        draw_keypoints(ax, analysis, frame, keypoints)
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
