@@ -1,0 +1,54 @@
+"""``python -m kpsem evaluate``: top-1/top-5 per clip and per video, and a predictions table (Parquet)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "evaluate a checkpoint: top-1/top-5 over several clips per video, predictions table as Parquet"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint to evaluate (ours or published MFNet)")
+    parser.add_argument("--data", required=True, help="data set root")
+    parser.add_argument("--split", default="test", help="split to evaluate (default test)")
+    parser.add_argument("--clips", type=int, default=10, help="clips per video; video score = mean softmax (default 10)")
+    parser.add_argument("--out", default=None,
+                        help="predictions table (.parquet); default: <checkpoint stem>_<split>_preds.parquet beside it")
+    parser.add_argument("--summary", default=None, help="summary JSON (default: --out with .json)")
+    parser.add_argument("--model-id", default=None, help="label in tables and plots (default: <stem>:<arch>)")
+    parser.add_argument("--layout", default=None, help="data set layout (default: detect)")
+    parser.add_argument("--split-id", type=int, default=1, help="official split number (HMDB51/UCF101)")
+    parser.add_argument("--annotations", default=None, help="annotation file or folder, if not in the standard place")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="data loader processes per evaluating process")
+    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto", help="autocast on CUDA")
+    parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate (each torchrun rank its shard); rank 0 writes the table and the summary and prints them."""
+    from kpsem.distributed import init_distributed, shutdown_distributed
+    from kpsem.evaluate import evaluate_checkpoint
+
+    if args.clips < 1:
+        raise ValueError(f"--clips must be at least 1; got {args.clips}")
+    checkpoint = Path(args.checkpoint)
+    out = Path(args.out) if args.out else checkpoint.with_name(f"{checkpoint.stem}_{args.split}_preds.parquet")
+    dist_info = init_distributed(device=args.device)
+    try:
+        result = evaluate_checkpoint(
+            checkpoint, data=args.data, split=args.split, clips=args.clips, batch_size=args.batch_size,
+            workers=args.workers, amp=args.amp, out=out, summary_path=args.summary, model_id=args.model_id,
+            layout=args.layout, split_id=args.split_id, annotations=args.annotations, dist_info=dist_info,
+            progress=args.progress,
+        )
+    finally:
+        shutdown_distributed(dist_info)
+    if result is not None:
+        print(f"{result.model_id} on {result.split}: {result.num_videos} videos, {result.num_clips} clips")
+        print(f"  clip  top-1 {result.clip_top1:.2%}  top-5 {result.clip_top5:.2%}")
+        print(f"  video top-1 {result.video_top1:.2%}  top-5 {result.video_top5:.2%}  (mean softmax over clips)")
+        print(f"predictions: {result.info['predictions']}; summary: {result.info['summary']}")
+    return 0

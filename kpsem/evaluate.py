@@ -1,0 +1,423 @@
+"""Evaluation: top-1/top-5 per clip and per video, and the predictions table the app compares.
+
+A video's score is the mean softmax over its clips (SPEC section 1). Every clip and every video gets
+one row in a Parquet table (:data:`COLUMNS`); the app and ``python -m kpsem compare`` read it back with
+:func:`read_predictions`. Under ``torchrun`` each rank evaluates its own shard of clips and rank 0
+gathers the rows and writes the files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from kpsem.distributed import DistInfo, ShardSampler, current, gather_to_main
+
+__all__ = [
+    "COLUMNS",
+    "PREDICTIONS_FORMAT",
+    "EvalResult",
+    "PredictionsError",
+    "autocast_context",
+    "resolve_amp_dtype",
+    "evaluate_model",
+    "evaluate_checkpoint",
+    "predictions_table",
+    "write_predictions",
+    "read_predictions",
+    "default_model_id",
+]
+
+PREDICTIONS_FORMAT = "kpsem-predictions/1"  # stored in the Parquet metadata; bumped on a breaking change
+TOP_K = 5  # classes listed per row (fewer when the model has fewer classes)
+
+# Column -> meaning. ``clip_index`` is -1 on video rows (they average all of a video's clips).
+COLUMNS: dict[str, str] = {
+    "video_id": "the data set's id of the video",
+    "true_label": "ground-truth class index",
+    "true_class": "ground-truth class name",
+    "model_id": "which model made the prediction (checkpoint stem:arch)",
+    "level": "'clip' (one clip) or 'video' (mean softmax over the video's clips)",
+    "clip_index": "clip number within the video; -1 on video rows",
+    "num_clips": "clips behind the row: 1 on clip rows, the video's clip count on video rows",
+    "topk_classes": "names of the top-5 classes, most probable first",
+    "topk_labels": "indices of the top-5 classes",
+    "topk_probs": "their probabilities",
+    "probs": "the full probability vector (one float per class)",
+    "correct_top1": "whether the top class is the true one",
+    "correct_top5": "whether the true class is among the top 5",
+}
+_LEVELS = ("clip", "video")
+
+
+class PredictionsError(ValueError):
+    """A predictions file that cannot be read; the message says why and what to do."""
+
+
+@dataclass
+class EvalResult:
+    """Accuracy figures and the per-clip/per-video table of one evaluation."""
+
+    model_id: str  # label of the model in tables and plots
+    split: str  # data split evaluated
+    class_names: list[str]  # index -> name
+    num_videos: int  # distinct videos
+    num_clips: int  # clips evaluated (videos x clips per video)
+    clip_top1: float  # fraction of clips whose top class is right
+    clip_top5: float  # fraction of clips with the right class in the top 5
+    video_top1: float  # same, per video, on the mean softmax over its clips
+    video_top5: float
+    clip_loss: float  # mean cross-entropy over clips
+    per_class_top1: dict[str, float]  # video-level top-1 per true class (classes present only)
+    seconds: float  # wall time of the evaluation
+    predictions: pd.DataFrame = field(repr=False)  # one row per clip and per video (:data:`COLUMNS`)
+    info: dict[str, Any] = field(default_factory=dict)  # checkpoint, data set, clip settings
+
+    def summary(self) -> dict[str, Any]:
+        """Everything except the table, as plain JSON-able data."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("predictions",)}
+        out["format"] = PREDICTIONS_FORMAT
+        return out
+
+
+def autocast_context(device: torch.device, amp: str) -> Any:
+    """``torch.autocast`` for ``amp`` in {"off", "bf16", "fp16", "auto"}; a no-op on CPU.
+
+    "auto" is bf16 where the GPU supports it, else fp16 (which needs a GradScaler when training).
+    """
+    if device.type != "cuda" or amp == "off":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=resolve_amp_dtype(device, amp))
+
+
+def resolve_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype ``amp`` means on ``device``; ``None`` for full precision."""
+    if amp not in ("off", "bf16", "fp16", "auto"):
+        raise ValueError(f"amp must be one of off, bf16, fp16, auto; got {amp!r}")
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def default_model_id(checkpoint: str | Path, arch: str) -> str:
+    """'runs/mfnet/final.pt' + 'mfnet' -> 'final:mfnet' (file stem and architecture)."""
+    return f"{Path(checkpoint).stem}:{arch}"
+
+
+@torch.no_grad()
+def _predict(
+    model: nn.Module, loader: Iterable[dict[str, Any]], device: torch.device, amp: str, progress: Any
+) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {"probs": [], "label": [], "video_id": [], "clip_index": [], "loss": []}
+    for batch in loader:
+        clips = batch["clip"].to(device, non_blocking=True)  # (N, 3, T, H, W)
+        labels = torch.as_tensor(batch["label"]).to(device)
+        with autocast_context(device, amp):
+            logits = model(clips)  # (N, classes)
+        logits = logits.float()
+        out["loss"].append(F.cross_entropy(logits, labels, reduction="sum").item())
+        out["probs"].append(F.softmax(logits, dim=1).cpu().numpy())
+        out["label"].extend(int(v) for v in labels.cpu())
+        out["video_id"].extend(str(v) for v in batch["video_id"])
+        out["clip_index"].extend(int(v) for v in torch.as_tensor(batch["clip_index"]))
+        if progress is not None:
+            progress.update(len(clips))
+    return out
+
+
+def _topk(probs: np.ndarray, k: int) -> np.ndarray:
+    """(rows, classes) -> (rows, k) class indices, most probable first (ties: lower index first)."""
+    return np.argsort(-probs, axis=1, kind="stable")[:, :k]
+
+
+def predictions_table(
+    probs: np.ndarray,
+    labels: Sequence[int],
+    video_ids: Sequence[str],
+    clip_indices: Sequence[int],
+    *,
+    class_names: Sequence[str],
+    model_id: str,
+) -> pd.DataFrame:
+    """Clip rows plus one video row per video (mean softmax over its clips), in :data:`COLUMNS` order."""
+    probs = np.asarray(probs, dtype=np.float32)  # (clips, classes)
+    if probs.ndim != 2 or probs.shape[1] != len(class_names):
+        raise ValueError(f"probs must be (clips, {len(class_names)}); got {probs.shape}")
+    labels_a = np.asarray(labels, dtype=np.int64)
+    clip_df = pd.DataFrame({"video_id": list(video_ids), "true_label": labels_a, "clip_index": list(clip_indices)})
+    order = clip_df.sort_values(["video_id", "clip_index"], kind="stable").index.to_numpy()
+    clip_df, probs = clip_df.iloc[order].reset_index(drop=True), probs[order]
+    videos, first, inverse, counts = np.unique(
+        clip_df["video_id"].to_numpy(), return_index=True, return_inverse=True, return_counts=True
+    )
+    video_probs = np.zeros((len(videos), probs.shape[1]), dtype=np.float64)
+    np.add.at(video_probs, inverse, probs)
+    video_probs = (video_probs / counts[:, None]).astype(np.float32)  # (videos, classes)
+    video_labels = clip_df["true_label"].to_numpy()[first]
+    k = min(TOP_K, len(class_names))
+    names = np.asarray(class_names, dtype=object)
+
+    def rows(level: str, p: np.ndarray, y: np.ndarray, vids: Sequence[str], clip_idx: Sequence[int],
+             nclips: Sequence[int]) -> pd.DataFrame:
+        top = _topk(p, k)  # (rows, k)
+        return pd.DataFrame({
+            "video_id": list(vids),
+            "true_label": y.astype(np.int64),
+            "true_class": names[y].tolist() if len(y) else [],
+            "model_id": model_id,
+            "level": level,
+            "clip_index": np.asarray(clip_idx, dtype=np.int64),
+            "num_clips": np.asarray(nclips, dtype=np.int64),
+            "topk_classes": [names[t].tolist() for t in top],
+            "topk_labels": [t.tolist() for t in top],
+            "topk_probs": [p[i, t].tolist() for i, t in enumerate(top)],
+            "probs": [row.tolist() for row in p],
+            "correct_top1": top[:, 0] == y if len(y) else np.zeros(0, bool),
+            "correct_top5": (top == y[:, None]).any(axis=1) if len(y) else np.zeros(0, bool),
+        })
+
+    clip_rows = rows("clip", probs, clip_df["true_label"].to_numpy(), clip_df["video_id"].tolist(),
+                     clip_df["clip_index"].tolist(), [1] * len(clip_df))
+    video_rows = rows("video", video_probs, video_labels, videos.tolist(), [-1] * len(videos), counts.tolist())
+    return pd.concat([clip_rows, video_rows], ignore_index=True)[list(COLUMNS)]
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("video_id", pa.string()), ("true_label", pa.int64()), ("true_class", pa.string()),
+        ("model_id", pa.string()), ("level", pa.string()), ("clip_index", pa.int64()),
+        ("num_clips", pa.int64()), ("topk_classes", pa.list_(pa.string())), ("topk_labels", pa.list_(pa.int64())),
+        ("topk_probs", pa.list_(pa.float32())), ("probs", pa.list_(pa.float32())),
+        ("correct_top1", pa.bool_()), ("correct_top5", pa.bool_()),
+    ])
+
+
+def write_predictions(table: pd.DataFrame, path: str | Path, *, summary: dict[str, Any] | None = None) -> Path:
+    """Write the table as Parquet (atomically), with ``summary`` in the file's metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrow = pa.Table.from_pandas(table[list(COLUMNS)], schema=_schema(), preserve_index=False)
+    meta = {b"kpsem_format": PREDICTIONS_FORMAT.encode()}
+    if summary is not None:
+        meta[b"kpsem_summary"] = json.dumps(summary).encode()
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **meta})
+    partial = path.with_name(path.name + ".partial")
+    pq.write_table(arrow, partial)
+    partial.replace(path)
+    return path
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Read a predictions table written by ``python -m kpsem evaluate``; the summary is in ``df.attrs``.
+
+    Raises :class:`PredictionsError` naming the problem for a missing, empty or non-Parquet file and
+    for a table without the expected columns or levels.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionsError(
+            f"predictions file {path} does not exist; make one with "
+            "`python -m kpsem evaluate --checkpoint CKPT --data ROOT --out PATH.parquet`"
+        )
+    if path.stat().st_size == 0:
+        raise PredictionsError(f"predictions file {path} is empty (0 bytes); it was not written completely")
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise PredictionsError(
+            f"{path} is not a Parquet predictions table ({str(error).splitlines()[0]}); "
+            "pass the .parquet file that `python -m kpsem evaluate --out` wrote"
+        ) from None
+    missing = [c for c in COLUMNS if c not in arrow.column_names]
+    if missing:
+        raise PredictionsError(
+            f"{path} is not a kpsem predictions table: it lacks columns {', '.join(missing)} "
+            f"(it has {', '.join(arrow.column_names) or 'none'})"
+        )
+    df = arrow.to_pandas()
+    bad_levels = sorted(set(df["level"].unique()) - set(_LEVELS))
+    if bad_levels:
+        raise PredictionsError(f"{path}: column 'level' holds {bad_levels}; expected only 'clip' and 'video'")
+    meta = arrow.schema.metadata or {}
+    df.attrs["format"] = meta.get(b"kpsem_format", b"").decode() or None
+    df.attrs["kpsem"] = json.loads(meta[b"kpsem_summary"]) if b"kpsem_summary" in meta else {}
+    return df
+
+
+def _accuracy(table: pd.DataFrame, level: str, column: str) -> float:
+    rows = table[table["level"] == level]
+    return float(rows[column].mean()) if len(rows) else float("nan")
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    class_names: Sequence[str],
+    model_id: str,
+    split: str = "test",
+    batch_size: int = 8,
+    workers: int = 0,
+    amp: str = "auto",
+    dist_info: DistInfo | None = None,
+    progress: bool = False,
+    info: dict[str, Any] | None = None,
+) -> EvalResult | None:
+    """Evaluate ``model`` on every item of ``dataset`` (items as :class:`kpsem.data.ClipDataset` yields).
+
+    Under ``torchrun`` every rank evaluates its shard; rank 0 returns the full result, the other
+    ranks return ``None``. The model is put in eval mode and left there.
+    """
+    dist_info = dist_info or current(next(model.parameters()).device)
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError(f"the {split} set is empty: no clips to evaluate")
+    started = time.perf_counter()
+    model.eval()
+    sampler = ShardSampler(len(dataset), rank=dist_info.rank, world_size=dist_info.world_size)  # type: ignore[arg-type]
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        pin_memory=dist_info.device.type == "cuda", persistent_workers=False)
+    bar = None
+    if progress and dist_info.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(sampler), desc=f"evaluate {split}", unit="clip", dynamic_ncols=True)
+    try:
+        shard = _predict(model, loader, dist_info.device, amp, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    num_classes = len(class_names)
+    shard["probs"] = np.concatenate(shard["probs"]) if shard["probs"] else np.zeros((0, num_classes), np.float32)
+    shard["loss"] = [float(sum(shard["loss"]))]
+    gathered = gather_to_main(dist_info, shard)
+    if gathered is None:
+        return None
+    probs = np.concatenate([g["probs"] for g in gathered])
+    labels = [v for g in gathered for v in g["label"]]
+    table = predictions_table(
+        probs, labels, [v for g in gathered for v in g["video_id"]], [v for g in gathered for v in g["clip_index"]],
+        class_names=class_names, model_id=model_id,
+    )
+    videos = table[table["level"] == "video"]
+    per_class = videos.groupby("true_class")["correct_top1"].mean()
+    return EvalResult(
+        model_id=model_id,
+        split=split,
+        class_names=list(class_names),
+        num_videos=len(videos),
+        num_clips=len(labels),
+        clip_top1=_accuracy(table, "clip", "correct_top1"),
+        clip_top5=_accuracy(table, "clip", "correct_top5"),
+        video_top1=_accuracy(table, "video", "correct_top1"),
+        video_top5=_accuracy(table, "video", "correct_top5"),
+        clip_loss=sum(g["loss"][0] for g in gathered) / max(len(labels), 1),
+        per_class_top1={str(k): float(v) for k, v in per_class.items()},
+        seconds=time.perf_counter() - started,
+        predictions=table,
+        info=dict(info or {}),
+    )
+
+
+def _check_classes(checkpoint_classes: list[str], dataset_classes: list[str], checkpoint: Path) -> None:
+    placeholders = checkpoint_classes == [f"class_{i}" for i in range(len(checkpoint_classes))]
+    if len(checkpoint_classes) != len(dataset_classes):
+        raise ValueError(
+            f"checkpoint {checkpoint} predicts {len(checkpoint_classes)} classes but the data set has "
+            f"{len(dataset_classes)}; evaluate on the data set the model was trained for"
+        )
+    if not placeholders and checkpoint_classes != dataset_classes:
+        diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(checkpoint_classes, dataset_classes)) if a != b]
+        raise ValueError(
+            f"checkpoint {checkpoint} and the data set name their classes differently (checkpoint vs data): "
+            + "; ".join(diff[:5]) + (f" ... and {len(diff) - 5} more" if len(diff) > 5 else "")
+        )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "test",
+    clips: int = 10,
+    batch_size: int = 8,
+    workers: int = 2,
+    amp: str = "auto",
+    out: str | Path | None = None,
+    summary_path: str | Path | None = None,
+    model_id: str | None = None,
+    layout: str | None = None,
+    split_id: int = 1,
+    annotations: str | Path | None = None,
+    dataset: Dataset | None = None,
+    class_names: Sequence[str] | None = None,
+    dist_info: DistInfo | None = None,
+    progress: bool = False,
+) -> EvalResult | None:
+    """Load ``checkpoint``, evaluate ``clips`` clips per video of ``data``'s ``split``, write the table.
+
+    The clip length and size come from the checkpoint. ``out`` (``.parquet``) gets the predictions and
+    ``summary_path`` (default: ``out`` with ``.json``) the summary; only rank 0 writes and returns a
+    result. ``dataset``/``class_names`` replace ``data`` (tests, custom data).
+    """
+    from kpsem.checkpoint import load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    dist_info = dist_info or current()
+    loaded = load_checkpoint(checkpoint, map_location=dist_info.device)
+    info = loaded.info
+    data_info: dict[str, Any]
+    if dataset is None:
+        if data is None:
+            raise ValueError("evaluate_checkpoint needs data=ROOT (a data set folder) or dataset=")
+        from kpsem.data import ClipDataset, open_dataset
+
+        index = open_dataset(data, split=split, layout=layout, split_id=split_id, annotations=annotations)  # type: ignore[arg-type]
+        class_names = list(index.class_names)
+        dataset = ClipDataset(index, train=False, frames=info.clip_frames, size=info.clip_size, clips_per_video=clips)
+        data_info = {"root": str(data), "layout": index.layout, "split": split, "split_id": split_id,
+                     "videos": len(index.videos), "skipped": len(index.skipped)}
+    else:
+        if class_names is None:
+            raise ValueError("pass class_names= with dataset=")
+        data_info = {"root": None, "split": split, "items": len(dataset)}  # type: ignore[arg-type]
+    _check_classes(info.class_names, list(class_names), checkpoint)
+    result = evaluate_model(
+        loaded.model, dataset, class_names=info.class_names, model_id=model_id or default_model_id(checkpoint, info.arch),
+        split=split, batch_size=batch_size, workers=workers, amp=amp, dist_info=dist_info, progress=progress,
+        info={
+            "checkpoint": str(checkpoint), "arch": info.arch, "clip_frames": info.clip_frames,
+            "clip_size": info.clip_size, "clips_per_video": clips, "data": data_info,
+            "world_size": dist_info.world_size, "device": str(dist_info.device),
+            "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    if result is not None and out is not None:
+        summary = result.summary()
+        write_predictions(result.predictions, out, summary=summary)
+        summary_file = Path(summary_path) if summary_path else Path(out).with_suffix(".json")
+        summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+        result.info["predictions"], result.info["summary"] = str(out), str(summary_file)
+    return result

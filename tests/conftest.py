@@ -1,0 +1,51 @@
+"""Shared fixtures (each engineer appends theirs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+
+# --- training and evaluation (tests/test_train*.py, tests/test_evaluate*.py) ---------------------------
+
+TINY_BACKBONE = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}  # a few thousand parameters
+
+
+class ToyClips(Dataset):
+    """In-memory stand-in for :class:`kpsem.data.ClipDataset`: the same item dicts, 8x32x32 clips.
+
+    Class ``c`` is a bright vertical band in column block ``c``; training items add noise from torch's
+    global RNG (as ClipDataset's augmentation does), so the trainer's per-item seeding matters.
+    """
+
+    def __init__(self, videos: int, *, classes: int = 3, frames: int = 8, size: int = 32, train: bool = True,
+                 clips_per_video: int = 1) -> None:
+        self.videos, self.classes, self.frames, self.size = videos, classes, frames, size
+        self.train, self.clips_per_video = train, clips_per_video
+        self.class_names = [f"class{c}" for c in range(classes)]
+
+    def __len__(self) -> int:
+        return self.videos * self.clips_per_video
+
+    def __getitem__(self, index: int) -> dict:
+        video, clip_index = divmod(index, self.clips_per_video)
+        label = video % self.classes
+        generator = torch.Generator().manual_seed(1000 * video + clip_index)
+        clip = torch.randn(3, self.frames, self.size, self.size, generator=generator) * 0.3  # (3, T, S, S)
+        band = self.size // self.classes
+        clip[:, :, :, label * band:(label + 1) * band] += 1.0
+        if self.train:
+            clip = clip + 0.1 * torch.randn_like(clip)
+        return {"clip": clip, "label": label, "video_id": f"video{video:03d}", "clip_index": clip_index,
+                "index": index}
+
+
+@pytest.fixture
+def toy_clips() -> type[ToyClips]:
+    return ToyClips
+
+
+@pytest.fixture
+def tiny_backbone() -> dict:
+    return dict(TINY_BACKBONE)
