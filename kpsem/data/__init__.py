@@ -1,0 +1,38 @@
+"""Data: decoding, data set layouts, MFNet sampling and transforms, clips, and the synthetic demo set."""
+
+from kpsem.data.clips import ClipDataset, ClipSample, load_clip
+from kpsem.data.datasets import (
+    LAYOUTS,
+    SPLITS,
+    AnnotationError,
+    DatasetIndex,
+    VideoRecord,
+    detect_layout,
+    open_dataset,
+)
+from kpsem.data.sampling import KINETICS_INTERVALS, sample_indices
+from kpsem.data.transforms import ClipTransform, TransformedClip, denormalise, normalise
+from kpsem.data.video import VideoError, VideoInfo, probe_video, read_frames
+
+__all__ = [
+    "AnnotationError",
+    "ClipDataset",
+    "ClipSample",
+    "ClipTransform",
+    "DatasetIndex",
+    "KINETICS_INTERVALS",
+    "LAYOUTS",
+    "SPLITS",
+    "TransformedClip",
+    "VideoError",
+    "VideoInfo",
+    "VideoRecord",
+    "denormalise",
+    "detect_layout",
+    "load_clip",
+    "normalise",
+    "open_dataset",
+    "probe_video",
+    "read_frames",
+    "sample_indices",
+]

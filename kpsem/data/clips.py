@@ -1,0 +1,199 @@
+"""Clips for models: a torch Dataset over a :class:`DatasetIndex`, and :func:`load_clip` for one video.
+
+A video that turns out undecodable inside a data set does not stop a run. ``ClipDataset`` logs a
+warning, remembers the video in ``failures`` (path -> reason) and returns the clip of the next
+decodable video instead (index + 1, + 2, ... wrapping around: deterministic, so a test epoch gives
+the same items every time). The substitute item carries its own label and video_id, and
+``replaced`` names the video it stands in for ("" normally), so that a training loop can count
+substitutions even when the items come from DataLoader worker processes (which keep their own
+``failures``). If no video of the index decodes, the original :class:`VideoError` is raised.
+``open_dataset(..., verify=True)`` finds broken files before training instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, FRAME_INTERVAL, MFNET_MEAN, MFNET_STD
+from kpsem.data.datasets import DatasetIndex
+from kpsem.data.sampling import sample_indices
+from kpsem.data.transforms import ClipTransform
+from kpsem.data.video import DEFAULT_SHORT_SIDE_CAP, VideoError, VideoInfo, probe_video, read_frames
+
+__all__ = ["ClipDataset", "ClipSample", "load_clip"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipSample:
+    """Clips of one video as the model sees them, and what the app needs to draw them."""
+
+    clips: torch.Tensor  # (num_clips, 3, T, size, size) float32, normalised
+    display: np.ndarray  # (num_clips, T, size, size, 3) uint8: the pixels of ``clips`` before normalisation
+    indices: list[list[int]]  # sampled frame numbers of each clip, in the original video
+    fps: float  # frames per second of the video
+    num_frames: int  # frames in the video
+    original_size: tuple[int, int]  # (height, width) of the video's frames
+    crop_box: tuple[int, int, int, int]  # (top, left, height, width) in the resized frame
+    resize_scale: float  # resized / original pixels (decoding cap and test resize together)
+    path: Path | None = None  # the video file or frame folder
+
+    def original_box(self) -> tuple[float, float, float, float]:
+        """``crop_box`` in original pixels: (top, left, height, width)."""
+        return tuple(v / self.resize_scale for v in self.crop_box)  # type: ignore[return-value]
+
+
+def _decode_cap(transform: ClipTransform) -> int:
+    return max(DEFAULT_SHORT_SIDE_CAP, transform.needed_short_side)
+
+
+def load_clip(
+    path: str | os.PathLike,
+    *,
+    frames: int = CLIP_FRAMES,
+    interval: int | Sequence[int] = FRAME_INTERVAL,
+    size: int = CLIP_SIZE,
+    num_clips: int = 1,
+    mean: tuple[float, ...] = MFNET_MEAN,
+    std: tuple[float, ...] = MFNET_STD,
+) -> ClipSample:
+    """Test-time clips of one video file or frame folder (resize short side, centre crop, even clips).
+
+    Raises :class:`VideoError` for a missing, empty, corrupt or zero-frame video.
+    """
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be at least 1; got {num_clips}")
+    transform = ClipTransform(train=False, size=size, mean=mean, std=std)
+    info = probe_video(path)
+    indices = [
+        sample_indices(info.num_frames, frames=frames, interval=interval, train=False, clip_index=k, num_clips=num_clips)
+        for k in range(num_clips)
+    ]
+    flat = [i for clip in indices for i in clip]
+    decoded = read_frames(path, flat, short_side_cap=_decode_cap(transform), info=info)  # (num_clips*T, h, w, 3)
+    outs = [transform.apply(decoded[k * frames:(k + 1) * frames]) for k in range(num_clips)]
+    decode_scale = decoded.shape[1] / info.height  # 1.0 unless the decoding cap downscaled
+    return ClipSample(
+        clips=torch.stack([o.clip for o in outs]),  # (num_clips, 3, T, size, size)
+        display=np.stack([o.display for o in outs]),  # (num_clips, T, size, size, 3)
+        indices=indices,
+        fps=info.fps,
+        num_frames=info.num_frames,
+        original_size=(info.height, info.width),
+        crop_box=outs[0].crop_box,
+        resize_scale=decode_scale * outs[0].scale[0],
+        path=Path(path),
+    )
+
+
+class ClipDataset(Dataset):
+    """Clips of the videos of a :class:`DatasetIndex`, with MFNet's train or test sampling and transform.
+
+    Item ``i`` is clip ``i % clips_per_video`` of video ``i // clips_per_video``: a dict with
+    ``clip`` (3, T, size, size) float32, ``label`` int, ``video_id`` str, ``clip_index`` int,
+    ``index`` int (the item index) and ``replaced`` str (see the module docstring).
+    test: clips are evenly spaced and deterministic. train: every item draws a random start, scale,
+    crop and flip from a generator seeded by ``torch.randint``, so runs repeat under
+    ``torch.manual_seed`` (DataLoader seeds each worker from it) and differ from epoch to epoch.
+    """
+
+    def __init__(
+        self,
+        index: DatasetIndex,
+        *,
+        train: bool,
+        frames: int = CLIP_FRAMES,
+        interval: int | Sequence[int] = FRAME_INTERVAL,
+        size: int = CLIP_SIZE,
+        clips_per_video: int = 1,
+        seed: int = 0,
+        mean: tuple[float, ...] = MFNET_MEAN,
+        std: tuple[float, ...] = MFNET_STD,
+    ) -> None:
+        if clips_per_video < 1:
+            raise ValueError(f"clips_per_video must be at least 1; got {clips_per_video}")
+        if frames < 1:
+            raise ValueError(f"frames must be at least 1; got {frames}")
+        self.index = index
+        self.train = bool(train)
+        self.frames = int(frames)
+        self.interval = interval
+        self.size = int(size)
+        self.clips_per_video = int(clips_per_video)
+        self.seed = int(seed)
+        self.transform = ClipTransform(train=self.train, size=size, mean=mean, std=std)
+        self.failures: dict[str, str] = {}  # path -> reason, for videos that failed in this process
+        self._infos: dict[int, VideoInfo] = {}  # probed headers, per video, in this process
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.index.class_names
+
+    def __len__(self) -> int:
+        return len(self.index.videos) * self.clips_per_video
+
+    def __repr__(self) -> str:
+        return (f"ClipDataset({self.index.layout} {self.index.split}, {len(self.index.videos)} videos x "
+                f"{self.clips_per_video} clips, {self.transform!r}, frames={self.frames}, interval={self.interval})")
+
+    def _rng(self, item: int) -> np.random.Generator | None:
+        if not self.train:
+            return None
+        draw = int(torch.randint(0, 2**31 - 1, (1,)).item())  # follows torch's (per-worker) seed
+        return np.random.default_rng([self.seed, item, draw])
+
+    def _clip(self, video: int, clip_index: int, rng: np.random.Generator | None) -> torch.Tensor:
+        record = self.index.videos[video]
+        info = self._infos.get(video) or self._infos.setdefault(video, probe_video(record.path))
+        indices = sample_indices(
+            info.num_frames, frames=self.frames, interval=self.interval, train=self.train,
+            clip_index=clip_index, num_clips=self.clips_per_video, rng=rng,
+        )
+        decoded = read_frames(record.path, indices, short_side_cap=_decode_cap(self.transform), info=info)
+        return self.transform(decoded, rng=rng)  # (3, T, size, size)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        if not 0 <= item < len(self):
+            raise IndexError(f"item {item} out of range for {len(self)} clips")
+        video, clip_index = divmod(item, self.clips_per_video)
+        rng = self._rng(item)
+        count = len(self.index.videos)
+        first_error: VideoError | None = None
+        for step in range(count):
+            candidate = (video + step) % count
+            try:
+                clip = self._clip(candidate, clip_index, rng)
+            except VideoError as error:
+                path = str(self.index.videos[candidate].path)
+                if path not in self.failures:
+                    self.failures[path] = str(error)
+                    log.warning("skipping undecodable video (a neighbour stands in): %s", error)
+                first_error = first_error or error
+                continue
+            record = self.index.videos[candidate]
+            return {
+                "clip": clip,
+                "label": record.label,
+                "video_id": record.video_id,
+                "clip_index": clip_index,
+                "index": item,
+                "replaced": self.index.videos[video].video_id if step else "",
+            }
+        raise VideoError(f"no video of {self.index.summary()} could be decoded; first error: {first_error}")
+
+    def failure_summary(self) -> str:
+        """One line: how many videos failed in this process, and the first reason."""
+        if not self.failures:
+            return "all videos decoded"
+        reason = next(iter(self.failures.values()))
+        return f"{len(self.failures)} undecodable videos replaced by neighbours (first: {reason})"

@@ -1,0 +1,128 @@
+"""Clip preprocessing of MFNet (SPEC section 1): the same crop for every frame of a clip.
+
+train: random square scale (each frame resized to s x s, s uniform in ``scale_range``, as the MFNet
+reference's ``RandomScale(make_square=True)`` does), random ``size`` crop, horizontal flip with p = 0.5.
+test: resize the short side to ``resize`` (aspect kept), centre crop ``size``.
+Defaults follow the 224 recipe and scale with ``size``: resize = round(size * 256 / 224) and
+scale_range = (size, round(size * 288 / 224)), so a 112 model gets 128 and (112, 144).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kpsem.constants import CLIP_SIZE, MFNET_MEAN, MFNET_STD
+
+__all__ = ["ClipTransform", "TransformedClip", "normalise", "denormalise"]
+
+
+@dataclass
+class TransformedClip:
+    """A clip as the model sees it, and the pixels behind it."""
+
+    clip: torch.Tensor  # (3, T, size, size) float32, normalised
+    display: np.ndarray  # (T, size, size, 3) uint8: exactly the pixels of ``clip`` before normalisation
+    crop_box: tuple[int, int, int, int]  # (top, left, height, width) in the resized frame
+    resized_size: tuple[int, int]  # (height, width) of the frame after resizing, before cropping
+    scale: tuple[float, float]  # (y, x) resized / input pixels; equal for test, may differ for train
+    flipped: bool  # whether the crop was mirrored left-right (train only)
+
+
+def normalise(display: np.ndarray, mean: tuple[float, ...] = MFNET_MEAN, std: tuple[float, ...] = MFNET_STD
+              ) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, H, W) float32, (x / 255 - mean) / std per channel."""
+    x = torch.from_numpy(np.ascontiguousarray(display)).permute(3, 0, 1, 2).float().div_(255)  # (3, T, H, W)
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def denormalise(clip: torch.Tensor, mean: tuple[float, ...] = MFNET_MEAN, std: tuple[float, ...] = MFNET_STD
+                ) -> np.ndarray:
+    """Inverse of :func:`normalise`: (3, T, H, W) -> (T, H, W, 3) uint8 (rounded)."""
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+    x = (clip.detach().float().cpu() * s + m).mul(255).round().clamp(0, 255)
+    return x.to(torch.uint8).permute(1, 2, 3, 0).numpy()
+
+
+class ClipTransform:
+    """MFNet's train or test preprocessing; call it on (T, H, W, 3) uint8 RGB frames."""
+
+    def __init__(
+        self,
+        train: bool,
+        size: int = CLIP_SIZE,
+        resize: int | None = None,
+        scale_range: tuple[int, int] | None = None,
+        mean: tuple[float, ...] = MFNET_MEAN,
+        std: tuple[float, ...] = MFNET_STD,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"size must be a positive number of pixels; got {size}")
+        self.train = bool(train)
+        self.size = int(size)
+        self.resize = int(resize) if resize is not None else round(size * 256 / 224)  # test short side
+        lo, hi = scale_range if scale_range is not None else (size, round(size * 288 / 224))
+        self.scale_range = (int(lo), int(hi))  # train square side, inclusive
+        if self.resize < self.size:
+            raise ValueError(f"resize ({self.resize}) must be at least size ({self.size}) to centre crop")
+        if not self.size <= self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must satisfy size <= low <= high; got {self.scale_range} for size {size}")
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB); got {mean}, {std}")
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __repr__(self) -> str:
+        mode = f"train, scale_range={self.scale_range}" if self.train else f"test, resize={self.resize}"
+        return f"ClipTransform({mode}, size={self.size})"
+
+    @property
+    def needed_short_side(self) -> int:
+        """The short side decoding should keep so that no step here has to upscale a capped frame."""
+        return self.scale_range[1] if self.train else self.resize
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """(T, H, W, 3) uint8 -> (3, T, size, size) float32, normalised."""
+        return self.apply(frames, rng=rng).clip
+
+    def apply(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> TransformedClip:
+        """The clip, its display pixels and the crop actually used (``rng`` drives the train randomness)."""
+        import cv2
+
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected frames of shape (T, H, W, 3) and dtype uint8; got {frames.shape} {frames.dtype}")
+        height, width = frames.shape[1:3]
+        flipped = False
+        if self.train:
+            rng = rng if rng is not None else np.random.default_rng()
+            side = int(rng.integers(self.scale_range[0], self.scale_range[1] + 1))
+            new_h = new_w = side
+            top = int(rng.integers(side - self.size + 1))
+            left = int(rng.integers(side - self.size + 1))
+            flipped = bool(rng.random() < 0.5)
+        else:
+            scale = self.resize / min(height, width)
+            new_h = max(self.size, round(height * scale))
+            new_w = max(self.size, round(width * scale))
+            top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
+        shrink = new_h * new_w < height * width
+        method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        display = np.empty((len(frames), self.size, self.size, 3), dtype=np.uint8)  # (T, size, size, 3)
+        for t, frame in enumerate(frames):
+            resized = frame if (new_h, new_w) == (height, width) else cv2.resize(frame, (new_w, new_h),
+                                                                                  interpolation=method)
+            display[t] = resized[top:top + self.size, left:left + self.size]
+        if flipped:
+            display = np.ascontiguousarray(display[:, :, ::-1])
+        return TransformedClip(
+            clip=normalise(display, self.mean, self.std),  # (3, T, size, size)
+            display=display,
+            crop_box=(top, left, self.size, self.size),
+            resized_size=(new_h, new_w),
+            scale=(new_h / height, new_w / width),
+            flipped=flipped,
+        )
