@@ -25,6 +25,7 @@ __all__ = [
     "model_label",
     "feature_frame_of",
     "crop_to_original",
+    "clip_to_display",
 ]
 
 
@@ -113,11 +114,22 @@ def feature_frame_of(num_frames: int, feature_frames: int) -> np.ndarray:
 def crop_to_original(points: np.ndarray, crop_box: Sequence[float], resize_scale: float) -> np.ndarray:
     """Map pixel-centre (x, y) in the model's crop back to the original video frame.
 
-    ``crop_box`` = (x0, y0, x1, y1) of the crop in the resized frame, ``resize_scale`` = resized /
-    original side; both as :func:`kpsem.data.load_clip` reports them."""
+    ``crop_box`` = (top, left, height, width) of the crop in the resized frame and ``resize_scale`` =
+    resized / original pixels, as :class:`kpsem.data.ClipSample` reports them."""
     points = np.asarray(points, dtype=np.float64)
-    offset = np.array([crop_box[0], crop_box[1]], dtype=np.float64)
+    offset = np.array([crop_box[1], crop_box[0]], dtype=np.float64)  # (left, top) as (x, y)
     return (points + 0.5 + offset) / resize_scale - 0.5
+
+
+def clip_to_display(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Undo the normalisation of one clip: (1, 3, T, S, S) or (3, T, S, S) -> uint8 (T, S, S, 3).
+
+    For tensors that arrive without ``ClipSample.display`` (tests, uploads of tensors)."""
+    frames = clip[0] if clip.dim() == 5 else clip
+    mean_t = torch.as_tensor(mean, dtype=frames.dtype).view(3, 1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=frames.dtype).view(3, 1, 1, 1)
+    rgb = (frames.detach().cpu() * std_t + mean_t).clamp(0, 1)  # (3, T, S, S) in [0, 1]
+    return (rgb.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).numpy()
 
 
 def _check_clip(model: nn.Module, clip: torch.Tensor) -> None:
