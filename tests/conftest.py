@@ -49,3 +49,30 @@ def toy_clips() -> type[ToyClips]:
 @pytest.fixture
 def tiny_backbone() -> dict:
     return dict(TINY_BACKBONE)
+
+
+def write_frame_folders(root, *, classes: int = 3, videos_per_class: int = 3, frames: int = 10) -> None:
+    """A tiny on-disk data set in the "folders" layout: <root>/<class>/<video>/00001.jpg ...
+
+    Class ``c`` is a bright vertical band at column block ``c`` over dark noise (40x48 frames).
+    """
+    import numpy as np
+    from PIL import Image
+
+    for c in range(classes):
+        for v in range(videos_per_class):
+            folder = root / f"class{c}" / f"video{c}_{v}"
+            folder.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(100 * c + v)
+            for f in range(frames):
+                pixels = rng.integers(0, 60, (40, 48, 3), dtype=np.uint8)
+                pixels[:, 16 * c:16 * c + 16] = 230
+                Image.fromarray(pixels).save(folder / f"{f + 1:05d}.jpg")
+
+
+@pytest.fixture
+def frame_folders(tmp_path):
+    """Root of a 3-class, 9-video frame-folder data set (every split holds all 9 videos)."""
+    root = tmp_path / "frames"
+    write_frame_folders(root)
+    return root
