@@ -41,7 +41,7 @@ import numpy as np
 from kpsem.data.datasets import DatasetIndex, open_dataset
 
 __all__ = ["SYNTH_CLASSES", "DIFFICULTIES", "SynthConfig", "SynthSummary", "generate", "render_video",
-           "default_format"]
+           "default_format", "write_video"]
 
 SYNTH_CLASSES: dict[str, str] = {
     "rise": "one part moves up relative to the body",
@@ -369,6 +369,22 @@ def _write_jpg(path: Path, video: np.ndarray, fps: int) -> None:
 _WRITERS: dict[str, tuple[str, Callable[[Path, np.ndarray, int], None]]] = {
     "mp4": (".mp4", _write_mp4), "avi": (".avi", _write_avi), "jpg": ("", _write_jpg),
 }
+
+
+def write_video(path: str | os.PathLike, video: np.ndarray, fps: int = 12) -> Path:
+    """Write (T, H, W, 3) uint8 RGB as ``.mp4`` (H.264), ``.avi`` (MJPEG) or, without a suffix, JPEG frames.
+
+    For tests and tools that need a real video; H and W must be even for ``.mp4``.
+    """
+    path = Path(path)
+    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+        raise ValueError(f"video must be (T, H, W, 3) uint8 RGB; got {video.shape} {video.dtype}")
+    fmt = {".mp4": "mp4", ".avi": "avi", "": "jpg"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"write_video writes .mp4, .avi or a frame folder (no suffix); got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _WRITERS[fmt][1](path, video, fps)
+    return path
 
 
 @dataclass(frozen=True)
