@@ -14,6 +14,7 @@ from kpsem.models.kpsem_module import (
     cell_centres,
     centre_bounds,
     hard_key_points,
+    hard_region_means,
     hard_region_masks,
     key_point_shifts,
     normalised_to_pixels,
@@ -130,6 +131,15 @@ def test_eq11_region_means_average_each_quadrant() -> None:
     means = region_means(features, *hard_region_masks(torch.zeros(1, 1, 1, 2), 4, 4))
     # top-left quadrant holds 0, 1, 4, 5 -> 2.5; top-right 2, 3, 6, 7 -> 4.5; bottom 10.5 and 12.5
     assert means[0, 0, :, 0, 0].tolist() == [2.5, 4.5, 10.5, 12.5]
+
+
+def test_integral_image_means_equal_the_masked_means() -> None:
+    torch.manual_seed(2)
+    features = torch.randn(2, 3, 4, 5, 7)
+    centres = (torch.rand(2, 3, 4, 2) * 2 - 1) * centre_bounds(5, 7)
+    expected = region_means(features, *hard_region_masks(centres, 5, 7))
+    assert torch.allclose(hard_region_means(features, centres), expected, atol=1e-5)
+    assert hard_region_means(_peaks(), torch.zeros(1, 1, 1, 2))[0, 0, :, 0, 0].tolist() == [2.5, 4.5, 10.5, 12.5]
 
 
 def test_eq12_rkps_is_the_region_weighted_sum_of_shifts() -> None:
