@@ -25,6 +25,7 @@ __all__ = [
     "model_label",
     "feature_frame_of",
     "crop_to_original",
+    "internals_to_pixels",
     "clip_to_display",
 ]
 
@@ -132,6 +133,16 @@ def clip_to_display(clip: torch.Tensor, mean: Sequence[float], std: Sequence[flo
     return (rgb.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).numpy()
 
 
+def internals_to_pixels(internals: KPSEMInternals, size: int, index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clip ``index`` of the batch in pixels of the S x S crop: centres (G, T', 2), key points
+    (G, K, C, T', 2) and shifts (G, K, C, T'-1, 2). MFNet's strides tile the frame exactly, so the
+    feature map's normalised coordinates are the crop's (:func:`~kpsem.models.kpsem_module.normalised_to_pixels`)."""
+    centres = normalised_to_pixels(internals.centres[index], size, size).numpy()
+    key_points = normalised_to_pixels(internals.key_points[index], size, size).numpy()
+    shifts = (internals.shifts[index] * (size / 2)).numpy()  # a displacement: scaled, with no -0.5 offset
+    return centres, key_points, shifts
+
+
 def _check_clip(model: nn.Module, clip: torch.Tensor) -> None:
     if not isinstance(clip, torch.Tensor) or clip.dim() != 5 or clip.shape[0] != 1 or clip.shape[1] != 3:
         shape = tuple(clip.shape) if isinstance(clip, torch.Tensor) else type(clip).__name__
@@ -191,12 +202,9 @@ def analyse_clip(
     )
     internals = result.internals
     if internals is not None:
-        frames = internals.centres.shape[2]
         analysis.internals = internals
-        analysis.frame_to_feature = feature_frame_of(clip.shape[2], frames)
-        analysis.centres_px = normalised_to_pixels(internals.centres[0], size, size).numpy()
-        analysis.key_points_px = normalised_to_pixels(internals.key_points[0], size, size).numpy()
-        analysis.shifts_px = (internals.shifts[0] * (size / 2)).numpy()  # a displacement: no -0.5 offset
+        analysis.frame_to_feature = feature_frame_of(clip.shape[2], internals.centres.shape[2])
+        analysis.centres_px, analysis.key_points_px, analysis.shifts_px = internals_to_pixels(internals, size)
     return analysis
 
 

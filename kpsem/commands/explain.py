@@ -1,0 +1,137 @@
+"""``python -m kpsem explain``: every per-clip figure (Fig. 8, 9, 10, Table 1) for a pair of checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "Grad-CAM, key points and top-k of a baseline and an MF-KPSEM checkpoint on one clip: Fig. 8, 9, 10, Table 1"
+
+
+def _frames(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"frames must be comma-separated clip frame numbers, e.g. 0,5,10,15; got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kpsem.explain.cli_options import add_style_arguments
+    from kpsem.explain.gradcam import CAM_LAYERS
+
+    parser.add_argument("--baseline", required=True, help="baseline checkpoint (MFNet)")
+    parser.add_argument("--kpsem", required=True, help="MF-KPSEM checkpoint (an MFNet one works: no key points then)")
+    parser.add_argument("--clip", required=True,
+                        help="a video file or frame folder, or a .npy of uint8 frames (T, S, S, 3) already cropped")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--clip-index", type=int, default=0, help="which of --num-clips evenly spaced clips (default 0)")
+    parser.add_argument("--num-clips", type=int, default=1, help="clips spread over the video (default 1: the middle)")
+    parser.add_argument("--cam-layer", default="tail", choices=CAM_LAYERS, help="Grad-CAM layer (default tail)")
+    parser.add_argument("--weighting", choices=("clip", "slice"), default="clip",
+                        help="one weight per channel (clip) or per channel and time slice (slice)")
+    parser.add_argument("--target", default=None, help="class index or name to explain (default: each model's prediction)")
+    parser.add_argument("--frames", type=_frames, default=None, help="clip frames to show, e.g. 0,5,10,15 (default: 4 evenly)")
+    parser.add_argument("--sets", type=_frames, default=[0], help="KPSEM sets to draw in Fig. 10 (default 0)")
+    parser.add_argument("--top-channels", type=int, default=5, help="channels drawn per set (default 5)")
+    parser.add_argument("--arrow-scale", type=float, default=1.0, help="multiply shift arrows by this (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_style_arguments(parser)
+
+
+def _target(text: str | None, class_names: list[str]) -> int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    if text not in class_names:
+        raise ValueError(f"--target {text!r} is neither a class index nor one of the model's classes "
+                         f"({', '.join(class_names[:8])}{' ...' if len(class_names) > 8 else ''})")
+    return class_names.index(text)
+
+
+def _load_clip(path: str, frames: int, size: int, mean: tuple[float, ...], std: tuple[float, ...],
+               num_clips: int, clip_index: int) -> tuple[object, object, dict]:
+    """(clip (1, 3, T, S, S), display uint8 (T, S, S, 3), facts for the sidecar)."""
+    import numpy as np
+    import torch
+
+    if not 0 <= clip_index < num_clips:
+        raise ValueError(f"--clip-index {clip_index} is outside 0..{num_clips - 1} (--num-clips {num_clips})")
+    if path.endswith(".npy"):
+        display = np.load(path)
+        if display.dtype != np.uint8 or display.ndim != 4 or display.shape[1:] != (size, size, 3):
+            raise ValueError(f"{path} holds {display.dtype} {display.shape}; expected uint8 frames (T, {size}, {size}, 3)")
+        if display.shape[0] != frames:
+            raise ValueError(f"{path} holds {display.shape[0]} frames; the checkpoints take {frames}-frame clips")
+        rgb = torch.from_numpy(display).permute(3, 0, 1, 2).float() / 255  # (3, T, S, S)
+        mean_t, std_t = torch.tensor(mean).view(3, 1, 1, 1), torch.tensor(std).view(3, 1, 1, 1)
+        return ((rgb - mean_t) / std_t)[None], display, {"source": "npy"}
+    from kpsem.data import load_clip
+
+    sample = load_clip(path, frames=frames, size=size, num_clips=num_clips, mean=mean, std=std)
+    facts = {"source": "video", "frame_indices": [int(i) for i in sample.indices[clip_index]], "fps": sample.fps,
+             "num_frames": sample.num_frames, "original_size": list(sample.original_size),
+             "crop_box": list(sample.crop_box), "resize_scale": sample.resize_scale}
+    return sample.clips[clip_index:clip_index + 1], sample.display[clip_index], facts
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse the clip with both models and write every per-clip figure to --out."""
+    import torch
+
+    from kpsem.checkpoint import load_checkpoint
+    from kpsem.explain.cli_options import formats_from_args, style_from_args
+    from kpsem.explain.analysis import analyse_pair
+    from kpsem.explain.draw import KeyPointOptions
+    from kpsem.explain.figures import figure_cost_table, figure_gradcam, figure_keypoints, figure_top_predictions
+    from kpsem.profile import model_cost
+
+    style = style_from_args(args)
+    formats = formats_from_args(args)
+    device = torch.device(args.device)
+    base, ours = load_checkpoint(args.baseline, map_location=device), load_checkpoint(args.kpsem, map_location=device)
+    bi, ki = base.info, ours.info
+    if (bi.clip_frames, bi.clip_size) != (ki.clip_frames, ki.clip_size):
+        raise ValueError(f"the checkpoints take different clips: {bi.clip_frames}x{bi.clip_size} (baseline) and "
+                         f"{ki.clip_frames}x{ki.clip_size} (KPSEM); explain needs one clip both models can read")
+    if bi.class_names != ki.class_names:
+        raise ValueError("the checkpoints have different class lists; explain compares models of one data set")
+    clip, display, facts = _load_clip(args.clip, ki.clip_frames, ki.clip_size, tuple(ki.mean), tuple(ki.std),
+                                      args.num_clips, args.clip_index)
+    target = _target(args.target, ki.class_names)
+    pair = analyse_pair(base.model, ours.model, clip.to(device), cam_layer=args.cam_layer, target=target,
+                        weighting=args.weighting, class_names=ki.class_names)
+    inputs = {"baseline": str(args.baseline), "kpsem": str(args.kpsem), "clip": str(args.clip),
+              "clip_index": args.clip_index, "num_clips": args.num_clips, "clip_facts": facts,
+              "argv": sys.argv[1:]}
+    extra = {"inputs": inputs}
+    out = Path(args.out)
+    written = []
+    figures = [
+        figure_top_predictions([pair], [display[len(display) // 2]], style=style),
+        figure_gradcam(pair, display, frames=args.frames, style=style),
+    ]
+    diff = figure_gradcam(pair, display, frames=args.frames, difference_row=True, style=style)
+    diff.name = "fig9_gradcam_difference"
+    figures.append(diff)
+    if pair.kpsem.has_kpsem:
+        options = KeyPointOptions(sets=tuple(args.sets), top_channels=args.top_channels, arrow_scale=args.arrow_scale)
+        figures.append(figure_keypoints(pair.kpsem, display, frames=args.frames, options=options, style=style))
+    else:
+        print(f"note: {args.kpsem} is an MFNet checkpoint without KPSEM; Fig. 10 (key points) is not drawn")
+    clip_shape = (ki.clip_frames, ki.clip_size, ki.clip_size)
+    costs = [model_cost(base.model, name=bi.arch, clip=clip_shape), model_cost(ours.model, name=ki.arch, clip=clip_shape)]
+    figures.append(figure_cost_table(costs, style=style))
+    for figure in figures:
+        written += figure.save(out, formats=formats, extra=extra)
+    summary = {"baseline": pair.baseline.summary(), "kpsem": pair.kpsem.summary(), "shared_cam_max": pair.shared_scale,
+               **extra}
+    (out / "analysis.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    written.append(out / "analysis.json")
+    for name, analysis in (("baseline", pair.baseline), ("kpsem", pair.kpsem)):
+        top = analysis.topk[0]
+        print(f"{name}: {analysis.model_name} predicts {top.name} ({top.probability:.1%})")
+    print(f"wrote {len(written)} files to {out}")
+    return 0
