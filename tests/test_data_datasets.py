@@ -86,7 +86,8 @@ def make_ucf(root: Path, clip: Path) -> Path:
     (lists / "trainlist01.txt").write_text(
         "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nArchery/v_Archery_g08_c02.avi 2\n")
     (lists / "testlist01.txt").write_text(
-        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\r\nArchery/v_Archery_g01_c01.avi\r\nArchery/v_Archery_g02_c01.avi\r\n")
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\r\nArchery/v_Archery_g01_c01.avi\r\n"
+        "Archery/v_Archery_g02_c01.avi\r\n")
     return root
 
 
@@ -164,7 +165,8 @@ def test_something_something_v1(tmp_path: Path) -> None:
     assert len(train.class_names) == 3 and ids(train) == [("1", 2), ("7", 0)]
     assert train.videos[0].path == root / "20bn-something-something-v1/1"
     test = open_dataset(root, split="test")
-    assert ids(test) == [("42", 1)] and test.skipped[0][1] == "listed in something-something-v1-validation.csv line 2, no frame folder"
+    assert ids(test) == [("42", 1)]
+    assert test.skipped[0][1] == "listed in something-something-v1-validation.csv line 2, no frame folder"
     assert test.notes == ["something-something-v1 publishes no test labels; test uses the validation list"]
     clip = ClipDataset(train, train=False, frames=4, size=16)[0]
     assert clip["clip"].shape == (3, 4, 16, 16) and clip["label"] == 2
@@ -174,7 +176,7 @@ def test_something_something_unknown_label(tmp_path: Path) -> None:
     root = make_ssv1(tmp_path)
     (root / "something-something-v1-train.csv").write_text("1;Holding something\n7;Juggling\n")
     with pytest.raises(AnnotationError, match=r"something-something-v1-train\.csv, line 2: expected '<id>;<label>' "
-                                              r"with a label from something-something-v1-labels\.csv; got '7;Juggling'"):
+                       r"with a label from something-something-v1-labels\.csv; got '7;Juggling'"):
         open_dataset(root, split="train")
 
 

@@ -27,7 +27,8 @@ def test_layout_lists_and_counts(tiny_set) -> None:  # noqa: ANN001
     assert tiny_set.counts == {"train": 9, "val": 3, "test": 3} and tiny_set.format == "mp4"
     root = tiny_set.out_dir
     assert (root / "classes.txt").read_text() == "rise\nfall\nhop_cw\n"
-    assert (root / "train.txt").read_text().splitlines()[:2] == ["rise/rise_train_000.mp4 0", "rise/rise_train_001.mp4 0"]
+    lines = (root / "train.txt").read_text().splitlines()
+    assert lines[:2] == ["rise/rise_train_000.mp4 0", "rise/rise_train_001.mp4 0"]
     index = open_dataset(root, split="test")
     assert index.layout == "folders" and index.class_names == ["rise", "fall", "hop_cw"]
     assert [(r.video_id, r.label) for r in index.videos] == [

@@ -13,7 +13,9 @@ def _split(text: str) -> tuple[float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"split must be three fractions like 0.6,0.2,0.2 (train,val,test); got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"split must be three fractions like 0.6,0.2,0.2 (train,val,test); got {text!r}"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -21,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from kpsem.data.synth import DIFFICULTIES, SYNTH_CLASSES, SynthConfig
 
     default = SynthConfig()
-    parser.add_argument("--out", required=True, help="folder to write (created; must be empty or an earlier synth output)")
+    parser.add_argument("--out", required=True,
+                        help="folder to write (created; must be empty or an earlier synth output)")
     parser.add_argument("--classes", nargs="+", default=list(default.classes), metavar="NAME",
                         help=f"classes in label order (default: all): {', '.join(SYNTH_CLASSES)}")
     parser.add_argument("--videos-per-class", type=int, default=default.videos_per_class,
@@ -30,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train,val,test fractions (default 0.6,0.2,0.2)")
     parser.add_argument("--train-per-class", type=int, default=None,
                         help="at most this many training videos per class (fewer training clips)")
-    parser.add_argument("--frames", type=int, default=default.frames, help=f"frames per video (default {default.frames})")
+    parser.add_argument("--frames", type=int, default=default.frames,
+                        help=f"frames per video (default {default.frames})")
     parser.add_argument("--size", type=int, default=default.size, help=f"frame side in pixels (default {default.size})")
     parser.add_argument("--difficulty", choices=list(DIFFICULTIES), default=default.difficulty)
     parser.add_argument("--seed", type=int, default=default.seed, help="same seed, same pixels (default 0)")

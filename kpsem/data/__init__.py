@@ -11,6 +11,7 @@ from kpsem.data.datasets import (
     open_dataset,
 )
 from kpsem.data.sampling import KINETICS_INTERVALS, sample_indices
+from kpsem.data.synth import SynthConfig, SynthSummary, generate, write_video
 from kpsem.data.transforms import ClipTransform, TransformedClip, denormalise, normalise
 from kpsem.data.video import VideoError, VideoInfo, probe_video, read_frames
 
@@ -23,16 +24,20 @@ __all__ = [
     "KINETICS_INTERVALS",
     "LAYOUTS",
     "SPLITS",
+    "SynthConfig",
+    "SynthSummary",
     "TransformedClip",
     "VideoError",
     "VideoInfo",
     "VideoRecord",
     "denormalise",
     "detect_layout",
+    "generate",
     "load_clip",
     "normalise",
     "open_dataset",
     "probe_video",
     "read_frames",
     "sample_indices",
+    "write_video",
 ]

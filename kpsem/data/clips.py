@@ -76,7 +76,8 @@ def load_clip(
     transform = ClipTransform(train=False, size=size, mean=mean, std=std)
     info = probe_video(path)
     indices = [
-        sample_indices(info.num_frames, frames=frames, interval=interval, train=False, clip_index=k, num_clips=num_clips)
+        sample_indices(info.num_frames, frames=frames, interval=interval, train=False, clip_index=k,
+                       num_clips=num_clips)
         for k in range(num_clips)
     ]
     flat = [i for clip in indices for i in clip]

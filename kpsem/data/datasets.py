@@ -282,7 +282,9 @@ def _kinetics_csvs(root: Path, annotations: Path | None) -> list[Path]:
     found = []
     for folder in _search_dirs(root, annotations, ("annotations",))[:2 if annotations is None else 1]:
         for name, is_dir in sorted(_scan(folder).items()):
-            if not is_dir and name.lower().endswith(".csv") and _csv_header(folder / name)[:2] == ["label", "youtube_id"]:
+            if is_dir or not name.lower().endswith(".csv"):
+                continue
+            if _csv_header(folder / name)[:2] == ["label", "youtube_id"]:
                 found.append(folder / name)
     return found
 
@@ -347,7 +349,8 @@ def _open_kinetics(root: Path, split: str, annotations: Path | None) -> DatasetI
     if split_dir is None:
         raise AnnotationError(f"Kinetics root {root} has neither a {'/'.join(_SPLIT_DIRS[split])} folder nor CSV "
                               "annotations (label,youtube_id,time_start,time_end,split); pass annotations=<csv>")
-    class_names = sorted({name for s in SPLITS if (d := _split_dir(root, s)) for name, is_dir in _scan(d).items() if is_dir})
+    split_dirs = [d for s in SPLITS if (d := _split_dir(root, s)) is not None]
+    class_names = sorted({name for d in split_dirs for name, is_dir in _scan(d).items() if is_dir})
     return _index_class_folders(root, split_dir, class_names, "kinetics", split)
 
 
@@ -445,7 +448,8 @@ def _open_folders(root: Path, split: str, annotations: Path | None) -> DatasetIn
         folder_label = labels.get(relative.split("/")[0]) if "/" in relative else None
         if label_text:
             if not label_text.isdigit() or int(label_text) >= len(class_names):
-                raise _bad_line(list_file, number, line, f"'<class>/<video> <label>' with label in 0..{len(class_names) - 1}")
+                expected = f"'<class>/<video> <label>' with label in 0..{len(class_names) - 1}"
+                raise _bad_line(list_file, number, line, expected)
             label = int(label_text)
             if folder_label is not None and folder_label != label:
                 raise _bad_line(list_file, number, line, f"label {folder_label} for folder {class_names[folder_label]}")
@@ -476,7 +480,7 @@ def detect_layout(root: str | os.PathLike) -> str:
     listing = _scan(root)
     if (root / "ucfTrainTestlist" / "classInd.txt").is_file() or "classInd.txt" in listing:
         return "ucf101"
-    helpers = [root] + [root / n for n, d in listing.items() if d and not n.isdigit() and n in ("annotations", "labels")]
+    helpers = [root] + [root / n for n in ("annotations", "labels") if listing.get(n)]
     if any(_find_file([d], re.escape(_SSV1_PREFIX) + r"-labels\.csv") for d in helpers):
         return "ssv1"
     if _split_dir(root, "train") or _split_dir(root, "val") or _kinetics_csvs(root, None):

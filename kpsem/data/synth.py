@@ -306,7 +306,8 @@ def render_video(name: str, rng: np.random.Generator, *, frames: int = 32, size:
     canvas = _Canvas(frames, size)
     pan = level.pan * size
     big = _texture(rng, size + int(np.ceil(pan)) + 2, level.contrast)
-    path = rng.uniform(0, pan, 2) + np.linspace(0, 1, frames)[:, None] * (rng.uniform(0, pan, 2) - rng.uniform(0, pan, 2))
+    start, end = rng.uniform(0, pan, 2), rng.uniform(0, pan, 2)
+    path = start + np.linspace(0, 1, frames)[:, None] * (end - start)
     path = np.clip(np.round(path), 0, big.shape[0] - size).astype(int)  # (T, 2) top-left of the view
     for t, (y, x) in enumerate(path):
         canvas.image[t] = big[y:y + size, x:x + size]

@@ -94,7 +94,9 @@ class ClipTransform:
         import cv2
 
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"expected frames of shape (T, H, W, 3) and dtype uint8; got {frames.shape} {frames.dtype}")
+            raise ValueError(
+                f"expected frames of shape (T, H, W, 3) and dtype uint8; got {frames.shape} {frames.dtype}"
+            )
         height, width = frames.shape[1:3]
         flipped = False
         if self.train:
