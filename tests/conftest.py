@@ -76,3 +76,23 @@ def frame_folders(tmp_path):
     root = tmp_path / "frames"
     write_frame_folders(root)
     return root
+
+
+# --- explanations and figures (tests/test_explain*.py) ------------------------------------------------
+
+
+@pytest.fixture
+def tiny_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A tiny MFNet and a tiny MF-KPSEM (5 classes, 8-frame clips), seeded, in eval mode."""
+    import kpsem
+
+    torch.manual_seed(0)
+    baseline = kpsem.create_model("mfnet", num_classes=5, widths=(16, 32, 32, 64), depths=(1, 1, 1, 1)).eval()
+    ours = kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(TINY_BACKBONE), num_frames=8).eval()
+    return baseline, ours
+
+
+@pytest.fixture
+def tiny_clip() -> torch.Tensor:
+    """One normalised clip (1, 3, 8, 64, 64), seeded."""
+    return torch.randn(1, 3, 8, 64, 64, generator=torch.Generator().manual_seed(1))
