@@ -176,3 +176,27 @@ def test_explain_command(tiny_pair, tmp_path, capsys):
 
     assert main([*args[:-4], "--target", "dance"]) == 2
     assert "--target 'dance' is neither a class index nor one of the model's classes" in capsys.readouterr().err
+
+
+def test_explain_command_on_a_short_video(tiny_pair, tmp_path, capsys):
+    """A video shorter than the clip: the loader repeats frames (SPEC: short videos repeat frames) and
+    the sidecar records which frames were used; a missing video is a one-line error, exit status 2."""
+    from kpsem.checkpoint import save_checkpoint
+    from kpsem.data.synth import write_video
+
+    names = [f"c{i}" for i in range(5)]
+    for model, stem in zip(tiny_pair, ("base", "ours")):
+        save_checkpoint(tmp_path / f"{stem}.pt", model, class_names=names, clip_frames=8, clip_size=64)
+    video = np.random.default_rng(0).integers(0, 256, (5, 72, 96, 3), dtype=np.uint8)  # 5 frames only
+    write_video(tmp_path / "short", video)  # a frame folder
+    out = tmp_path / "out"
+    base = ["explain", "--baseline", str(tmp_path / "base.pt"), "--kpsem", str(tmp_path / "ours.pt"),
+            "--out", str(out), "--formats", "png", "--dpi", "30"]
+    assert main([*base, "--clip", str(tmp_path / "short")]) == 0
+    facts = json.loads((out / "analysis.json").read_text())["inputs"]["clip_facts"]
+    assert facts["num_frames"] == 5 and len(facts["frame_indices"]) == 8
+    assert set(facts["frame_indices"]) <= set(range(5))
+    assert facts["original_size"] == [72, 96]
+    capsys.readouterr()
+    assert main([*base, "--clip", str(tmp_path / "missing.avi")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -18,6 +18,8 @@ So this module keeps the package's activation/gradient capture, weighting and ch
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,6 +41,15 @@ __all__ = ["CAM_LAYERS", "Weighting", "CAMResult", "VideoGradCAM", "upsample_cam
 CAM_LAYERS = ("tail", "conv5", "conv4", "conv3", "conv2")  # named stages of MFNet / MF-KPSEM, top first
 Weighting = Literal["clip", "slice"]
 _WEIGHTINGS = ("clip", "slice")
+# One explain() at a time per model: the package's hooks record every forward of the layer they sit on,
+# so two threads explaining one cached model (two Streamlit sessions) would read each other's tensors.
+_model_locks: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def _lock_for(model: nn.Module) -> threading.Lock:
+    with _locks_guard:
+        return _model_locks.setdefault(model, threading.Lock())
 
 
 @dataclass
@@ -172,6 +183,10 @@ class VideoGradCAM(BaseCAM):
         """
         if clip.dim() != 5:
             raise ValueError(f"expected a clip batch of shape (N, 3, T, H, W); got {tuple(clip.shape)}")
+        with _lock_for(self.model):
+            return self._explain(clip, targets)
+
+    def _explain(self, clip: torch.Tensor, targets: list[int] | int | None) -> CAMResult:
         self.activations_and_grads.clear()
         self._leaf = None
         self._armed = True
