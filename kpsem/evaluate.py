@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from kpsem.constants import FRAME_INTERVAL
 from kpsem.distributed import DistInfo, ShardSampler, current, gather_to_main
 
 __all__ = [
@@ -123,8 +124,9 @@ def default_model_id(checkpoint: str | Path, arch: str) -> str:
 def _predict(
     model: nn.Module, loader: Iterable[dict[str, Any]], device: torch.device, amp: str, progress: Any
 ) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {"probs": [], "label": [], "video_id": [], "clip_index": [], "loss": []}
+    out: dict[str, list[Any]] = {"probs": [], "label": [], "video_id": [], "clip_index": [], "loss": [], "replaced": []}
     for batch in loader:
+        out["replaced"].extend(str(r) for r in batch.get("replaced", []) if r)  # undecodable videos stood in for
         clips = batch["clip"].to(device, non_blocking=True)  # (N, 3, T, H, W)
         labels = torch.as_tensor(batch["label"]).to(device)
         with autocast_context(device, amp):
@@ -323,6 +325,8 @@ def evaluate_model(
     )
     videos = table[table["level"] == "video"]
     per_class = videos.groupby("true_class")["correct_top1"].mean()
+    replaced = sorted({v for g in gathered for v in g["replaced"]})
+    info = {**(info or {}), "replaced_videos": replaced}  # clips of these came from the next decodable video
     return EvalResult(
         model_id=model_id,
         split=split,
@@ -337,7 +341,7 @@ def evaluate_model(
         per_class_top1={str(k): float(v) for k, v in per_class.items()},
         seconds=time.perf_counter() - started,
         predictions=table,
-        info=dict(info or {}),
+        info=info,
     )
 
 
@@ -394,9 +398,12 @@ def evaluate_checkpoint(
             raise ValueError("evaluate_checkpoint needs data=ROOT (a data set folder) or dataset=")
         from kpsem.data import ClipDataset, open_dataset
 
-        index = open_dataset(data, split=split, layout=layout, split_id=split_id, annotations=annotations)  # type: ignore[arg-type]
+        index = open_dataset(data, split=split, layout=layout, split_id=split_id,
+                             annotations=annotations)  # type: ignore[arg-type]
         class_names = list(index.class_names)
-        dataset = ClipDataset(index, train=False, frames=info.clip_frames, size=info.clip_size, clips_per_video=clips)
+        interval = info.provenance.get("config", {}).get("interval", FRAME_INTERVAL)  # as trained, when recorded
+        dataset = ClipDataset(index, train=False, frames=info.clip_frames, interval=interval, size=info.clip_size,
+                              clips_per_video=clips, mean=info.mean, std=info.std)
         data_info = {"root": str(data), "layout": index.layout, "split": split, "split_id": split_id,
                      "videos": len(index.videos), "skipped": len(index.skipped)}
     else:
@@ -405,7 +412,8 @@ def evaluate_checkpoint(
         data_info = {"root": None, "split": split, "items": len(dataset)}  # type: ignore[arg-type]
     _check_classes(info.class_names, list(class_names), checkpoint)
     result = evaluate_model(
-        loaded.model, dataset, class_names=info.class_names, model_id=model_id or default_model_id(checkpoint, info.arch),
+        loaded.model, dataset, class_names=info.class_names,
+        model_id=model_id or default_model_id(checkpoint, info.arch),
         split=split, batch_size=batch_size, workers=workers, amp=amp, dist_info=dist_info, progress=progress,
         info={
             "checkpoint": str(checkpoint), "arch": info.arch, "clip_frames": info.clip_frames,

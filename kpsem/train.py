@@ -309,7 +309,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
 
@@ -398,7 +399,7 @@ def train(
     groups = parameter_groups(model, config)
     optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_steps), gamma=config.lr_factor)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_steps), gamma=config.lr_factor)
     amp_dtype = resolve_amp_dtype(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
@@ -428,7 +429,8 @@ def train(
             train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
         find_unused = config.arch == "mf_kpsem" and config.model_options.get("gradient") == "hard"
         train_model = nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=find_unused
+            train_model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=find_unused,
         )
 
     train_items = _SeededItems(data.train, config.seed)
@@ -445,7 +447,8 @@ def train(
         checkpoints.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(
             {"config": config.to_dict(), "classes": data.class_names, "data": data.info, "init": init_info,
-             "world_size": dist_info.world_size, "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+             "world_size": dist_info.world_size, "device": str(device),
+             "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
              "command": list(command) if command is not None else sys.argv}, indent=2) + "\n")
     log = _MetricsLog(out / "metrics.jsonl", is_main, state["metrics"])
 
@@ -498,7 +501,7 @@ def train(
             loader = DataLoader(train_items, batch_size=config.batch_size, sampler=_SkipSampler(sampler, skip),
                                 num_workers=config.workers, drop_last=True, pin_memory=device.type == "cuda",
                                 generator=generator)
-            running = state["running"] or {"loss": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0}
+            running = state["running"] or {"loss": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0, "replaced": 0.0}
             window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "since": time.perf_counter()}
             train_model.train()
             epoch_started = time.perf_counter()
@@ -515,21 +518,25 @@ def train(
                 state["step"] += 1
                 state["epoch_step"] += 1
                 correct = float((logits.argmax(1) == labels).sum())
+                running["replaced"] += sum(1 for r in batch.get("replaced", []) if r)  # undecodable stand-ins
                 for acc in (running, window):
                     acc["loss"] += float(loss.detach()) * len(labels)
                     acc["correct"] += correct
                     acc["count"] += len(labels)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.3f}",
+                                    lr=f"{optimizer.param_groups[0]['lr']:.2g}")
                 if state["step"] % config.log_every == 0:
-                    loss_sum, correct_sum, count = all_reduce_sums(dist_info, [window["loss"], window["correct"], window["count"]])
+                    loss_sum, correct_sum, count = all_reduce_sums(
+                        dist_info, [window["loss"], window["correct"], window["count"]])
                     elapsed = time.perf_counter() - window["since"]
                     log.write({"event": "train", "epoch": epoch + 1, "step": state["step"], "loss": loss_sum / count,
                                "top1": correct_sum / count, "lr": scheduler.get_last_lr(),
                                "clips_per_s": count / max(elapsed, 1e-9)})
                     window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "since": time.perf_counter()}
-                if config.save_every and state["step"] % config.save_every == 0 and state["epoch_step"] < steps_per_epoch:
+                mid_epoch = state["epoch_step"] < steps_per_epoch
+                if config.save_every and state["step"] % config.save_every == 0 and mid_epoch:
                     running["seconds"] += time.perf_counter() - epoch_started
                     epoch_started = time.perf_counter()
                     state["running"] = running
@@ -538,10 +545,12 @@ def train(
                     on_step(state["step"])
             running["seconds"] += time.perf_counter() - epoch_started
             scheduler.step()
-            loss_sum, correct_sum, count = all_reduce_sums(dist_info, [running["loss"], running["correct"], running["count"]])
-            epoch_metrics = {"event": "epoch", "epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum / count,
-                             "train_top1": correct_sum / count, "lr": [g["lr"] for g in optimizer.param_groups],
-                             "train_seconds": running["seconds"]}
+            loss_sum, correct_sum, count, replaced = all_reduce_sums(
+                dist_info, [running["loss"], running["correct"], running["count"], running["replaced"]])
+            epoch_metrics = {"event": "epoch", "epoch": epoch + 1, "step": state["step"],
+                             "train_loss": loss_sum / count, "train_top1": correct_sum / count,
+                             "lr": [g["lr"] for g in optimizer.param_groups],
+                             "train_seconds": running["seconds"], "train_replaced_clips": int(replaced)}
             if data.val is not None:
                 _broadcast_buffers(train_model, dist_info)
                 result = evaluate_model(
@@ -550,8 +559,9 @@ def train(
                     workers=config.workers, amp=config.amp, dist_info=dist_info,
                 )
                 if result is not None:
-                    epoch_metrics.update(val_loss=result.clip_loss, val_top1=result.clip_top1, val_top5=result.clip_top5,
-                                         val_video_top1=result.video_top1, val_video_top5=result.video_top5)
+                    epoch_metrics.update(val_loss=result.clip_loss, val_top1=result.clip_top1,
+                                         val_top5=result.clip_top5, val_video_top1=result.video_top1,
+                                         val_video_top5=result.video_top5)
             if is_main:
                 log.write(epoch_metrics)
                 if bar is not None:

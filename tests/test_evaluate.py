@@ -24,6 +24,15 @@ from kpsem.models import create_model
 CLASSES = ["class0", "class1", "class2"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from more threads; on a shared CPU extra threads only spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _checkpoint(tmp_path, arch: str = "mfnet", classes: list[str] = CLASSES):
     torch.manual_seed(0)
     extra = {"backbone": TINY_BACKBONE, "num_frames": 8} if arch == "mf_kpsem" else TINY_BACKBONE
@@ -77,7 +86,7 @@ def test_evaluate_checkpoint_writes_a_table_that_reads_back(tmp_path, arch):
 
 
 def test_read_predictions_explains_bad_files(tmp_path):
-    with pytest.raises(PredictionsError, match=r"missing\.parquet does not exist; make one with `python -m kpsem evaluate"):
+    with pytest.raises(PredictionsError, match=r"missing\.parquet does not exist; make one with `python -m kpsem"):
         read_predictions(tmp_path / "missing.parquet")
     (tmp_path / "empty.parquet").write_bytes(b"")
     with pytest.raises(PredictionsError, match="is empty"):

@@ -13,6 +13,15 @@ from kpsem.models import create_model
 from kpsem.train import ResumeError, TrainConfig, TrainData, build_model, parameter_groups, train
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from more threads; on a shared CPU extra threads only spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _config(tmp_path, name: str, **overrides) -> TrainConfig:
     base = dict(arch="mf_kpsem", out=str(tmp_path / name), epochs=2, batch_size=4, frames=8, size=32,
                 lr_steps=(1,), workers=0, log_every=1, progress=False, val_split=None, dropout=0.5, **TINY_BACKBONE)
@@ -82,7 +91,8 @@ def test_run_folder_checkpoints_carry_full_metadata(tmp_path):
     prov = info.provenance
     assert prov["command"][-2:] == ["--data", "toy"]
     assert prov["config"]["lr"] == 0.005 and prov["dataset"] == {"name": "toy"}
-    assert prov["epoch"] == 1 and prov["metrics"]["val_video_top1"] == pytest.approx(result.metrics[-1]["val_video_top1"])
+    assert prov["epoch"] == 1
+    assert prov["metrics"]["val_video_top1"] == pytest.approx(result.metrics[-1]["val_video_top1"])
     state = read_checkpoint(run / "checkpoints" / "epoch_001.pt")["training_state"]
     assert {"optimizer", "scheduler", "rng", "metrics", "epoch", "step"} <= set(state)
     assert "training_state" not in read_checkpoint(run / "final.pt")
@@ -115,7 +125,8 @@ def test_init_from_a_published_mfnet_file_fills_the_backbone(tmp_path):
     torch.save(published, tmp_path / "MFNet3D_published.pth")
     config = _config(tmp_path, "ft", init=str(tmp_path / "MFNet3D_published.pth"), widths=None, depths=None)
     model, _ = build_model(config, num_classes=3)  # widths and depths come from the file
-    assert torch.equal(model.state_dict()["conv4.B01.conv_m1.conv.weight"], mfnet.state_dict()["conv4.B01.conv_m1.conv.weight"])
+    key = "conv4.B01.conv_m1.conv.weight"
+    assert torch.equal(model.state_dict()[key], mfnet.state_dict()[key])
     assert model.classifier.out_features == 3
 
     with pytest.raises(ValueError, match=r"classifier has shape \(5, 64\).*--reinit-classifier"):

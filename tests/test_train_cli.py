@@ -20,6 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--widths", "16,32,32,64", "--depths", "1,1,1,1", "--frames", "8", "--size", "32"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from more threads; on a shared CPU extra threads only spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "4", "--workers", "0",
             "--val-clips", "2", "--log-every", "1", "--no-progress", "--device", "cpu", *TINY, *extra]
@@ -27,7 +36,8 @@ def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
 
 def test_train_then_evaluate_commands(frame_folders, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_train_args(frame_folders, out, "--arch", "mf_kpsem", "--num-sets", "2", "--centre-lr-mult", "0.1")) == 0
+    options = ("--arch", "mf_kpsem", "--num-sets", "2", "--centre-lr-mult", "0.1")
+    assert main(_train_args(frame_folders, out, *options)) == 0
     printed = capsys.readouterr().out
     assert "trained 1 epochs (2 steps)" in printed and "last validation: top-1" in printed
     info = load_checkpoint(out / "final.pt").info

@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint to evaluate (ours or published MFNet)")
     parser.add_argument("--data", required=True, help="data set root")
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")
-    parser.add_argument("--clips", type=int, default=10, help="clips per video; video score = mean softmax (default 10)")
+    parser.add_argument("--clips", type=int, default=10,
+                        help="clips per video; video score = mean softmax (default 10)")
     parser.add_argument("--out", default=None,
                         help="predictions table (.parquet); default: <checkpoint stem>_<split>_preds.parquet beside it")
     parser.add_argument("--summary", default=None, help="summary JSON (default: --out with .json)")

@@ -15,7 +15,8 @@ def _widths(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         values = ()
     if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"expected 4 comma-separated integers for conv2..conv5, e.g. 48,96,192,384; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected 4 comma-separated integers for conv2..conv5, e.g. 48,96,192,384; got {text!r}")
     return values  # type: ignore[return-value]
 
 
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"split evaluated after each epoch (default {d.val_split}; 'none' to skip)")
     data.add_argument("--val-clips", type=int, default=d.val_clips, help="clips per video in that validation")
     data.add_argument("--frames", type=int, default=d.frames, help=f"frames per clip (default {d.frames})")
-    data.add_argument("--interval", type=int, default=d.interval, help=f"frame sampling interval (default {d.interval})")
+    data.add_argument("--interval", type=int, default=d.interval, help=f"frame interval (default {d.interval})")
     data.add_argument("--size", type=int, default=d.size, help=f"crop side, a multiple of 16 (default {d.size})")
     data.add_argument("--workers", type=int, default=d.workers, help="data loader processes per training process")
 
@@ -67,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--epochs", type=int, default=d.epochs)
     opt.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per step on each process")
     opt.add_argument("--lr", type=float, default=d.lr, help=f"base learning rate (default {d.lr})")
-    opt.add_argument("--lr-steps", type=_steps, default=d.lr_steps, help="epochs after which lr *= --lr-factor, e.g. 20,27")
+    opt.add_argument("--lr-steps", type=_steps, default=d.lr_steps,
+                     help="epochs after which lr *= --lr-factor (default 20,27)")
     opt.add_argument("--lr-factor", type=float, default=d.lr_factor)
     opt.add_argument("--momentum", type=float, default=d.momentum)
     opt.add_argument("--no-nesterov", dest="nesterov", action="store_false", help="plain momentum instead of Nesterov")
@@ -86,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--out", default=d.out, help=f"run folder (default {d.out})")
     run.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
-                     help="continue an interrupted run: from CKPT, or (no value) from the run folder's latest checkpoint")
+                     help="continue an interrupted run from CKPT, or (no value) from the run folder's latest")
     run.add_argument("--save-every", type=int, default=d.save_every, help="also checkpoint every N steps mid-epoch")
     run.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="epoch checkpoints kept (0: all)")
     run.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics.jsonl records")

@@ -1,0 +1,178 @@
+"""Training throughput: MFNet vs MF-KPSEM clips per second, and the data loader against the model.
+
+    python benchmarks/bench_train.py                       # ~1-2 min on a 2-core CPU (half width, 112 px)
+    python benchmarks/bench_train.py --size 224 --full     # the paper's model and clip (GPU)
+    python benchmarks/bench_train.py --data ROOT           # loader on a real data set instead of synth videos
+
+Model steps are full optimiser steps (forward, backward, SGD with the recipe's parameter groups) on
+random clips; the two models alternate round by round so that load from other processes hits both
+alike, and the reported figure is the median over rounds. The loader is :class:`kpsem.data.ClipDataset`
+with training augmentation through a DataLoader, on synthetic videos written to a temporary folder
+unless ``--data`` is given. Target: MF-KPSEM >= 0.9x MFNet; loader faster than the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from kpsem.evaluate import autocast_context, resolve_amp_dtype
+from kpsem.train import TrainConfig, build_model, parameter_groups
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    parser.add_argument("--size", type=int, default=112, help="clip side, multiple of 16 (default 112; paper 224)")
+    parser.add_argument("--batch-size", type=int, default=2, help="clips per step (default 2)")
+    parser.add_argument("--widths", type=_ints, default=(48, 96, 192, 384), help="conv2..conv5 widths (default half)")
+    parser.add_argument("--depths", type=_ints, default=(3, 4, 6, 3), help="conv2..conv5 units (default MFNet's)")
+    parser.add_argument("--full", action="store_true", help="the paper's MFNet widths (96,192,384,768)")
+    parser.add_argument("--classes", type=int, default=10, help="classifier outputs")
+    parser.add_argument("--rounds", type=int, default=4, help="timed rounds per model (default 4)")
+    parser.add_argument("--steps", type=int, default=2, help="optimiser steps per round (default 2)")
+    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast on CUDA")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default; 1 gives steadier figures on a shared CPU)")
+    parser.add_argument("--data", default=None, help="data set root for the loader test (default: synthetic videos)")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader processes for the loader test")
+    parser.add_argument("--loader-clips", type=int, default=48, help="clips the loader test reads")
+    parser.add_argument("--skip-loader", action="store_true")
+    args = parser.parse_args(argv)
+    if args.full:
+        args.widths = (96, 192, 384, 768)
+    return args
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_models(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, float]]:
+    """Per model: best and median wall-clock training clips/s over alternating rounds, and clips per
+    CPU-second of this process (on a shared CPU the latter is much less disturbed by other jobs)."""
+    steps = {}
+    for arch in ("mfnet", "mf_kpsem"):
+        config = TrainConfig(arch=arch, frames=args.frames, size=args.size, widths=args.widths, depths=args.depths,
+                             amp=args.amp)
+        torch.manual_seed(0)
+        model, _ = build_model(config, args.classes)
+        model.to(device).train()
+        optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=0.9, nesterov=True,
+                                    weight_decay=1e-4)
+        scaler = torch.amp.GradScaler("cuda", enabled=resolve_amp_dtype(device, args.amp) == torch.float16)
+        clips = torch.randn(args.batch_size, 3, args.frames, args.size, args.size, device=device)  # (N, 3, T, S, S)
+        labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
+
+        def step(model=model, optimizer=optimizer, scaler=scaler, clips=clips, labels=labels) -> None:
+            with autocast_context(device, args.amp):
+                loss = F.cross_entropy(model(clips).float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+        steps[arch] = step
+    for step in steps.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice
+        step()
+        step()
+    wall: dict[str, list[float]] = {arch: [] for arch in steps}
+    cpu: dict[str, float] = {arch: 0.0 for arch in steps}
+    order = list(steps)
+    for round_ in range(args.rounds):
+        for arch in order if round_ % 2 == 0 else order[::-1]:  # ABBA: neither model always goes first
+            _sync(device)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            for _ in range(args.steps):
+                steps[arch]()
+            _sync(device)
+            wall[arch].append(args.steps * args.batch_size / (time.perf_counter() - started))
+            cpu[arch] += time.process_time() - cpu_started
+    clips = args.rounds * args.steps * args.batch_size
+    return {
+        arch: {"best": max(wall[arch]), "median": statistics.median(wall[arch]), "per_cpu_s": clips / cpu[arch]}
+        for arch in steps
+    }
+
+
+def bench_loader(args: argparse.Namespace) -> tuple[float, str]:
+    """Training clips/s that ClipDataset + DataLoader deliver, and a description of the data."""
+    from kpsem.data import ClipDataset, open_dataset
+
+    with tempfile.TemporaryDirectory(prefix="kpsem-bench-") as tmp:
+        root = args.data
+        if root is None:
+            from kpsem.data.synth import SynthConfig, generate
+
+            side = max(128, (args.size * 9 // 7 + 1) // 2 * 2)  # room for the [S, 9S/7] random scale; even
+            summary = generate(Path(tmp) / "synth", SynthConfig(videos_per_class=5, split=(0.6, 0.2, 0.2),
+                                                                frames=max(32, 2 * args.frames), size=side))
+            root = summary.out_dir
+            what = f"{sum(summary.counts.values())} synthetic {summary.format} videos, {side}x{side}"
+        index = open_dataset(root, split="train")
+        what = what if args.data is None else f"{index.layout} {len(index.videos)} videos at {root}"
+        dataset = ClipDataset(index, train=True, frames=args.frames, size=args.size)
+        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                            drop_last=True, persistent_workers=False)
+        done, started = 0, None
+        while done < args.loader_clips:
+            for batch in loader:
+                if started is None:  # exclude worker start-up and the first decode
+                    started = time.perf_counter()
+                    continue
+                done += len(batch["clip"])
+                if done >= args.loader_clips:
+                    break
+        return done / (time.perf_counter() - started), what
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    amp = resolve_amp_dtype(device, args.amp)
+    clip = f"{args.frames}x{args.size}x{args.size}"
+    amp_name = str(amp).replace("torch.", "") if amp else "off"
+    print(f"device {device} ({torch.get_num_threads()} threads), amp {amp_name}, "
+          f"clip {clip}, batch {args.batch_size}, widths {args.widths}, depths {args.depths}")
+    rates = bench_models(args, device)
+    for arch, label in (("mfnet", "MFNet   "), ("mf_kpsem", "MF-KPSEM")):
+        r = rates[arch]
+        print(f"train  {label}  best {r['best']:7.2f} clips/s, median {r['median']:7.2f} clips/s, "
+              f"{r['per_cpu_s']:7.2f} clips per CPU-second")
+    wall_ratio = rates["mf_kpsem"]["best"] / rates["mfnet"]["best"]
+    cpu_ratio = rates["mf_kpsem"]["per_cpu_s"] / rates["mfnet"]["per_cpu_s"]
+    print(f"MF-KPSEM / MFNet training throughput: {wall_ratio:.2f}x wall-clock (best rounds), {cpu_ratio:.2f}x per "
+          f"CPU-second (target >= 0.90x) [{args.rounds} interleaved rounds x {args.steps} steps]")
+    if not args.skip_loader:
+        loaded, what = bench_loader(args)
+        fastest = max(r["best"] for r in rates.values())
+        verdict = "not the bottleneck" if loaded >= fastest else "THE BOTTLENECK: add --workers"
+        print(f"loader {loaded:8.2f} clips/s ({args.workers} workers, train augmentation, {what})")
+        print(f"loader / fastest model step: {loaded / fastest:.1f}x -> loader is {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
