@@ -1,0 +1,168 @@
+"""Images and charts for the app, drawn from the library's analyses (no computation of models here).
+
+Frames come back as uint8 RGB arrays for ``st.image``; charts as plotly figures. Key points and
+arrows are drawn by :func:`kpsem.explain.draw.draw_keypoints`, the code the paper figures use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrow
+
+from kpsem.explain.analysis import ClipAnalysis, PairAnalysis
+from kpsem.explain.draw import REGION_COLOURS, REGION_NAMES, KeyPointOptions, cam_overlay, difference_overlay, draw_keypoints
+
+__all__ = [
+    "MODEL_COLOURS",
+    "TRUE_COLOUR",
+    "DrawnFrame",
+    "cam_maps",
+    "draw_frame",
+    "colour_bar",
+    "filmstrip",
+    "topk_chart",
+    "per_class_chart",
+    "confusion_heatmap",
+    "region_legend_html",
+]
+
+MODEL_COLOURS = ("#7f7f7f", "#D55E00")  # baseline grey, KPSEM vermillion (as in the paper figures)
+TRUE_COLOUR = "#009E73"  # the true class, in every chart
+DISPLAY_SIDE = 448  # pixels a side for drawn frames (crosses and arrows need room)
+
+
+@dataclass
+class DrawnFrame:
+    image: np.ndarray  # (H, W, 3) uint8
+    arrows: int = 0  # shift arrows drawn
+    crossing: int = 0  # of which end in another region
+    key_points: int = 0  # crosses drawn
+
+
+def cam_maps(pair: PairAnalysis, *, shared: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(T, S, S) maps of baseline and KPSEM in [0, 1]: over the pair's maximum, or each its own."""
+    if shared:
+        return pair.baseline_shared, pair.kpsem_shared
+    return pair.baseline.cam, pair.kpsem.cam
+
+
+def _upscale(image: np.ndarray, side: int) -> np.ndarray:
+    factor = max(1, side // image.shape[0])
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1) if factor > 1 else image
+
+
+def draw_frame(
+    frame_rgb: np.ndarray,
+    *,
+    cam: np.ndarray | None = None,
+    difference: np.ndarray | None = None,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    analysis: ClipAnalysis | None = None,
+    frame: int = 0,
+    keypoints: KeyPointOptions | None = None,
+) -> DrawnFrame:
+    """One frame for the app: the clip's pixels, optionally blended with a CAM (or a signed
+    difference), optionally with KPSEM's split lines, key points and shift arrows on top."""
+    if cam is not None:
+        base = cam_overlay(frame_rgb, cam, cmap=cmap, alpha=alpha)
+    elif difference is not None:
+        base = difference_overlay(frame_rgb, difference)
+    else:
+        base = frame_rgb
+    if analysis is None or keypoints is None or not analysis.has_kpsem:
+        return DrawnFrame(_upscale(base, DISPLAY_SIDE))
+    height, width = base.shape[:2]
+    side = max(DISPLAY_SIDE, height)
+    fig = Figure(figsize=(side / 100, side * height / width / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(base, interpolation="nearest")
+    ax.set_axis_off()
+    artists = draw_keypoints(ax, analysis, frame, keypoints)
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    canvas.draw()
+    arrows = [a for a in artists if isinstance(a, FancyArrow)]
+    points = sum(len(a.get_xdata()) for a in artists if getattr(a, "get_marker", lambda: None)() == "x")
+    return DrawnFrame(np.asarray(canvas.buffer_rgba())[..., :3].copy(), arrows=len(arrows),
+                      crossing=sum(a.get_gid() == "crossing" for a in arrows), key_points=points)
+
+
+def colour_bar(cmap: str, *, width: int = 256, height: int = 14, diverging: bool = False) -> np.ndarray:
+    """A horizontal colour bar (uint8 RGB) of ``cmap`` from its low to its high end."""
+    ramp = np.linspace(0.0, 1.0, width)
+    rgb = colormaps["RdBu_r" if diverging else cmap](ramp)[:, :3]
+    return np.round(np.repeat(rgb[None], height, axis=0) * 255).astype(np.uint8)
+
+
+def filmstrip(display: np.ndarray, current: int, *, thumb: int = 56, border: int = 3) -> np.ndarray:
+    """All sampled frames side by side, small, the current one framed in the KPSEM colour."""
+    frames, size = display.shape[0], display.shape[1]
+    step = max(1, size // thumb)
+    small = display[:, ::step, ::step]  # (T, s, s, 3)
+    s = small.shape[1]
+    strip = np.full((s + 2 * border, frames * (s + 2 * border), 3), 255, dtype=np.uint8)
+    highlight = np.array([int(MODEL_COLOURS[1][i:i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+    for t in range(frames):
+        x0 = t * (s + 2 * border)
+        if t == current:
+            strip[:, x0:x0 + s + 2 * border] = highlight
+        strip[border:border + s, x0 + border:x0 + border + s] = small[t]
+    return strip
+
+
+def topk_chart(analysis: ClipAnalysis, *, true_label: int | None, colour: str, k: int = 5) -> go.Figure:
+    """Horizontal bars of the top-k probabilities on a 0-1 axis; the true class in green."""
+    top = analysis.topk[:k]
+    names = [t.name for t in top][::-1]
+    probs = [t.probability for t in top][::-1]
+    colours = [TRUE_COLOUR if true_label is not None and t.index == true_label else colour for t in top][::-1]
+    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colours,
+                           text=[f"{p:.1%}" for p in probs], textposition="auto",
+                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig.update_layout(height=40 + 32 * len(top), margin=dict(l=4, r=4, t=4, b=24), showlegend=False,
+                      xaxis=dict(range=[0, 1], tickformat=".0%", fixedrange=True), yaxis=dict(fixedrange=True))
+    return fig
+
+
+def per_class_chart(table: pd.DataFrame, *, names: tuple[str, str]) -> go.Figure:
+    """Grouped bars of per-class accuracy, in the table's order (Fig. 7 on screen)."""
+    fig = go.Figure()
+    for column, name, colour in (("baseline", names[0], MODEL_COLOURS[0]), ("kpsem", names[1], MODEL_COLOURS[1])):
+        fig.add_bar(x=table["class_name"], y=table[column], name=name, marker_color=colour,
+                    customdata=np.stack([table["difference"], table["count"]], axis=1),
+                    hovertemplate="%{x}<br>" + name + ": %{y:.1%}<br>difference %{customdata[0]:+.1%}"
+                                  "<br>%{customdata[1]} items<extra></extra>")
+    fig.update_layout(barmode="group", height=340, margin=dict(l=4, r=4, t=24, b=4),
+                      yaxis=dict(range=[0, 1], tickformat=".0%", title="top-1 accuracy"),
+                      legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def confusion_heatmap(matrix: np.ndarray, class_names: list[str], *, title: str, diverging: bool = False) -> go.Figure:
+    """A confusion matrix (rows: true class, columns: predicted) with counts on hover."""
+    limit = float(np.abs(matrix).max()) or 1.0
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=class_names, y=class_names, colorscale="RdBu" if diverging else "Blues",
+        zmin=-limit if diverging else 0, zmax=limit, zmid=0 if diverging else None,
+        hovertemplate="true %{y}<br>predicted %{x}<br>" + ("change" if diverging else "count") + " %{z}<extra></extra>"))
+    fig.update_layout(title=dict(text=title, font=dict(size=13)), height=360, margin=dict(l=4, r=4, t=32, b=4),
+                      yaxis=dict(autorange="reversed", title="true"), xaxis=dict(title="predicted"))
+    return fig
+
+
+def region_legend_html(num_regions: int, *, crossing: bool) -> str:
+    """A one-line legend: region colours, and the mark of a shift that crosses a region border."""
+    items = [f'<span style="color:{REGION_COLOURS[k]};font-weight:700">&#x2715; &#x2192;</span> {REGION_NAMES[k]}'
+             for k in range(min(num_regions, 4))]
+    if crossing:
+        items.append('<span style="font-weight:700">- - &#x2192;</span> outlined, dashed: crosses a region border')
+    return '<div class="kpsem-legend" style="font-size:0.85rem">' + " &nbsp; ".join(items) + "</div>"

@@ -1,0 +1,127 @@
+"""The app's caches around the library: models, data set indexes, clips, analyses, costs, tables.
+
+* Models (``st.cache_resource``): one per (checkpoint file, device), shared by all sessions. They are
+  only used under :data:`MODEL_LOCK`, so two sessions never run Grad-CAM hooks on one model at once
+  (:class:`kpsem.explain.gradcam.VideoGradCAM` adds hooks for one call and always removes them).
+* Clips and analyses (``st.cache_resource``, read-only by convention): keyed on file keys (path,
+  size, mtime) and every setting that changes the numbers, so moving the frame slider or changing
+  how things are drawn never recomputes a model. :func:`analyse` also says whether it computed.
+* Indexes, costs and predictions tables (``st.cache_data``): small, plain data.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from kpsem.app_support.config import DemoPaths
+from kpsem.app_support.sources import FileKey
+
+__all__ = [
+    "MODEL_LOCK",
+    "AnalysisRun",
+    "demo_paths",
+    "load_model",
+    "open_data",
+    "clip_sample",
+    "analyse",
+    "model_cost_cached",
+    "read_table",
+]
+
+MODEL_LOCK = threading.RLock()  # held around every use of a cached model
+_local = threading.local()  # per-thread flag: did the last analyse() call compute?
+
+
+@st.cache_resource(show_spinner="Preparing the bundled demo (first run only) ...")
+def demo_paths() -> DemoPaths:
+    """The trained demo in assets/demo, else the generated stand-in (built once per machine)."""
+    from kpsem.app_support.demo import resolve_demo
+
+    return resolve_demo()
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def load_model(key: FileKey, device: str):  # noqa: ANN201 - kpsem.checkpoint.LoadedCheckpoint
+    """The model a checkpoint describes, on ``device``, in eval mode (raises CheckpointError)."""
+    from kpsem.checkpoint import load_checkpoint
+
+    return load_checkpoint(key[0], map_location=device)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, ttl=600)
+def open_data(root: str, layout: str | None, split: str, split_id: int, stamp: int):  # noqa: ANN201 - DatasetIndex
+    """The index of one split (``stamp``: the root's mtime, so new annotation files are seen)."""
+    from kpsem.data import open_dataset
+
+    return open_dataset(root, split=split, layout=layout, split_id=split_id)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def clip_sample(key: FileKey, frames: int, size: int, mean: tuple[float, ...], std: tuple[float, ...]):  # noqa: ANN201
+    """Test-time clip of a video (:class:`kpsem.data.ClipSample`); raises VideoError."""
+    from kpsem.data import load_clip
+
+    return load_clip(key[0], frames=frames, size=size, mean=mean, std=std)
+
+
+@dataclass
+class AnalysisRun:
+    """A pair analysis and how it was made."""
+
+    pair: object  # kpsem.explain.analysis.PairAnalysis (read-only: shared between sessions)
+    seconds: float  # wall time of the two analyses
+    device: str  # where they ran
+
+
+@st.cache_resource(max_entries=24, show_spinner=False)
+def _analyse(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, frames: int, size: int,
+             mean: tuple[float, ...], std: tuple[float, ...], cam_layer: str, target: int | None,
+             weighting: str) -> AnalysisRun:
+    from kpsem.explain.analysis import analyse_pair
+
+    base, ours = load_model(baseline, device), load_model(kpsem, device)
+    sample = clip_sample(clip, frames, size, mean, std)
+    with MODEL_LOCK:
+        started = time.perf_counter()
+        pair = analyse_pair(base.model, ours.model, sample.clips[:1].to(device), cam_layer=cam_layer, target=target,
+                            weighting=weighting, class_names=base.info.class_names,
+                            kpsem_class_names=ours.info.class_names)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+    _local.fresh = True
+    return AnalysisRun(pair=pair, seconds=seconds, device=device)
+
+
+def analyse(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, *, frames: int, size: int,
+            mean: tuple[float, ...], std: tuple[float, ...], cam_layer: str, target: int | None,
+            weighting: str) -> tuple[AnalysisRun, bool]:
+    """Both models on one clip, cached; returns (result, whether it was computed by this call)."""
+    _local.fresh = False
+    run = _analyse(baseline, kpsem, device, clip, frames, size, tuple(mean), tuple(std), cam_layer, target, weighting)
+    return run, bool(getattr(_local, "fresh", False))
+
+
+@st.cache_data(max_entries=16, show_spinner="Counting parameters and multiply-adds ...")
+def model_cost_cached(key: FileKey, device: str, name: str, clip: tuple[int, int, int]):  # noqa: ANN201 - ModelCost
+    """Table 1 numbers of a loaded checkpoint (:func:`kpsem.profile.model_cost`)."""
+    from kpsem.profile import model_cost
+
+    loaded = load_model(key, device)
+    with MODEL_LOCK:
+        return model_cost(loaded.model, name=name, clip=clip)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def read_table(key: FileKey) -> pd.DataFrame:
+    """A predictions table written by ``python -m kpsem evaluate`` (raises PredictionsError)."""
+    from kpsem.evaluate import read_predictions
+
+    return read_predictions(Path(key[0]))

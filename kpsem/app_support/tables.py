@@ -1,0 +1,68 @@
+"""Which predictions tables belong to the current selection, and the headline numbers of a comparison.
+
+For the sidebar's checkpoints and data split, a table is found (in this order) as the bundled demo's
+own file, or in the disk cache written by :func:`kpsem.app_support.predictions.compute_predictions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kpsem.app_support import services
+from kpsem.app_support.predictions import cache_path
+from kpsem.app_support.sources import file_key
+
+__all__ = ["TableSource", "table_source", "headline"]
+
+
+@dataclass
+class TableSource:
+    """Where one model's table is (or would be written), and whether it exists."""
+
+    role: str  # "baseline" or "kpsem"
+    path: Path  # the Parquet file
+    bundled: bool  # the demo's own table
+    clips: int  # clips per video it was (or will be) computed with
+
+    @property
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def read(self):  # noqa: ANN201 - pandas.DataFrame
+        return services.read_table(file_key(self.path))
+
+
+def table_source(chosen, role: str, clips: int) -> TableSource:  # noqa: ANN001 - ui.Selection
+    """The table of the ``role`` checkpoint on the sidebar's data split."""
+    slot = chosen.baseline if role == "baseline" else chosen.kpsem
+    demo = chosen.demo
+    bundled = demo.predictions_baseline if role == "baseline" else demo.predictions_kpsem
+    demo_model = demo.baseline if role == "baseline" else demo.kpsem
+    if (slot.source == "bundled demo" and chosen.data.source == "bundled demo" and chosen.data.split == demo.split
+            and Path(slot.key[0]) == demo_model and bundled.is_file()):
+        return TableSource(role, bundled, True, 0)
+    path = cache_path(chosen.settings.cache_dir, slot.key, chosen.data.key, clips)
+    return TableSource(role, path, False, clips)
+
+
+@dataclass
+class Headline:
+    items: int  # videos (or clips) compared
+    top1: tuple[float, float]  # baseline, KPSEM
+    top5: tuple[float, float]
+
+
+def headline(compared) -> Headline:  # noqa: ANN001 - ComparedPredictions
+    """Top-1 and top-5 accuracy of both models on the aligned items."""
+    labels = compared.items["true_label"].to_numpy()
+    out = []
+    for probs in (compared.baseline_probs, compared.kpsem_probs):
+        order = np.argsort(-probs, axis=1, kind="stable")
+        out.append(((order[:, 0] == labels).mean(), (order[:, :5] == labels[:, None]).any(axis=1).mean()))
+    return Headline(items=len(labels), top1=(float(out[0][0]), float(out[1][0])), top5=(float(out[0][1]), float(out[1][1])))
+
+
+__all__ += ["Headline"]

@@ -1,0 +1,266 @@
+"""Pieces every page shares: the sidebar (checkpoints, data set, device), the current selection, and
+:func:`guard`, which turns any failure inside a page section into one ``st.error`` line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+from kpsem.app_support import services
+from kpsem.app_support.config import DemoPaths, PathNotAllowed, ServerSettings, load_settings
+from kpsem.app_support.sources import (
+    CHECKPOINT_UPLOAD_TYPES,
+    FileKey,
+    PairCheck,
+    UploadError,
+    check_data_classes,
+    check_pair,
+    device_label,
+    device_options,
+    file_key,
+    resolve_device,
+    save_upload,
+    user_path,
+)
+
+__all__ = ["ModelSlot", "DataChoice", "Selection", "guard", "friendly", "sidebar", "selection", "session_folder",
+           "settings"]
+
+log = logging.getLogger("kpsem.app")
+
+ROLES = {"baseline": "Baseline checkpoint (MFNet)", "kpsem": "KPSEM checkpoint (MF-KPSEM)"}
+SOURCES = ("bundled demo", "path", "upload")
+
+
+@dataclass
+class ModelSlot:
+    """One checkpoint the user chose, loaded (or the reason it could not be)."""
+
+    role: str  # "baseline" or "kpsem"
+    source: str  # one of SOURCES
+    key: FileKey | None = None  # cache key of the file; None when none is chosen or it failed
+    loaded: object | None = None  # kpsem.checkpoint.LoadedCheckpoint
+    error: str | None = None  # why it is unusable
+
+    @property
+    def info(self):  # noqa: ANN201 - CheckpointInfo
+        return self.loaded.info if self.loaded is not None else None  # type: ignore[attr-defined]
+
+    @property
+    def model(self):  # noqa: ANN201 - nn.Module
+        return self.loaded.model if self.loaded is not None else None  # type: ignore[attr-defined]
+
+    @property
+    def name(self) -> str:
+        return Path(self.key[0]).name if self.key else "(none)"
+
+
+@dataclass
+class DataChoice:
+    """The data split the user chose (or the reason it could not be opened)."""
+
+    source: str  # "bundled demo" or "path"
+    root: Path | None = None
+    layout: str | None = None  # detected or chosen
+    detected: bool = True  # whether the layout was detected
+    split: str = "test"
+    split_id: int = 1
+    index: object | None = None  # kpsem.data.DatasetIndex
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (str(self.root), self.layout, self.split, self.split_id)
+
+
+@dataclass
+class Selection:
+    """What every page works on."""
+
+    baseline: ModelSlot
+    kpsem: ModelSlot
+    data: DataChoice
+    device: str  # resolved torch device string
+    demo: DemoPaths
+    settings: ServerSettings
+    pair: PairCheck = field(default_factory=PairCheck)
+    data_warning: str | None = None  # data set classes vs models
+
+    @property
+    def models_ready(self) -> bool:
+        return self.baseline.loaded is not None and self.kpsem.loaded is not None and self.pair.ok
+
+    @property
+    def using_demo(self) -> bool:
+        return self.baseline.source == self.kpsem.source == self.data.source == "bundled demo"
+
+
+def friendly(error: BaseException) -> str:
+    """The one-line message a user sees for an error (our errors already say what to do)."""
+    from kpsem.checkpoint import CheckpointError
+    from kpsem.data import AnnotationError, VideoError
+
+    known = (CheckpointError, VideoError, AnnotationError, PathNotAllowed, UploadError, FileNotFoundError, ValueError)
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, known):
+        return text
+    return f"{type(error).__name__}: {text.splitlines()[0]}"
+
+
+@contextmanager
+def guard(what: str) -> Iterator[None]:
+    """Show a failure in this section as ``st.error`` (details go to the server log) and carry on.
+
+    Streamlit's own control flow (``st.stop``, ``st.rerun``, ``st.switch_page``) derives from
+    BaseException, not Exception, so it passes through untouched."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - the whole point: no page ever shows a traceback
+        log.warning("%s failed: %s\n%s", what, error, traceback.format_exc())
+        st.error(f"{what}: {friendly(error)}", icon=":material/error:")
+
+
+@st.cache_resource(show_spinner=False)
+def settings() -> ServerSettings:
+    """Server settings, read once per process (environment, then .streamlit/secrets.toml)."""
+    return load_settings()
+
+
+def session_folder() -> Path:
+    """This session's upload folder, removed when the session's state is dropped (or at exit)."""
+    if "_upload_dir" not in st.session_state:
+        st.session_state["_upload_dir"] = tempfile.TemporaryDirectory(prefix="kpsem-upload-")
+    return Path(st.session_state["_upload_dir"].name)
+
+
+def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device: str) -> ModelSlot:
+    box = st.sidebar.container(border=True)
+    source = box.radio(ROLES[role], SOURCES, key=f"{role}_source", horizontal=True)
+    slot = ModelSlot(role=role, source=source)
+    try:
+        if source == "bundled demo":
+            path = demo.baseline if role == "baseline" else demo.kpsem
+        elif source == "path":
+            text = box.text_input("Checkpoint path", key=f"{role}_path", placeholder="/data/runs/final.pt")
+            if not text.strip():
+                slot.error = "type the path of a checkpoint (.pt)"
+                box.info(slot.error)
+                return slot
+            path = user_path(text, config, what="checkpoint")
+        else:
+            upload = box.file_uploader("Checkpoint file", type=list(CHECKPOINT_UPLOAD_TYPES), key=f"{role}_upload",
+                                       max_upload_size=config.max_upload_mb)
+            if upload is None:
+                slot.error = "upload a checkpoint (.pt)"
+                box.info(slot.error)
+                return slot
+            path = save_upload(upload.getvalue(), upload.name, session_folder() / "checkpoints",
+                               max_mb=config.max_upload_mb)
+        slot.key = file_key(path)
+        slot.loaded = services.load_model(slot.key, device)
+        info = slot.info
+        box.caption(f"**{info.arch}** · {info.num_classes} classes · clip {info.clip_frames}×{info.clip_size}×"
+                    f"{info.clip_size} · `{slot.name}`" + (" · stand-in" if source == "bundled demo" and demo.standin else ""))
+    except Exception as error:  # noqa: BLE001 - shown in the sidebar; pages then say what is missing
+        slot.key, slot.loaded, slot.error = None, None, friendly(error)
+        box.error(slot.error, icon=":material/error:")
+    return slot
+
+
+def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
+    from kpsem.data import LAYOUTS, SPLITS, detect_layout
+
+    box = st.sidebar.container(border=True)
+    source = box.radio("Data set", ("bundled demo", "path"), key="data_source", horizontal=True)
+    choice = DataChoice(source=source)
+    try:
+        if source == "bundled demo":
+            choice.root = demo.clips
+        else:
+            text = box.text_input("Data set folder", key="data_path", placeholder="/data/UCF101")
+            if not text.strip():
+                choice.error = "type the folder of a data set (HMDB51, UCF101, Kinetics, SSv1 or class folders)"
+                box.info(choice.error)
+                return choice
+            choice.root = user_path(text, config, what="data set folder", must_be="dir")
+        layout_pick = box.selectbox("Layout", ("detect", *LAYOUTS), key="data_layout")
+        cols = box.columns(2)
+        choice.split = cols[0].selectbox("Split", SPLITS, index=SPLITS.index("test"), key="data_split")
+        choice.layout = detect_layout(choice.root) if layout_pick == "detect" else layout_pick
+        choice.detected = layout_pick == "detect"
+        if choice.layout in ("hmdb51", "ucf101"):
+            choice.split_id = int(cols[1].selectbox("Official split", (1, 2, 3), key="data_split_id"))
+        stamp = int(os.stat(choice.root).st_mtime_ns)
+        choice.index = services.open_data(str(choice.root), choice.layout, choice.split, choice.split_id, stamp)
+        index = choice.index
+        box.caption(f"**{index.layout}** layout ({'detected' if choice.detected else 'chosen'}) · {index.split} split · "
+                    f"**{len(index.videos)}** clips found, {len(index.skipped)} skipped · {index.num_classes} classes")
+        if index.skipped or index.notes:
+            with box.expander(f"Skipped ({len(index.skipped)}) and notes"):
+                for note in index.notes:
+                    st.caption(note)
+                for path, reason in index.skipped[:50]:
+                    st.caption(f"`{path}`: {reason}")
+        if not index.videos:
+            box.warning("this split has no usable videos")
+    except Exception as error:  # noqa: BLE001
+        choice.index, choice.error = None, friendly(error)
+        box.error(choice.error, icon=":material/error:")
+    return choice
+
+
+def sidebar() -> Selection:
+    """Draw the shared sidebar and remember the selection for the pages of this run."""
+    config = settings()
+    st.sidebar.markdown("### KPSEM Studio")
+    demo = services.demo_paths()
+    option = st.sidebar.selectbox("Device", device_options(), format_func=device_label, key="device")
+    try:
+        device = resolve_device(option)
+    except ValueError as error:
+        st.sidebar.error(str(error))
+        device = "cpu"
+    baseline = _checkpoint_slot("baseline", demo, config, device)
+    kpsem = _checkpoint_slot("kpsem", demo, config, device)
+    data = _data_choice(demo, config)
+    chosen = Selection(baseline=baseline, kpsem=kpsem, data=data, device=device, demo=demo, settings=config)
+    if baseline.loaded is not None and kpsem.loaded is not None:
+        chosen.pair = check_pair(baseline.info, kpsem.info)
+        for message in chosen.pair.errors:
+            st.sidebar.error(message, icon=":material/error:")
+        for message in chosen.pair.warnings:
+            st.sidebar.warning(message, icon=":material/warning:")
+        if data.index is not None:
+            chosen.data_warning = check_data_classes(kpsem.info.class_names, data.index.class_names)
+            if chosen.data_warning:
+                st.sidebar.warning(chosen.data_warning, icon=":material/warning:")
+    if config.restricted:
+        st.sidebar.caption("Paths are limited to: " + ", ".join(f"`{r}`" for r in config.browse_roots))
+    st.session_state["_selection"] = chosen
+    return chosen
+
+
+def selection() -> Selection:
+    """The selection the sidebar made in this run."""
+    return st.session_state["_selection"]
+
+
+def require_models(chosen: Selection) -> bool:
+    """Say plainly what is missing when the two models cannot be used; True when they can."""
+    missing = [f"{ROLES[s.role]}: {s.error}" for s in (chosen.baseline, chosen.kpsem) if s.loaded is None]
+    for message in missing:
+        st.warning(message, icon=":material/arrow_back:")
+    for message in chosen.pair.errors:
+        st.error(message, icon=":material/error:")
+    return not missing and chosen.pair.ok
+
+
+__all__ += ["require_models", "ROLES"]

@@ -1,0 +1,159 @@
+"""Class comparison: where does KPSEM help, and where does it hurt?"""
+
+import streamlit as st
+
+from kpsem.app_support import ui
+from kpsem.app_support.predictions import compute_predictions
+from kpsem.app_support.render import confusion_heatmap, per_class_chart
+from kpsem.app_support.sources import file_key, save_upload, user_path
+from kpsem.app_support.tables import headline, table_source
+from kpsem.app_support.services import MODEL_LOCK, read_table
+
+st.header("Class comparison", anchor=False)
+chosen = ui.selection() if "_selection" in st.session_state else None
+if chosen is None:
+    st.stop()
+
+source = st.radio("Predictions from", ("the sidebar's checkpoints and data set", "Parquet files"), key="cmp_source",
+                  horizontal=True, help="Parquet files are the tables `python -m kpsem evaluate --out` writes")
+tables = None
+with ui.guard("Predictions"):
+    if source == "Parquet files":
+        cols = st.columns(2)
+        found = []
+        for col, role in zip(cols, ("baseline", "kpsem")):
+            with col:
+                text = st.text_input(f"{ui.ROLES[role].split(' (')[0]} table (.parquet)", key=f"cmp_path_{role}")
+                upload = st.file_uploader("or upload it", type=["parquet"], key=f"cmp_upload_{role}",
+                                          max_upload_size=chosen.settings.max_upload_mb)
+                if upload is not None:
+                    path = save_upload(upload.getvalue(), upload.name, ui.session_folder() / "tables",
+                                       max_mb=chosen.settings.max_upload_mb)
+                elif text.strip():
+                    path = user_path(text, chosen.settings, what="predictions table")
+                else:
+                    path = None
+                found.append(read_table(file_key(path)) if path is not None else None)
+        if None in found:
+            st.info("Give both tables (paths or uploads).")
+        else:
+            tables = tuple(found)
+    elif ui.require_models(chosen):
+        if chosen.data.index is None:
+            st.info(f"Choose a data set in the sidebar ({chosen.data.error or 'none chosen'}).")
+        else:
+            clips = int(st.number_input("Clips per video (when computing)", 1, 10, 1, key="cmp_clips"))
+            sources = [table_source(chosen, role, clips) for role in ("baseline", "kpsem")]
+            missing = [s for s in sources if not s.exists]
+            if st.session_state.pop("_cmp_running", False):
+                st.warning("The computation was stopped; nothing was saved.", icon=":material/stop_circle:")
+            if missing:
+                names = ", ".join(chosen.baseline.name if s.role == "baseline" else chosen.kpsem.name for s in missing)
+                st.info(f"No predictions table yet for {names} on {chosen.data.index.summary().split(' from ')[0]}. "
+                        "Compute them here (kept on disk for next time), or give Parquet files.")
+                if st.button("Compute predictions", type="primary", key="cmp_compute", icon=":material/play_arrow:"):
+                    st.button("Cancel", key="cmp_cancel", icon=":material/stop:")
+                    st.session_state["_cmp_running"] = True
+                    bar = st.progress(0.0, text="starting ...")
+                    for s in missing:
+                        slot = chosen.baseline if s.role == "baseline" else chosen.kpsem
+                        model_id = f"{slot.name.rsplit('.', 1)[0]}:{slot.info.arch}"
+
+                        def tick(done: int, total: int, name: str = slot.name) -> None:
+                            bar.progress(done / total, text=f"{name}: {done} of {total} clips")
+
+                        compute_predictions(slot.model, slot.info, chosen.data.index, model_id=model_id, clips=clips,
+                                            out=s.path, progress=tick, lock=MODEL_LOCK)
+                    st.session_state.pop("_cmp_running", None)
+                    st.rerun()
+            else:
+                tables = tuple(s.read() for s in sources)
+                st.caption(" · ".join(f"`{s.path.name}`" + (" (bundled)" if s.bundled else " (computed, cached on disk)")
+                                      for s in sources))
+
+if tables is None:
+    st.stop()
+
+from kpsem.explain.compare import compare_predictions, confusion_matrix, fixed_and_broken, per_class_accuracy  # noqa: E402
+
+compared = None
+with ui.guard("The two tables cannot be compared"):
+    levels = sorted(set(tables[0]["level"]) & set(tables[1]["level"]), reverse=True)  # video first
+    level = st.radio("Level", levels, key="cmp_level", horizontal=True,
+                     help="video: mean softmax over a video's clips; clip: every clip on its own") if levels else None
+    compared = compare_predictions(tables[0], tables[1], level=level)
+    st.session_state["_compared"] = compared
+if compared is None:
+    st.stop()
+
+names = (compared.baseline_id, compared.kpsem_id)
+numbers = headline(compared)
+split = tables[0].attrs.get("kpsem", {}).get("split") or chosen.data.split
+st.subheader("Headline", anchor=False)
+m = st.columns(6)
+m[0].metric(f"top-1 {names[0]}", f"{numbers.top1[0]:.1%}")
+m[1].metric(f"top-1 {names[1]}", f"{numbers.top1[1]:.1%}", f"{(numbers.top1[1] - numbers.top1[0]) * 100:+.1f} pts")
+m[2].metric(f"top-5 {names[0]}", f"{numbers.top5[0]:.1%}")
+m[3].metric(f"top-5 {names[1]}", f"{numbers.top5[1]:.1%}", f"{(numbers.top5[1] - numbers.top5[0]) * 100:+.1f} pts")
+m[4].metric("split", split)
+m[5].metric(f"{compared.level}s compared", f"{numbers.items}")
+
+with ui.guard("Per-class accuracy"):
+    st.subheader("Per-class accuracy (Fig. 7)", anchor=False)
+    per_class = per_class_accuracy(compared)
+    c1, c2 = st.columns([1, 2])
+    view = c1.radio("Show classes where KPSEM", ("wins", "loses"), key="cmp_view", horizontal=True)
+    margin = c2.slider("by at least (accuracy points)", 0, 100, 0, 5, key="cmp_margin", format="%d%%") / 100
+    if view == "wins":
+        shown = per_class[(per_class["difference"] > 0) & (per_class["difference"] >= margin)]
+    else:
+        shown = per_class[(per_class["difference"] < 0) & (per_class["difference"] <= -margin)]
+        shown = shown.sort_values(["difference", "class_index"], kind="stable")
+    if shown.empty:
+        st.info(f"No class where KPSEM {view} by at least {margin:.0%}.")
+    else:
+        st.plotly_chart(per_class_chart(shown, names=names), key="cmp_per_class")
+    with st.expander(f"All {len(per_class)} classes, sorted by difference"):
+        st.dataframe(per_class, hide_index=True, column_config={
+            "baseline": st.column_config.ProgressColumn(names[0], format="percent", min_value=0, max_value=1),
+            "kpsem": st.column_config.ProgressColumn(names[1], format="percent", min_value=0, max_value=1),
+            "difference": st.column_config.NumberColumn("difference", format="percent")})
+
+with ui.guard("Confusion matrices"):
+    st.subheader("Confusion matrices", anchor=False)
+    labels = compared.items["true_label"].to_numpy()
+    n = len(compared.class_names)
+    mats = [confusion_matrix(labels, compared.items[c].to_numpy(), n) for c in ("baseline_pred", "kpsem_pred")]
+    h = st.columns(3)
+    h[0].plotly_chart(confusion_heatmap(mats[0], compared.class_names, title=names[0]), key="cm_base")
+    h[1].plotly_chart(confusion_heatmap(mats[1], compared.class_names, title=names[1]), key="cm_kpsem")
+    h[2].plotly_chart(confusion_heatmap(mats[1] - mats[0], compared.class_names, title="KPSEM minus baseline",
+                                        diverging=True), key="cm_diff")
+    p1, p2, p3 = st.columns(3)
+    cell_model = p1.radio("Cell of", ("baseline", "kpsem"), key="cm_model", horizontal=True,
+                          format_func=lambda r: names[0] if r == "baseline" else names[1])
+    cell_true = p2.selectbox("true class", compared.class_names, key="cm_true")
+    cell_pred = p3.selectbox("predicted class", compared.class_names, key="cm_pred")
+    items = compared.items
+    cell = items[(items["true_class"] == cell_true) & (items[f"{cell_model}_class"] == cell_pred)]
+    st.caption(f"{len(cell)} items in this cell")
+    if len(cell):
+        st.dataframe(cell[["video_id", "clip_index", "true_class", "baseline_class", "kpsem_class"]], hide_index=True)
+
+with ui.guard("Fixed and broken clips"):
+    fixed, broken = fixed_and_broken(compared)
+    st.subheader("Clips KPSEM fixed and broke", anchor=False)
+    limit = int(st.number_input("Show at most", 5, 200, 10, 5, key="cmp_limit"))
+    left, right = st.columns(2, gap="large")
+    for column, rows, title in ((left, fixed, "Fixed: baseline wrong, KPSEM right"),
+                                (right, broken, "Broken: baseline right, KPSEM wrong")):
+        with column:
+            st.markdown(f"**{title}** ({len(rows)})")
+            for i, row in enumerate(rows.head(limit).itertuples()):
+                a, b = st.columns([4, 1])
+                a.markdown(f"`{row.video_id}` · true **{row.true_class}** · {names[0]}: {row.baseline_class} · "
+                           f"{names[1]}: {row.kpsem_class}")
+                if b.button("Open", key=f"open_{title[:5]}_{i}", icon=":material/open_in_new:",
+                            help="open this clip in the Explorer"):
+                    st.session_state["explorer_request"] = row.video_id
+                    st.switch_page("pages/explorer.py")

@@ -1,0 +1,236 @@
+"""Explorer: one clip, two models. What does each predict, where does each look, how do key points move?"""
+
+import time
+
+import streamlit as st
+
+from kpsem.app_support import services, ui
+from kpsem.app_support.render import (
+    MODEL_COLOURS,
+    colour_bar,
+    draw_frame,
+    filmstrip,
+    region_legend_html,
+    topk_chart,
+)
+from kpsem.app_support.sources import VIDEO_UPLOAD_TYPES, file_key, save_upload
+from kpsem.explain.draw import REGION_NAMES, KeyPointOptions, select_channels
+
+st.header("Explorer", anchor=False)
+chosen = ui.selection() if "_selection" in st.session_state else None
+if chosen is None or not ui.require_models(chosen):
+    st.stop()
+
+base, ours = chosen.baseline, chosen.kpsem
+info = ours.info
+class_names = list(info.class_names)
+
+
+def _open_request() -> None:
+    """A clip sent here from the class comparison page: select it in the pickers before they draw."""
+    request = st.session_state.pop("explorer_request", None)
+    if request is None:
+        return
+    if chosen.data.index is None or request not in {r.video_id for r in chosen.data.index.videos}:
+        st.warning(f"Clip {request!r} is not in the sidebar's data set; choose the data set the predictions "
+                   "were made on.")
+        return
+    st.session_state["ex_source"] = "data set"
+    st.session_state["ex_class"] = "All classes"
+    st.session_state["ex_clip"] = request
+
+
+def _jump() -> None:
+    if st.session_state.get("frame_jump") is not None:
+        st.session_state["frame"] = int(st.session_state["frame_jump"]) + 1
+        st.session_state["frame_jump"] = None
+
+
+_open_request()
+pick_col, facts_col = st.columns([1, 1.2], gap="large")
+path, true_label = None, None
+with pick_col, ui.guard("Clip"):
+    source = st.radio("Clip from", ("data set", "upload"), key="ex_source", horizontal=True)
+    if source == "data set":
+        index = chosen.data.index
+        if index is None:
+            st.info(f"Choose a data set in the sidebar ({chosen.data.error or 'none chosen'}), or upload a video.")
+        elif not index.videos:
+            st.info("The chosen split has no usable videos; choose another split or data set in the sidebar.")
+        else:
+            labels_match = chosen.data_warning is None or "names classes differently" in chosen.data_warning
+            names = index.class_names
+            cls = st.selectbox("Class", ["All classes", *names], key="ex_class")
+            records = [r for r in index.videos if cls == "All classes" or names[r.label] == cls]
+            ids = [r.video_id for r in records]
+            if st.session_state.get("ex_clip") not in ids:
+                st.session_state["ex_clip"] = ids[0]
+            video_id = st.selectbox(f"Clip ({len(ids)} in {'the split' if cls == 'All classes' else cls})", ids,
+                                    key="ex_clip")
+            record = records[ids.index(video_id)]
+            path = record.path
+            true_label = record.label if labels_match else None
+    else:
+        upload = st.file_uploader("Video file", type=list(VIDEO_UPLOAD_TYPES), key="ex_upload",
+                                  max_upload_size=chosen.settings.max_upload_mb)
+        if upload is None:
+            st.info("Upload a video (mp4, avi, mkv, webm, mov); it stays in this session's temporary folder.")
+        else:
+            path = save_upload(upload.getvalue(), upload.name, ui.session_folder() / "videos",
+                               max_mb=chosen.settings.max_upload_mb)
+            truth = st.selectbox("True class (optional)", ["unknown", *class_names], key="ex_upload_truth")
+            true_label = None if truth == "unknown" else class_names.index(truth)
+
+if path is None:
+    st.stop()
+
+sample = None
+with facts_col, ui.guard("Could not read the clip"):
+    clip_key = file_key(path)
+    sample = services.clip_sample(clip_key, info.clip_frames, info.clip_size, tuple(info.mean), tuple(info.std))
+    frames_used = sample.indices[0]
+    height, width = sample.original_size
+    facts = {
+        "true label": class_names[true_label] if true_label is not None else "unknown",
+        "video": f"{sample.num_frames} frames at {sample.fps:.1f} fps ({sample.num_frames / max(sample.fps, 1e-6):.1f} s), "
+                 f"{width}×{height} px",
+        "model input": f"{info.clip_frames} frames, centre crop {info.clip_size}×{info.clip_size} px",
+        "sampled frames": ", ".join(str(i) for i in frames_used),
+    }
+    st.markdown("\n".join(f"- **{k}**: {v}" for k, v in facts.items()))
+    st.caption(f"`{path}`")
+if sample is None:
+    st.stop()
+
+controls = st.expander("Explanation and drawing settings", icon=":material/tune:")
+with controls:
+    c1, c2, c3, c4 = st.columns(4)
+    cam_layer = c1.selectbox("CAM layer", ("tail", "conv4"), key="cam_layer",
+                             help="tail: last stage (768 channels); conv4: the features KPSEM reads")
+    target_options = ["each model's prediction", *(["true class"] if true_label is not None else []), *class_names]
+    target_pick = c2.selectbox("Target class", target_options, key="target")
+    weighting = c3.radio("Weighting", ("clip", "slice"), key="weighting", horizontal=True,
+                         format_func=lambda w: "per clip" if w == "clip" else "per time slice")
+    scale = c4.radio("Colour scale", ("shared", "separate"), key="scale", horizontal=True)
+    c5, c6, _, _ = st.columns(4)
+    cmap = c5.selectbox("Colour map", ("jet", "turbo", "inferno", "viridis"), key="cmap")
+    alpha = c6.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="alpha")
+target = None
+if target_pick == "true class":
+    target = true_label
+elif target_pick in class_names:
+    target = class_names.index(target_pick)
+
+run, fresh = None, False
+with ui.guard("Analysis failed"):
+    with st.spinner("Analysing the clip with both models (forward pass and Grad-CAM) ..."):
+        run, fresh = services.analyse(base.key, ours.key, chosen.device, clip_key, frames=info.clip_frames,
+                                      size=info.clip_size, mean=tuple(info.mean), std=tuple(info.std),
+                                      cam_layer=cam_layer, target=target, weighting=weighting)
+if run is None:
+    st.stop()
+draw_started = time.perf_counter()
+pair = run.pair
+kp = pair.kpsem
+
+options = None
+with controls:
+    if kp.has_kpsem:
+        st.markdown("**Key points and shifts (MF-KPSEM)**")
+        num_sets, num_regions, channels = kp.key_points_px.shape[:3]
+        k1, k2, k3, k4 = st.columns(4)
+        sets = k1.multiselect("Sets", list(range(num_sets)), default=[0], key="kp_sets",
+                              format_func=lambda g: f"set {g}") or [0]
+        channel_mode = k2.radio("Channels", ("top by regional weight", "chosen"), key="kp_channel_mode")
+        if channel_mode == "chosen":
+            picked = k2.multiselect("Channel numbers", list(range(channels)), default=select_channels(kp, sets[0], 3),
+                                    key="kp_channels")
+            channel_choice = tuple(picked) or tuple(select_channels(kp, sets[0], 1))
+            top = len(channel_choice)
+        else:
+            top = int(k2.number_input("How many", 1, channels, min(5, channels), key="kp_top"))
+            channel_choice = None
+        regions = k3.multiselect("Regions", list(range(num_regions)), default=list(range(num_regions)), key="kp_regions",
+                                 format_func=lambda k: REGION_NAMES[k] if num_regions > 1 else "whole map")
+        arrow_scale = k4.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key="kp_arrow")
+        k5, k6, k7, _ = st.columns(4)
+        split_lines = k5.checkbox("Split lines", True, key="kp_split")
+        crossing = k6.checkbox("Mark cross-region shifts", True, key="kp_cross")
+        on_cam = k7.checkbox("Key points on the Grad-CAM view", True, key="kp_on_cam")
+        options = KeyPointOptions(sets=tuple(sets), channels=channel_choice, top_channels=top,
+                                  regions=tuple(regions) or tuple(range(num_regions)), arrow_scale=arrow_scale,
+                                  split_lines=split_lines, highlight_crossing=crossing)
+    else:
+        on_cam = False
+        st.info(f"{kp.model_name} has no KPSEM module, so there are no key point settings.")
+
+# ---- top-k, side by side ----------------------------------------------------------------------------
+left, right = st.columns(2, gap="large")
+for column, analysis, slot, colour in ((left, pair.baseline, base, MODEL_COLOURS[0]), (right, kp, ours, MODEL_COLOURS[1])):
+    with column:
+        top1 = analysis.topk[0]
+        verdict = ""
+        if true_label is not None:
+            verdict = " ✅ right" if top1.index == true_label else " ❌ wrong"
+        st.subheader(analysis.model_name, anchor=False)
+        st.caption(f"`{slot.name}` · predicts **{top1.name}** ({top1.probability:.1%}){verdict} · "
+                   f"CAM for {analysis.class_names[analysis.target]}")
+        st.plotly_chart(topk_chart(analysis, true_label=true_label, colour=colour), key=f"topk_{slot.role}",
+                        config={"displayModeBar": False})
+
+# ---- frames ------------------------------------------------------------------------------------------
+overlay = st.radio("Overlay", ("Grad-CAM", "Key points and shifts", "Difference"), key="overlay", horizontal=True)
+views = st.container()
+num_frames = kp.num_frames
+frame_number = st.slider("Frame", 1, num_frames, 1, key="frame",
+                         help="moves both columns; only the drawing is redone, never the models")
+frame = frame_number - 1
+st.image(filmstrip(sample.display[0], frame), caption=f"sampled frames; frame {frame_number} is video frame "
+         f"{frames_used[frame]}")
+st.pills("Jump to frame", list(range(num_frames)), format_func=lambda t: str(t + 1), key="frame_jump", on_change=_jump)
+
+display = sample.display[0]
+base_map, kpsem_map = (pair.baseline_shared, pair.kpsem_shared) if scale == "shared" else (pair.baseline.cam, kp.cam)
+no_kp_note = f"{pair.baseline.model_name} has no key points: it has no KPSEM module, so there is nothing to shift."
+with views, ui.guard("Drawing failed"):
+    if overlay == "Difference":
+        d1, d2, d3 = st.columns(3)
+        d1.image(draw_frame(display[frame], cam=base_map[frame], cmap=cmap, alpha=alpha).image, output_format="JPEG",
+                 caption=f"{pair.baseline.model_name} Grad-CAM", width="stretch")
+        diff = pair.difference if scale == "shared" else pair.difference_normalised
+        d2.image(draw_frame(display[frame], difference=diff[frame]).image, output_format="JPEG", width="stretch",
+                 caption="baseline minus KPSEM: red where the baseline looks more, blue where KPSEM does")
+        d2.image(colour_bar(cmap, diverging=True), caption="-1 (KPSEM) … 0 … +1 (baseline)", width="stretch")
+        d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).image, output_format="JPEG",
+                 caption=f"{kp.model_name} Grad-CAM", width="stretch")
+    else:
+        show_cam = overlay == "Grad-CAM"
+        v1, v2 = st.columns(2, gap="large")
+        with v1:
+            drawn = draw_frame(display[frame], cam=base_map[frame] if show_cam else None, cmap=cmap, alpha=alpha)
+            st.image(drawn.image, output_format="JPEG", width="stretch",
+                     caption=f"{pair.baseline.model_name}, frame {frame_number}")
+            if overlay == "Key points and shifts" or on_cam:
+                st.info(no_kp_note, icon=":material/info:")
+        with v2:
+            draw_kp = kp.has_kpsem and options is not None and (overlay == "Key points and shifts" or on_cam)
+            drawn = draw_frame(display[frame], cam=kpsem_map[frame] if show_cam else None, cmap=cmap, alpha=alpha,
+                               analysis=kp if draw_kp else None, frame=frame, keypoints=options if draw_kp else None)
+            st.image(drawn.image, output_format="PNG" if draw_kp else "JPEG", width="stretch",
+                     caption=f"{kp.model_name}, frame {frame_number} (feature frame {int(kp.frame_to_feature[frame]) + 1})")
+            if draw_kp:
+                st.markdown(region_legend_html(kp.key_points_px.shape[1], crossing=options.highlight_crossing),
+                            unsafe_allow_html=True)
+                last = int(kp.frame_to_feature[frame]) >= kp.shifts_px.shape[3]
+                st.caption(f"{drawn.key_points} key points, {drawn.arrows} shift arrows "
+                           f"({drawn.crossing} cross a region border)"
+                           + (" · last feature frame: no shift to draw" if last else ""))
+            elif overlay == "Key points and shifts":
+                st.info(f"{kp.model_name} has no KPSEM module, so it has no key points either.")
+        if show_cam:
+            label = (f"one shared scale for both models (max {pair.shared_scale:.3g})" if scale == "shared"
+                     else "each model scaled to its own maximum")
+            st.image(colour_bar(cmap, width=512), caption=f"Grad-CAM, 0 … 1: {label}", width="stretch")
+
+st.caption(f"Device **{run.device}** · analysis {run.seconds:.2f} s ({'fresh' if fresh else 'cached'}) · "
+           f"drawn in {(time.perf_counter() - draw_started) * 1000:.0f} ms")
