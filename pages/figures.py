@@ -1,2 +1,108 @@
+"""Figure studio: the paper's figures from the current selection, styled, previewed and downloaded."""
+
+import json
+
 import streamlit as st
-st.header("todo")
+
+from kpsem.app_support import ui
+from kpsem.app_support.sources import file_key
+from kpsem.app_support.studio import FIGURES, export_figure
+from kpsem.app_support.tables import table_source
+
+st.header("Figure studio", anchor=False)
+chosen = ui.selection() if "_selection" in st.session_state else None
+if chosen is None or not ui.require_models(chosen):
+    st.stop()
+
+
+@st.cache_data(max_entries=32, show_spinner="Drawing the figure ...")
+def _export(spec_json: str) -> dict[str, bytes]:
+    return export_figure(json.loads(spec_json))
+
+
+base, ours = chosen.baseline, chosen.kpsem
+info = ours.info
+kind = st.selectbox("Figure", list(FIGURES), format_func=FIGURES.get, key="fig_kind")
+s1, s2, s3, s4 = st.columns(4)
+style = {
+    "column": s1.radio("Width", ("single", "double"), index=1, key="fig_column", horizontal=True,
+                       format_func=lambda c: f"{c} column"),
+    "font_size": float(s2.slider("Font size (pt)", 5, 14, 8, key="fig_font")),
+    "dpi": int(s3.selectbox("PNG resolution (DPI)", (150, 300, 600), index=1, key="fig_dpi")),
+    "cmap": s4.selectbox("Colour map", ("jet", "turbo", "inferno", "viridis"), key="fig_cmap"),
+}
+spec = {"kind": kind, "style": style, "baseline": list(base.key), "kpsem": list(ours.key), "device": chosen.device,
+        "names": [pair_name for pair_name in ("MFNet", "MF-KPSEM")],
+        "clip": {"frames": info.clip_frames, "size": info.clip_size, "mean": list(info.mean), "std": list(info.std)},
+        "cam_layer": st.session_state.get("cam_layer", "tail"), "weighting": st.session_state.get("weighting", "clip"),
+        "clips": [], "true_labels": [], "options": {}}
+ready = True
+with ui.guard("Figure settings"):
+    o1, o2, o3 = st.columns(3)
+    if kind in ("fig7", "confusion"):
+        sources = [table_source(chosen, role, int(st.session_state.get("cmp_clips", 1))) for role in ("baseline", "kpsem")]
+        if not all(s.exists for s in sources) or chosen.data.index is None:
+            st.info("This figure needs both models' predictions on the sidebar's data set: compute them on the "
+                    "Class comparison page first.")
+            ready = False
+        else:
+            spec["tables"] = [list(file_key(s.path)) for s in sources]
+            spec["level"] = st.session_state.get("cmp_level")
+        if kind == "fig7":
+            spec["options"] = {"margin": o1.slider("KPSEM wins (or loses) by at least", 0, 100, 0, 5, format="%d%%",
+                                                   key="fig_margin") / 100,
+                               "mode": o2.radio("Classes where KPSEM", ("wins", "losses"), key="fig_mode", horizontal=True)}
+        else:
+            spec["options"] = {"normalise": o1.checkbox("Normalise rows", True, key="fig_normalise")}
+    elif kind != "table1":
+        index = chosen.data.index
+        if index is None or not index.videos:
+            st.info("Choose a data set with videos in the sidebar.")
+            ready = False
+        else:
+            ids = [r.video_id for r in index.videos]
+            current = st.session_state.get("ex_clip")
+            default = [current] if current in ids else [ids[0]]
+            many = kind == "fig8"
+            picked = o1.multiselect("Clips" if many else "Clip (the first is used)", ids, default=default,
+                                    key=f"fig_clips_{kind}", max_selections=6 if many else 1)
+            records = [index.videos[ids.index(v)] for v in picked]
+            spec["clips"] = [list(file_key(r.path)) for r in records]
+            spec["true_labels"] = [index.class_names[r.label] for r in records]
+            frames = info.clip_frames
+            if kind == "fig8":
+                spec["options"] = {"topk": int(o2.number_input("Top classes", 1, 5, 3, key="fig_topk")),
+                                   "frame": int(o3.slider("Frame shown", 1, frames, frames // 2 + 1, key="fig_frame")) - 1}
+            else:
+                from kpsem.explain.figures import sample_frames
+
+                chosen_frames = o2.multiselect("Frames", list(range(frames)), default=sample_frames(frames, 4),
+                                               format_func=lambda t: str(t + 1), key=f"fig_frames_{kind}")
+                spec["options"] = {"frames": sorted(chosen_frames)}
+                if kind == "fig9":
+                    spec["options"] |= {"shared": o3.checkbox("One colour scale for both", True, key="fig_shared"),
+                                        "difference": o3.checkbox("Difference row", False, key="fig_diff")}
+                else:
+                    num_sets = ours.model.kpsem_config.num_sets if hasattr(ours.model, "kpsem_config") else 1
+                    spec["options"] |= {
+                        "sets": o3.multiselect("Sets", list(range(num_sets)), default=[0], key="fig_sets") or [0],
+                        "top_channels": int(o3.number_input("Channels per set", 1, 32, 5, key="fig_channels")),
+                        "arrow_scale": float(o3.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key="fig_arrows"))}
+            ready = bool(picked)
+
+if ready:
+    with ui.guard("Could not draw the figure"):
+        files = _export(json.dumps(spec, sort_keys=True))
+        name = files["name"].decode()
+        st.image(files["preview"], caption=f"{FIGURES[kind]} · preview at screen resolution", width="content")
+        d = st.columns(4)
+        d[0].download_button(f"PNG ({style['dpi']} DPI)", files["png"], f"{name}.png", "image/png", key="dl_png",
+                             icon=":material/download:")
+        d[1].download_button("PDF", files["pdf"], f"{name}.pdf", "application/pdf", key="dl_pdf",
+                             icon=":material/download:")
+        d[2].download_button("SVG", files["svg"], f"{name}.svg", "image/svg+xml", key="dl_svg",
+                             icon=":material/download:")
+        d[3].download_button("All (zip + settings JSON)", files["zip"], f"{name}.zip", "application/zip", key="dl_zip",
+                             icon=":material/folder_zip:")
+        with st.expander("Settings (stored in the zip as settings.json)"):
+            st.json(spec)

@@ -1,2 +1,52 @@
+"""Models: what each loaded checkpoint is, and Table 1 for the pair."""
+
 import streamlit as st
-st.header("todo")
+
+from kpsem.app_support import services, ui
+from kpsem.explain.figures import cost_table
+
+st.header("Models", anchor=False)
+chosen = ui.selection() if "_selection" in st.session_state else None
+if chosen is None:
+    st.stop()
+
+slots = (chosen.baseline, chosen.kpsem)
+columns = st.columns(2, gap="large")
+for column, slot in zip(columns, slots):
+    with column, ui.guard(ui.ROLES[slot.role]):
+        st.subheader(ui.ROLES[slot.role], anchor=False)
+        if slot.loaded is None:
+            st.warning(slot.error or "no checkpoint chosen")
+            continue
+        info, report = slot.info, slot.loaded.report
+        st.markdown(
+            f"- **file**: `{slot.key[0]}` ({slot.key[1] / 2**20:.2f} MB)\n"
+            f"- **architecture**: {info.arch} (format {info.source_format})\n"
+            f"- **classes**: {info.num_classes}\n"
+            f"- **clip**: {info.clip_frames} frames × {info.clip_size}×{info.clip_size} px\n"
+            f"- **normalisation**: mean {tuple(round(v, 4) for v in info.mean)}, std {tuple(round(v, 4) for v in info.std)}\n"
+            f"- **loading**: {report.summary()}")
+        with st.expander("Config"):
+            st.json(info.config)
+        with st.expander("How it was made (provenance)"):
+            st.json(info.provenance or {"note": "the file says nothing about how it was trained"})
+        with st.expander(f"Class list ({info.num_classes})"):
+            st.dataframe({"index": list(range(info.num_classes)), "class": info.class_names}, hide_index=True)
+
+with ui.guard("Table 1"):
+    st.subheader("Table 1: parameters and multiply-adds", anchor=False)
+    loaded = [s for s in slots if s.loaded is not None]
+    if loaded:
+        ref = loaded[-1].info
+        clip = (ref.clip_frames, ref.clip_size, ref.clip_size)
+        costs = [services.model_cost_cached(s.key, chosen.device, s.info.arch, clip) for s in loaded]
+        table = cost_table(costs)
+        st.caption(f"one {clip[0]}×{clip[1]}×{clip[2]} clip; multiply-adds counted by PyTorch's FlopCounterMode")
+        st.dataframe(table[["model", "part", "parameters", "params_M", "gmacs"]], hide_index=True, column_config={
+            "params_M": st.column_config.NumberColumn("params (M)", format="%.3f"),
+            "gmacs": st.column_config.NumberColumn("mult-adds (G)", format="%.4f"),
+            "parameters": st.column_config.NumberColumn("parameters", format="localized")})
+        if len(costs) == 2 and costs[0].total.macs:
+            extra = costs[1].total.macs / costs[0].total.macs - 1
+            params = costs[1].total.parameters / costs[0].total.parameters - 1
+            st.caption(f"{slots[1].name} vs {slots[0].name}: parameters {params:+.2%}, multiply-adds {extra:+.2%}")
