@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ class EvalResult:
 
     def summary(self) -> dict[str, Any]:
         """Everything except the table, as plain JSON-able data."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("predictions",)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "predictions"}  # no table copy
         out["format"] = PREDICTIONS_FORMAT
         return out
 

@@ -98,6 +98,7 @@ def test_run_folder_checkpoints_carry_full_metadata(tmp_path):
     assert "training_state" not in read_checkpoint(run / "final.pt")
     epoch_record = [m for m in result.metrics if m["event"] == "epoch"][0]
     assert {"train_loss", "train_top1", "val_top1", "val_top5", "val_video_top1"} <= set(epoch_record)
+    assert 0 <= epoch_record["centre_near_bound"] <= 1 and epoch_record["centre_std_clips"] >= 0  # centre watch
 
 
 def test_parameter_groups_follow_the_reference_recipe(tmp_path):
