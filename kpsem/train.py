@@ -86,7 +86,7 @@ class TrainConfig:
     lr_steps: tuple[int, ...] = (20, 27)  # epochs after which the lr is multiplied by lr_factor
     lr_factor: float = 0.1  # step decay factor
     frames: int = CLIP_FRAMES  # frames per clip
-    interval: int = FRAME_INTERVAL  # frame sampling interval
+    interval: int | tuple[int, ...] = FRAME_INTERVAL  # frame interval, or one drawn per clip (Kinetics: 1,2,2,3)
     size: int = CLIP_SIZE  # side of the square crop (multiple of 16)
     conv1_channels: int | None = None  # backbone stem width (None: MFNet's 16, or the init checkpoint's)
     widths: tuple[int, int, int, int] | None = None  # conv2..conv5 widths (None: MFNet's, or init's)
@@ -115,7 +115,13 @@ class TrainConfig:
             self.depths = tuple(int(d) for d in self.depths)  # type: ignore[assignment]
         if self.size < 32 or self.size % 16:
             raise ValueError(f"size must be a multiple of 16 and at least 32 (e.g. 112, 160, 224); got {self.size}")
-        for name in ("epochs", "batch_size", "frames", "interval", "val_clips", "log_every"):
+        if not isinstance(self.interval, int):
+            self.interval = tuple(int(i) for i in self.interval)
+            if not self.interval or min(self.interval) < 1:
+                raise ValueError(f"interval must be positive frame counts; got {list(self.interval)}")
+        for name in ("epochs", "batch_size", "frames", "val_clips", "log_every") + (
+            ("interval",) if isinstance(self.interval, int) else ()
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
         if self.lr <= 0:

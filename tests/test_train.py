@@ -152,6 +152,9 @@ def test_config_and_data_errors_name_the_bad_value(tmp_path):
         TrainConfig(size=40)
     with pytest.raises(ValueError, match="amp must be one of auto, bf16, fp16, off; got 'fp8'"):
         TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match=r"interval must be positive frame counts; got \[0, 2\]"):
+        TrainConfig(interval=[0, 2])
+    assert TrainConfig(interval=[1, 2, 2, 3]).to_dict()["interval"] == [1, 2, 2, 3]  # Kinetics' draw
     with pytest.raises(ValueError, match=r"lr_steps must be increasing epochs; got \[20, 10\]"):
         TrainConfig(lr_steps=(20, 10))
     small = TrainData(ToyClips(3), None, ToyClips(1).class_names)

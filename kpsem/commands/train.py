@@ -24,7 +24,14 @@ def _steps(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, e.g. 20,27; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 20,27; got {text!r}") from None
+
+
+def _interval(text: str) -> int | tuple[int, ...]:
+    values = _steps(text)
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected an interval like 2 or 1,2,2,3; got {text!r}")
+    return values[0] if len(values) == 1 else values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"split evaluated after each epoch (default {d.val_split}; 'none' to skip)")
     data.add_argument("--val-clips", type=int, default=d.val_clips, help="clips per video in that validation")
     data.add_argument("--frames", type=int, default=d.frames, help=f"frames per clip (default {d.frames})")
-    data.add_argument("--interval", type=int, default=d.interval, help=f"frame interval (default {d.interval})")
+    data.add_argument("--interval", type=_interval, default=d.interval,
+                      help=f"frame interval (default {d.interval}); a list draws one per clip, e.g. 1,2,2,3 (Kinetics)")
     data.add_argument("--size", type=int, default=d.size, help=f"crop side, a multiple of 16 (default {d.size})")
     data.add_argument("--workers", type=int, default=d.workers, help="data loader processes per training process")
 
