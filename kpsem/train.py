@@ -436,10 +436,21 @@ def train(
     data = data or open_train_data(config)
     num_classes = len(data.class_names)
 
+    payload: dict[str, Any] | None = None
+    if resume_path is not None:
+        from kpsem.checkpoint import model_from_config, read_checkpoint
+
+        payload = read_checkpoint(resume_path)
+        if payload.get("training_state") is None:
+            raise ResumeError(f"{resume_path} has no training state (a final or published checkpoint); "
+                              "pass it as --init to fine-tune from it instead")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
-    model, init_info = build_model(config, num_classes)
+    if payload is None:
+        model, init_info = build_model(config, num_classes)
+    else:  # the checkpoint describes the model itself: the --init file need not exist any more
+        model, init_info = model_from_config(payload["arch"], num_classes, payload["config"]), {}
     model.to(device)
     groups = parameter_groups(model, config)
     optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
@@ -449,15 +460,16 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     state: dict[str, Any] = {"epoch": 0, "epoch_step": 0, "step": 0, "metrics": [], "running": None}
-    if resume_path is not None:
-        from kpsem.checkpoint import load_weights_into, read_checkpoint
+    if payload is not None:
+        from kpsem.checkpoint import load_weights_into
 
-        payload = read_checkpoint(resume_path)
-        saved = payload.get("training_state")
-        if saved is None:
-            raise ResumeError(f"{resume_path} has no training state (a final or published checkpoint); "
-                              "pass it as --init to fine-tune from it instead")
+        saved = payload["training_state"]
         _check_resumable(saved["config"], config, resume_path)
+        if saved["world_size"] != dist_info.world_size and saved["epoch_step"]:
+            raise ResumeError(
+                f"cannot resume {resume_path} in the middle of an epoch with {dist_info.world_size} processes: it was "
+                f"saved by {saved['world_size']}; use {saved['world_size']} or resume from an epoch checkpoint"
+            )
         load_weights_into(model, payload["state_dict"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
