@@ -80,7 +80,8 @@ def test_pair_with_a_checkpoint_without_kpsem(tiny_pair, tiny_clip):
 def test_clip_too_short_for_kpsem(tiny_pair):
     with pytest.raises(ValueError, match=r"^clip has 4 frames but this MF-KPSEM needs exactly 8 \(its temporal"):
         analyse_clip(tiny_pair[1], torch.zeros(1, 3, 4, 64, 64))
-    with pytest.raises(ValueError, match=r"analyse_clip takes one clip of shape \(1, 3, T, S, S\).*got \(2, 3, 8, 64, 64\)"):
+    with pytest.raises(ValueError, match=r"analyse_clip takes one clip of shape \(1, 3, T, S, "
+                       r"S\).*got \(2, 3, 8, 64, 64\)"):
         analyse_clip(tiny_pair[0], torch.zeros(2, 3, 8, 64, 64))
     with pytest.raises(ValueError, match="analyse_clip takes square clips"):
         analyse_clip(tiny_pair[0], torch.zeros(1, 3, 8, 64, 96))

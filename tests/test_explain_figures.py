@@ -121,7 +121,8 @@ def test_figure_errors(tiny_pair, tiny_clip):
     with pytest.raises(ValueError, match="Fig. 10 needs an MF-KPSEM model; MFNet has no KPSEM module"):
         figure_keypoints(baseline, display)
     pair = analyse_pair(*tiny_pair, tiny_clip)
-    with pytest.raises(ValueError, match=r"display frames have shape \(8, 32, 32, 3\); the analysed clip needs \(8, 64, 64, 3\)"):
+    with pytest.raises(ValueError, match=r"display frames have shape \(8, 32, 32, 3\); the analysed "
+                       r"clip needs \(8, 64, 64, 3\)"):
         figure_gradcam(pair, np.zeros((8, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match=r"frames \[8\] are outside the clip's 8 frames \(0..7\)"):
         figure_gradcam(pair, display, frames=[0, 8])

@@ -135,7 +135,8 @@ def test_hooks_released_when_explain_fails(tiny_pair):
 
 def test_clear_errors(tiny_pair, tiny_clip):
     model = tiny_pair[0]
-    with pytest.raises(ValueError, match=r"MFNet has no layer 'conv9' for Grad-CAM; use one of \['tail', 'conv5', 'conv4'"):
+    with pytest.raises(ValueError, match=r"MFNet has no layer 'conv9' for Grad-CAM; use one of "
+                       r"\['tail', 'conv5', 'conv4'"):
         VideoGradCAM(model, layer="conv9")
     with pytest.raises(ValueError, match=r"weighting must be one of \('clip', 'slice'\); got 'frame'"):
         VideoGradCAM(model, weighting="frame")  # type: ignore[arg-type]

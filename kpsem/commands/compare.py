@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-id", default=None, help="model_id of the baseline (needed for a shared table)")
     parser.add_argument("--kpsem-id", default=None, help="model_id of the KPSEM model (needed for a shared table)")
     parser.add_argument("--level", choices=("video", "clip"), default=None, help="default: video when present")
-    parser.add_argument("--margin", type=float, default=0.0, help="Fig. 7 shows classes won or lost by at least this (0-1)")
+    parser.add_argument("--margin", type=float, default=0.0, help="Fig. 7 shows classes won or lost "
+                        "by at least this (0-1)")
     parser.add_argument("--out", required=True, help="output folder")
     add_style_arguments(parser)
 

@@ -14,7 +14,8 @@ def _frames(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"frames must be comma-separated clip frame numbers, e.g. 0,5,10,15; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"frames must be comma-separated clip frame numbers, e.g. "
+                                         f"0,5,10,15; got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", required=True,
                         help="a video file or frame folder, or a .npy of uint8 frames (T, S, S, 3) already cropped")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--clip-index", type=int, default=0, help="which of --num-clips evenly spaced clips (default 0)")
+    parser.add_argument("--clip-index", type=int, default=0, help="which of --num-clips evenly "
+                        "spaced clips (default 0)")
     parser.add_argument("--num-clips", type=int, default=1, help="clips spread over the video (default 1: the middle)")
     parser.add_argument("--cam-layer", default="tail", choices=CAM_LAYERS, help="Grad-CAM layer (default tail)")
     parser.add_argument("--weighting", choices=("clip", "slice"), default="clip",
                         help="one weight per channel (clip) or per channel and time slice (slice)")
-    parser.add_argument("--target", default=None, help="class index or name to explain (default: each model's prediction)")
-    parser.add_argument("--frames", type=_frames, default=None, help="clip frames to show, e.g. 0,5,10,15 (default: 4 evenly)")
+    parser.add_argument("--target", default=None, help="class index or name to explain (default: "
+                        "each model's prediction)")
+    parser.add_argument("--frames", type=_frames, default=None, help="clip frames to show, e.g. "
+                        "0,5,10,15 (default: 4 evenly)")
     parser.add_argument("--sets", type=_frames, default=[0], help="KPSEM sets to draw in Fig. 10 (default 0)")
     parser.add_argument("--top-channels", type=int, default=5, help="channels drawn per set (default 5)")
     parser.add_argument("--arrow-scale", type=float, default=1.0, help="multiply shift arrows by this (default 1)")
@@ -62,7 +66,8 @@ def _load_clip(path: str, frames: int, size: int, mean: tuple[float, ...], std: 
     if path.endswith(".npy"):
         display = np.load(path)
         if display.dtype != np.uint8 or display.ndim != 4 or display.shape[1:] != (size, size, 3):
-            raise ValueError(f"{path} holds {display.dtype} {display.shape}; expected uint8 frames (T, {size}, {size}, 3)")
+            raise ValueError(f"{path} holds {display.dtype} {display.shape}; expected uint8 frames "
+                             f"(T, {size}, {size}, 3)")
         if display.shape[0] != frames:
             raise ValueError(f"{path} holds {display.shape[0]} frames; the checkpoints take {frames}-frame clips")
         rgb = torch.from_numpy(display).permute(3, 0, 1, 2).float() / 255  # (3, T, S, S)
@@ -122,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"note: {args.kpsem} is an MFNet checkpoint without KPSEM; Fig. 10 (key points) is not drawn")
     clip_shape = (ki.clip_frames, ki.clip_size, ki.clip_size)
-    costs = [model_cost(base.model, name=bi.arch, clip=clip_shape), model_cost(ours.model, name=ki.arch, clip=clip_shape)]
+    costs = [model_cost(base.model, name=bi.arch, clip=clip_shape),
+             model_cost(ours.model, name=ki.arch, clip=clip_shape)]
     figures.append(figure_cost_table(costs, style=style))
     for figure in figures:
         written += figure.save(out, formats=formats, extra=extra)

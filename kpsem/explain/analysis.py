@@ -133,7 +133,9 @@ def clip_to_display(clip: torch.Tensor, mean: Sequence[float], std: Sequence[flo
     return (rgb.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).numpy()
 
 
-def internals_to_pixels(internals: KPSEMInternals, size: int, index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def internals_to_pixels(
+    internals: KPSEMInternals, size: int, index: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clip ``index`` of the batch in pixels of the S x S crop: centres (G, T', 2), key points
     (G, K, C, T', 2) and shifts (G, K, C, T'-1, 2). MFNet's strides tile the frame exactly, so the
     feature map's normalised coordinates are the crop's (:func:`~kpsem.models.kpsem_module.normalised_to_pixels`)."""
@@ -146,7 +148,8 @@ def internals_to_pixels(internals: KPSEMInternals, size: int, index: int = 0) ->
 def _check_clip(model: nn.Module, clip: torch.Tensor) -> None:
     if not isinstance(clip, torch.Tensor) or clip.dim() != 5 or clip.shape[0] != 1 or clip.shape[1] != 3:
         shape = tuple(clip.shape) if isinstance(clip, torch.Tensor) else type(clip).__name__
-        raise ValueError(f"analyse_clip takes one clip of shape (1, 3, T, S, S), e.g. (1, 3, 16, 224, 224); got {shape}")
+        raise ValueError(f"analyse_clip takes one clip of shape (1, 3, T, S, S), e.g. (1, 3, 16, "
+                         f"224, 224); got {shape}")
     if clip.shape[3] != clip.shape[4]:
         raise ValueError(f"analyse_clip takes square clips (S x S crops); got {clip.shape[3]}x{clip.shape[4]}")
     config = getattr(model, "kpsem_config", None)

@@ -120,7 +120,8 @@ def compare_predictions(
     probs_b = np.stack([np.asarray(p, dtype=np.float64) for p in merged["probs_b"]])  # (items, classes)
     probs_k = np.stack([np.asarray(p, dtype=np.float64) for p in merged["probs_k"]])
     if probs_b.shape != probs_k.shape:
-        raise ValueError(f"the models have {probs_b.shape[1]} and {probs_k.shape[1]} classes; compare models of one class list")
+        raise ValueError(f"the models have {probs_b.shape[1]} and {probs_k.shape[1]} classes; "
+                         f"compare models of one class list")
     names = _class_names(pd.concat([left, right]), probs_b.shape[1])
     labels = merged["true_label_b"].to_numpy(dtype=np.int64)
     pred_b, pred_k = probs_b.argmax(axis=1), probs_k.argmax(axis=1)
@@ -160,7 +161,8 @@ def per_class_accuracy(compared: ComparedPredictions) -> pd.DataFrame:
     table.insert(0, "class_name", [compared.class_names[i] for i in table.index])
     table["difference"] = table["kpsem"] - table["baseline"]
     table = table.reset_index().rename(columns={"true_label": "class_index"})
-    return table.sort_values(["difference", "class_index"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    table = table.sort_values(["difference", "class_index"], ascending=[False, True], kind="stable")
+    return table.reset_index(drop=True)
 
 
 def confusion_matrix(true_labels: Sequence[int] | np.ndarray, predictions: Sequence[int] | np.ndarray,

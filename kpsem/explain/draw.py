@@ -169,10 +169,13 @@ def draw_split_lines(ax: Axes, analysis: ClipAnalysis, frame: int, set_index: in
 
 def _check_frame_index(analysis: ClipAnalysis, frame: int) -> None:
     if not 0 <= frame < analysis.num_frames:
-        raise ValueError(f"frame {frame} is outside the clip's {analysis.num_frames} frames (0..{analysis.num_frames - 1})")
+        raise ValueError(f"frame {frame} is outside the clip's {analysis.num_frames} frames "
+                         f"(0..{analysis.num_frames - 1})")
 
 
-def draw_keypoints(ax: Axes, analysis: ClipAnalysis, frame: int, options: KeyPointOptions | None = None) -> list[Artist]:
+def draw_keypoints(
+    ax: Axes, analysis: ClipAnalysis, frame: int, options: KeyPointOptions | None = None
+) -> list[Artist]:
     """Key points as crosses coloured by region and their shifts as arrows of the same colour.
 
     ``frame`` is a clip frame; it shows feature frame ``analysis.frame_to_feature[frame]``, whose shift
@@ -188,7 +191,10 @@ def draw_keypoints(ax: Axes, analysis: ClipAnalysis, frame: int, options: KeyPoi
     for g in options.sets:
         if not 0 <= g < num_sets:
             raise ValueError(f"set {g} does not exist; this model has sets 0..{num_sets - 1}")
-        chosen = list(options.channels) if options.channels is not None else select_channels(analysis, g, options.top_channels)
+        if options.channels is not None:
+            chosen = list(options.channels)
+        else:
+            chosen = select_channels(analysis, g, options.top_channels)
         bad = [c for c in chosen if not 0 <= c < channels]
         if bad:
             raise ValueError(f"channels {bad} do not exist; KPSEM reads {channels} channels (0..{channels - 1})")

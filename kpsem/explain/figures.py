@@ -22,7 +22,14 @@ from matplotlib.lines import Line2D
 
 from kpsem.explain.analysis import ClipAnalysis, PairAnalysis
 from kpsem.explain.compare import ComparedPredictions, confusion_matrix
-from kpsem.explain.draw import REGION_COLOURS, REGION_NAMES, KeyPointOptions, cam_overlay, difference_overlay, draw_keypoints
+from kpsem.explain.draw import (
+    REGION_COLOURS,
+    REGION_NAMES,
+    KeyPointOptions,
+    cam_overlay,
+    difference_overlay,
+    draw_keypoints,
+)
 from kpsem.profile import ModelCost
 
 __all__ = [
@@ -60,7 +67,8 @@ class FigureStyle:
         if self.font_size <= 0:
             raise ValueError(f"font_size must be positive; got {self.font_size}")
         if self.cmap not in matplotlib.colormaps:
-            raise ValueError(f"unknown colour map {self.cmap!r}; use a matplotlib name such as 'jet', 'viridis', 'inferno'")
+            raise ValueError(f"unknown colour map {self.cmap!r}; use a matplotlib name such as "
+                             f"'jet', 'viridis', 'inferno'")
         if self.dpi < 10:
             raise ValueError(f"dpi must be at least 10; got {self.dpi}")
 
@@ -115,7 +123,8 @@ class PaperFigure:
             "style": {**asdict(self.style), "dpi": dpi},
             "size_inches": [float(v) for v in self.figure.get_size_inches()],
             "files": [p.name for p in paths],
-            "versions": {"kpsem": __version__, "matplotlib": matplotlib.__version__, "python": platform.python_version()},
+            "versions": {"kpsem": __version__, "matplotlib": matplotlib.__version__,
+                         "python": platform.python_version()},
             **(_plain(extra) if extra else {}),
         }
         json_path = out / f"{stem}.json"
@@ -194,7 +203,8 @@ def figure_per_class_accuracy(
         fig = style.figure(2.4 if style.column == "double" else 2.2)
         ax = fig.add_subplot()
         if chosen.empty:
-            ax.text(0.5, 0.5, f"no class where {names[1]} {'wins' if mode == 'wins' else 'loses'} by at least {margin:.0%}",
+            ax.text(0.5, 0.5, f"no class where {names[1]} {'wins' if mode == 'wins' else 'loses'} "
+                    f"by at least {margin:.0%}",
                     ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
         else:
@@ -227,7 +237,8 @@ def figure_top_predictions(
     in bold). ``frames[i]`` is a uint8 (S, S, 3) frame of clip i."""
     style = style or FigureStyle()
     if len(pairs) != len(frames) or not pairs:
-        raise ValueError(f"need one frame per analysed clip and at least one clip; got {len(pairs)} clips, {len(frames)} frames")
+        raise ValueError(f"need one frame per analysed clip and at least one clip; got {len(pairs)} "
+                         f"clips, {len(frames)} frames")
     truths = list(true_labels) if true_labels is not None else [None] * len(pairs)
     columns = len(pairs)
     with matplotlib.rc_context(style.rc()):
@@ -280,7 +291,8 @@ def figure_gradcam(
     otherwise each row is normalised to its own maximum. ``difference_row`` adds baseline minus KPSEM."""
     style = style or FigureStyle()
     _check_display(display, pair.baseline)
-    chosen = _check_frames(frames, pair.baseline.num_frames) if frames is not None else sample_frames(pair.baseline.num_frames, num_frames)
+    total = pair.baseline.num_frames
+    chosen = _check_frames(frames, total) if frames is not None else sample_frames(total, num_frames)
     maps = (pair.baseline_shared, pair.kpsem_shared) if shared_scale else (pair.baseline.cam, pair.kpsem.cam)
     rows = [(pair.baseline, maps[0]), (pair.kpsem, maps[1])]
     n_rows = 3 if difference_row else 2
@@ -296,12 +308,15 @@ def figure_gradcam(
                     ax.set_title(f"frame {f + 1}")
             axes[r, 0].set_ylabel(f"{analysis.model_name}\n{analysis.class_names[analysis.target]}")
         mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=style.cmap)
-        label = f"Grad-CAM, shared scale (max {pair.shared_scale:.3g})" if shared_scale else "Grad-CAM, each model's max"
+        label = "Grad-CAM, each model's max"
+        if shared_scale:
+            label = f"Grad-CAM, shared scale (max {pair.shared_scale:.3g})"
         fig.colorbar(mappable, ax=axes[:2, :], fraction=0.03, pad=0.01, label=label)
         if difference_row:
             for c, f in enumerate(chosen):
                 ax = axes[2, c]
-                ax.imshow(difference_overlay(display[f], pair.difference[f] if shared_scale else pair.difference_normalised[f]))
+                signed = pair.difference[f] if shared_scale else pair.difference_normalised[f]
+                ax.imshow(difference_overlay(display[f], signed))
                 _image_axis(ax)
             axes[2, 0].set_ylabel("baseline\nminus KPSEM")
             diverging = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(-1, 1), cmap="RdBu_r")
@@ -329,9 +344,11 @@ def figure_keypoints(
     style = style or FigureStyle()
     options = options or KeyPointOptions()
     if not analysis.has_kpsem:
-        raise ValueError(f"Fig. 10 needs an MF-KPSEM model; {analysis.model_name} has no KPSEM module, so no key points")
+        raise ValueError(f"Fig. 10 needs an MF-KPSEM model; {analysis.model_name} has no KPSEM "
+                         f"module, so no key points")
     _check_display(display, analysis)
-    chosen = _check_frames(frames, analysis.num_frames) if frames is not None else sample_frames(analysis.num_frames, num_frames)
+    total = analysis.num_frames
+    chosen = _check_frames(frames, total) if frames is not None else sample_frames(total, num_frames)
     with matplotlib.rc_context(style.rc()):
         fig = style.figure(style.width / len(chosen) + 0.45)
         axes = fig.subplots(1, len(chosen), squeeze=False)[0]

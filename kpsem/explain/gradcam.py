@@ -160,7 +160,8 @@ class VideoGradCAM(BaseCAM):
     ) -> np.ndarray:
         """(N, C, T', H', W') gradients -> (N, C) per clip or (N, C, T') per time slice."""
         if grads.ndim != 5:
-            raise ValueError(f"VideoGradCAM needs 5-D (N, C, T, H, W) activations at {self.layer_name!r}; got {grads.ndim}-D")
+            raise ValueError(f"VideoGradCAM needs 5-D (N, C, T, H, W) activations at "
+                             f"{self.layer_name!r}; got {grads.ndim}-D")
         return grads.mean(axis=(2, 3, 4)) if self.weighting == "clip" else grads.mean(axis=(3, 4))
 
     def get_cam_image(  # type: ignore[override]
@@ -239,5 +240,6 @@ class VideoGradCAM(BaseCAM):
             raise ValueError(f"{len(chosen)} target classes for a batch of {n} clips")
         for c in chosen:
             if not 0 <= c < classes:
-                raise ValueError(f"target class {c} is out of range for a model with {classes} classes (0..{classes - 1})")
+                raise ValueError(f"target class {c} is out of range for a model with {classes} "
+                                 f"classes (0..{classes - 1})")
         return chosen
