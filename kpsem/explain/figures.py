@@ -212,11 +212,12 @@ def figure_per_class_accuracy(
             ax.bar(x - 0.2, chosen["baseline"] * 100, 0.4, label=names[0], color=MODEL_COLOURS[0])
             ax.bar(x + 0.2, chosen["kpsem"] * 100, 0.4, label=names[1], color=MODEL_COLOURS[1])
             ax.set_xticks(x, chosen["class_name"], rotation=60, ha="right")
-            ax.legend(loc="lower right", frameon=False)
+            fig.legend(loc="outside upper right", ncols=2, frameon=False)
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
-        verb = "gains" if mode == "wins" else "losses"
-        ax.set_title(f"Classes with {names[1]} {verb} of at least {margin:.0%} ({len(chosen)} classes)")
+        verb = "beats" if mode == "wins" else "trails"
+        by = f" by {margin:.0%} or more" if margin > 0 else ""
+        ax.set_title(f"{names[1]} {verb} {names[0]}{by}: {len(chosen)} classes", loc="left")
     settings = {"margin": margin, "mode": mode, "names": list(names), "max_classes": max_classes,
                 "classes": chosen["class_name"].tolist()}
     return PaperFigure("fig7_per_class_" + mode, fig, settings, style)
