@@ -34,7 +34,7 @@ with ui.guard("Predictions"):
                 else:
                     path = None
                 found.append(read_table(file_key(path)) if path is not None else None)
-        if None in found:
+        if any(table is None for table in found):
             st.info("Give both tables (paths or uploads).")
         else:
             tables = tuple(found)

@@ -96,3 +96,34 @@ def tiny_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
 def tiny_clip() -> torch.Tensor:
     """One normalised clip (1, 3, 8, 64, 64), seeded."""
     return torch.randn(1, 3, 8, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+# --- the Streamlit app (tests/test_app*.py, tests/test_browser.py) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def app_demo():
+    """The bundled demo (assets/demo/) or, until it ships, the generated stand-in (tiny models and
+    clips, built once per machine in about a minute on a CPU; see kpsem/app_support/demo.py)."""
+    from kpsem.app_support.demo import resolve_demo
+
+    return resolve_demo()
+
+
+@pytest.fixture
+def app_navigation_only(monkeypatch):
+    """Keep Streamlit in st.navigation mode under AppTest.
+
+    AppTest resets ``PagesManager.uses_pages_directory`` before every run; with a ``pages/`` folder next
+    to app.py the reset turns it back on, so from the second run AppTest runs the page file alone in
+    the old pages-folder mode and skips app.py (and with it the shared sidebar). A real server keeps the
+    False that ``st.navigation`` sets on the first run; this does the same for AppTest."""
+    from streamlit.runtime import pages_manager
+
+    original = pages_manager.PagesManager.__init__
+
+    def init(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        original(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)

@@ -128,9 +128,9 @@ def guard(what: str) -> Iterator[None]:
         st.error(f"{what}: {friendly(error)}", icon=":material/error:")
 
 
-@st.cache_resource(show_spinner=False)
 def settings() -> ServerSettings:
-    """Server settings, read once per process (environment, then .streamlit/secrets.toml)."""
+    """Server settings (environment, then .streamlit/secrets.toml), read on every run: cheap, and a
+    changed setting takes effect without restarting the server."""
     return load_settings()
 
 

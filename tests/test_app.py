@@ -1,0 +1,206 @@
+"""Every page of the Streamlit app, driven by AppTest on the bundled demo (real checkpoints, no mocks)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def app(app_demo, app_navigation_only, tmp_path, monkeypatch):
+    """A fresh app session on the demo; the disk cache and uploads go to this test's tmp folder."""
+    monkeypatch.setenv("KPSEM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("KPSEM_BROWSE_ROOTS", raising=False)
+    monkeypatch.delenv("KPSEM_MAX_UPLOAD_MB", raising=False)
+    return AppTest.from_file(APP, default_timeout=120)
+
+
+def _clean(at: AppTest) -> None:
+    """No traceback and no error box anywhere on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def _footer(at: AppTest) -> str:
+    return next(c for c in _captions(at) if c.startswith("Device "))
+
+
+def test_explorer_shows_both_models_then_redraws_without_recomputing(app, app_demo):
+    at = app.run()
+    _clean(at)
+    assert [s.value for s in at.subheader] == ["MFNet", "MF-KPSEM"]
+    assert len(at.get("plotly_chart")) == 2  # top-k of each model
+    images = at.get("image")
+    assert len(images) >= 4  # two frames, the colour bar, the filmstrip
+    assert any("MFNet has no key points" in i.value for i in at.info)
+    arrows = next(c for c in _captions(at) if "shift arrows" in c)
+    assert "key points" in arrows and "cross a region border" in arrows
+    assert any("kpsem-legend" in m.value for m in at.markdown)
+    assert "analysis" in _footer(at) and "Device **cpu**" in _footer(at)
+    facts = " ".join(m.value for m in at.markdown)
+    assert "sampled frames" in facts and "true label" in facts
+
+    first = [i.value for i in at.get("image")]
+    at.slider(key="frame").set_value(9).run()
+    _clean(at)
+    assert "(cached)" in _footer(at)  # the frame slider never recomputes the models
+    assert [i.value for i in at.get("image")] != first
+    assert "frame 9" in " ".join(i.captions[0] for i in at.get("image") if i.captions)
+
+    at.radio(key="overlay").set_value("Difference").run()
+    _clean(at)
+    captions = " ".join(c for i in at.get("image") for c in i.captions)
+    assert "baseline minus KPSEM" in captions and "(cached)" in _footer(at)
+
+    at.radio(key="overlay").set_value("Key points and shifts").run()
+    _clean(at)
+    assert any("MFNet has no key points" in i.value for i in at.info)
+    at.checkbox(key="kp_split").uncheck()
+    at.slider(key="kp_arrow").set_value(3.0)
+    at.radio(key="scale").set_value("separate").run()
+    _clean(at)
+    assert "(cached)" in _footer(at)  # drawing settings never recompute either
+
+    at.selectbox(key="cam_layer").set_value("conv4").run()  # a new layer is a new analysis
+    _clean(at)
+    assert "(fresh)" in _footer(at)
+
+
+def test_explorer_class_filter_and_filmstrip_jump(app):
+    at = app.run()
+    classes = at.selectbox(key="ex_class").options
+    target = classes[2]  # a class, not "All classes"
+    at.selectbox(key="ex_class").set_value(target).run()
+    _clean(at)
+    clips = at.selectbox(key="ex_clip").options
+    assert clips and all(c.startswith(target + "/") for c in clips)
+    at.selectbox(key="ex_clip").set_value(clips[-1]).run()
+    _clean(at)
+    assert f"**true label**: {target}" in " ".join(m.value for m in at.markdown)
+    assert at.slider(key="frame").value == 1
+    at.session_state["frame_jump"] = 11  # what clicking the 12th filmstrip pill does
+    at.run()
+    _clean(at)
+
+
+def test_explorer_target_and_weighting(app):
+    at = app.run()
+    names = at.selectbox(key="target").options
+    at.selectbox(key="target").set_value(names[-1]).run()
+    _clean(at)
+    assert all(f"CAM for {names[-1]}" in c for c in _captions(at) if "CAM for" in c)
+    at.radio(key="weighting").set_value("slice").run()
+    _clean(at)
+    assert "(fresh)" in _footer(at)
+
+
+def test_compare_reads_bundled_tables_and_opens_a_clip_in_the_explorer(app):
+    at = app.run()
+    at.switch_page("pages/compare.py").run()
+    _clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert len(metrics) == 6 and metrics["split"] == "test"
+    assert any(k.startswith("top-1") for k in metrics) and any(k.startswith("top-5") for k in metrics)
+    assert len(at.get("plotly_chart")) >= 3  # three confusion matrices (+ per-class bars when KPSEM wins)
+    at.radio(key="cmp_view").set_value("loses").run()
+    at.slider(key="cmp_margin").set_value(10).run()
+    _clean(at)
+    opens = [b for b in at.button if b.key and b.key.startswith("open_")]
+    assert opens, "the demo's two models disagree on at least one clip"
+    row = next(m.value for m in at.markdown if m.value.startswith("`"))  # the first row names the first clip
+    video_id = row.split("`")[1]
+    opens[0].click().run()
+    _clean(at)
+    assert at.session_state["ex_clip"] == video_id
+    assert [s.value for s in at.subheader] == ["MFNet", "MF-KPSEM"]
+
+
+def test_compare_computes_missing_tables_with_progress_and_caches_them(app, app_demo, tmp_path):
+    copies = []
+    for name in ("mfnet.pt", "mf_kpsem.pt"):
+        copies.append(tmp_path / f"copy_{name}")
+        shutil.copy(app_demo.root / name, copies[-1])
+    at = app.run()
+    for role, path in zip(("baseline", "kpsem"), copies):
+        at.radio(key=f"{role}_source").set_value("path").run()
+        at.text_input(key=f"{role}_path").input(str(path)).run()
+    at.switch_page("pages/compare.py").run()
+    _clean(at)
+    assert any("No predictions table yet" in i.value for i in at.info)
+    at.button(key="cmp_compute").click().run()
+    _clean(at)
+    assert len(at.metric) == 6
+    cached = list((tmp_path / "cache" / "predictions").glob("*.parquet"))
+    assert len(cached) == 2
+    assert "computed, cached on disk" in " ".join(_captions(at))
+
+
+def test_compare_from_parquet_paths(app, app_demo):
+    at = app.run()
+    at.switch_page("pages/compare.py").run()
+    at.radio(key="cmp_source").set_value("Parquet files").run()
+    at.text_input(key="cmp_path_baseline").input(str(app_demo.predictions_baseline)).run()
+    at.text_input(key="cmp_path_kpsem").input(str(app_demo.predictions_kpsem)).run()
+    _clean(at)
+    assert len(at.metric) == 6
+    at.radio(key="cmp_level").set_value("clip").run()
+    _clean(at)
+    assert at.metric[5].label == "clips compared"
+
+
+@pytest.mark.parametrize("kind", ["fig7", "fig8", "fig9", "fig10", "table1", "confusion"])
+def test_figure_studio_draws_every_figure(app, kind):
+    at = app.run()
+    at.switch_page("pages/figures.py").run()
+    at.selectbox(key="fig_kind").set_value(kind).run()
+    _clean(at)
+    assert len(at.get("image")) == 1  # the preview
+    assert len(at.get("download_button")) == 4  # PNG, PDF, SVG, zip
+    at.radio(key="fig_column").set_value("single")
+    at.slider(key="fig_font").set_value(10).run()
+    _clean(at)
+    assert at.get("json")  # the settings
+
+
+def test_figure_export_zip_holds_every_format_and_the_settings(app_demo):
+    from kpsem.app_support.sources import file_key
+    from kpsem.app_support.studio import export_figure
+    from kpsem.checkpoint import describe_checkpoint
+
+    info = describe_checkpoint(app_demo.kpsem)
+    clip = next((app_demo.clips / "rise").iterdir())
+    spec = {"kind": "fig9", "style": {"column": "single", "font_size": 7.0, "dpi": 150, "cmap": "viridis"},
+            "baseline": list(file_key(app_demo.baseline)), "kpsem": list(file_key(app_demo.kpsem)), "device": "cpu",
+            "names": ["MFNet", "MF-KPSEM"], "cam_layer": "tail", "weighting": "clip",
+            "clip": {"frames": info.clip_frames, "size": info.clip_size, "mean": list(info.mean), "std": list(info.std)},
+            "clips": [list(file_key(clip))], "true_labels": ["rise"],
+            "options": {"frames": [0, 7, 15], "shared": True, "difference": True}}
+    files = export_figure(spec)
+    assert files["png"].startswith(b"\x89PNG") and files["pdf"].startswith(b"%PDF") and b"<svg" in files["svg"][:500]
+    with zipfile.ZipFile(io.BytesIO(files["zip"])) as archive:
+        names = set(archive.namelist())
+        assert {"fig9_gradcam.png", "fig9_gradcam.pdf", "fig9_gradcam.svg", "fig9_gradcam.json", "settings.json"} <= names
+        assert b'"viridis"' in archive.read("settings.json")
+
+
+def test_models_page_lists_metadata_classes_and_table1(app):
+    at = app.run()
+    at.switch_page("pages/models.py").run()
+    _clean(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "**architecture**: mfnet" in text and "**architecture**: mf_kpsem" in text
+    table = at.dataframe[-1].value
+    assert set(table["model"]) == {"mfnet", "mf_kpsem"}
+    assert "kpsem" in set(table["part"]) and (table["parameters"] > 0).all()
+    assert any("multiply-adds" in c for c in _captions(at))
