@@ -126,17 +126,23 @@ def _predict(
 ) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {"probs": [], "label": [], "video_id": [], "clip_index": [], "loss": [], "replaced": []}
     for batch in loader:
-        out["replaced"].extend(str(r) for r in batch.get("replaced", []) if r)  # undecodable videos stood in for
-        clips = batch["clip"].to(device, non_blocking=True)  # (N, 3, T, H, W)
-        labels = torch.as_tensor(batch["label"]).to(device)
+        # ClipDataset stands a decodable neighbour in for an undecodable video; counting that neighbour
+        # twice would skew the accuracy, so such items are left out and the videos listed instead.
+        stand_ins = [str(r) for r in batch.get("replaced", [""] * len(batch["clip"]))]
+        keep = torch.tensor([not r for r in stand_ins])  # (N,)
+        out["replaced"].extend(r for r in stand_ins if r)
+        if not keep.any():
+            continue
+        clips = batch["clip"][keep].to(device, non_blocking=True)  # (N', 3, T, H, W)
+        labels = torch.as_tensor(batch["label"])[keep].to(device)
         with autocast_context(device, amp):
-            logits = model(clips)  # (N, classes)
+            logits = model(clips)  # (N', classes)
         logits = logits.float()
         out["loss"].append(F.cross_entropy(logits, labels, reduction="sum").item())
         out["probs"].append(F.softmax(logits, dim=1).cpu().numpy())
         out["label"].extend(int(v) for v in labels.cpu())
-        out["video_id"].extend(str(v) for v in batch["video_id"])
-        out["clip_index"].extend(int(v) for v in torch.as_tensor(batch["clip_index"]))
+        out["video_id"].extend(str(v) for v, k in zip(batch["video_id"], keep) if k)
+        out["clip_index"].extend(int(v) for v, k in zip(torch.as_tensor(batch["clip_index"]), keep) if k)
         if progress is not None:
             progress.update(len(clips))
     return out
@@ -326,7 +332,7 @@ def evaluate_model(
     videos = table[table["level"] == "video"]
     per_class = videos.groupby("true_class")["correct_top1"].mean()
     replaced = sorted({v for g in gathered for v in g["replaced"]})
-    info = {**(info or {}), "replaced_videos": replaced}  # clips of these came from the next decodable video
+    info = {**(info or {}), "undecodable_videos": replaced}  # left out of the table and the accuracies
     return EvalResult(
         model_id=model_id,
         split=split,

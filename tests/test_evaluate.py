@@ -111,3 +111,22 @@ def test_evaluate_refuses_a_data_set_with_other_classes(tmp_path):
         evaluate_checkpoint(ckpt, dataset=ToyClips(3, train=False), class_names=CLASSES, workers=0)
     with pytest.raises(ValueError, match="predicts 3 classes but the data set has 4"):
         evaluate_checkpoint(ckpt, dataset=ToyClips(3, train=False), class_names=CLASSES + ["x"], workers=0)
+
+
+class _OneUndecodable(ToyClips):
+    """Video 1 cannot be decoded: ClipDataset would return video 2's clips with ``replaced`` set."""
+
+    def __getitem__(self, index: int) -> dict:
+        video, clip_index = divmod(index, self.clips_per_video)
+        if video != 1:
+            return {**super().__getitem__(index), "replaced": ""}
+        stand_in = super().__getitem__(2 * self.clips_per_video + clip_index)
+        return {**stand_in, "replaced": "/data/class1/video001.avi"}
+
+
+def test_stand_ins_for_undecodable_videos_are_left_out_and_listed(tmp_path):
+    result = evaluate_checkpoint(_checkpoint(tmp_path), dataset=_OneUndecodable(4, train=False, clips_per_video=2),
+                                 class_names=CLASSES, clips=2, batch_size=3, workers=0)
+    assert (result.num_videos, result.num_clips) == (3, 6)
+    assert result.predictions.groupby("video_id").size().to_dict() == {"video000": 3, "video002": 3, "video003": 3}
+    assert result.info["undecodable_videos"] == ["/data/class1/video001.avi"]
