@@ -22,18 +22,19 @@ with ui.guard("Predictions"):
         cols = st.columns(2)
         found = []
         for col, role in zip(cols, ("baseline", "kpsem")):
-            with col:
+            table = None
+            with col, ui.guard(f"{ui.ROLES[role].split(' (')[0]} table"):
                 text = st.text_input(f"{ui.ROLES[role].split(' (')[0]} table (.parquet)", key=f"cmp_path_{role}")
                 upload = st.file_uploader("or upload it", type=["parquet"], key=f"cmp_upload_{role}",
                                           max_upload_size=chosen.settings.max_upload_mb)
+                path = None
                 if upload is not None:
                     path = save_upload(upload.getvalue(), upload.name, ui.session_folder() / "tables",
                                        max_mb=chosen.settings.max_upload_mb)
                 elif text.strip():
                     path = user_path(text, chosen.settings, what="predictions table")
-                else:
-                    path = None
-                found.append(read_table(file_key(path)) if path is not None else None)
+                table = read_table(file_key(path)) if path is not None else None
+            found.append(table)
         if any(table is None for table in found):
             st.info("Give both tables (paths or uploads).")
         else:

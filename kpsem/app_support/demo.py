@@ -123,7 +123,7 @@ def build_standin(out: str | os.PathLike | None = None, config: StandinConfig | 
     root = Path(out).resolve() if out is not None else standin_root()
     paths = DemoPaths.at(root, standin=True)
     stamp = root / "standin.json"
-    wanted = {"version": STANDIN_VERSION, "config": asdict(config)}
+    wanted = json.loads(json.dumps({"version": STANDIN_VERSION, "config": asdict(config)}))  # tuples as lists
 
     def ready() -> bool:
         try:

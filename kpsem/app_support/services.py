@@ -50,9 +50,16 @@ def demo_paths() -> DemoPaths:
 @st.cache_resource(max_entries=8, show_spinner=False)
 def load_model(key: FileKey, device: str):  # noqa: ANN201 - kpsem.checkpoint.LoadedCheckpoint
     """The model a checkpoint describes, on ``device``, in eval mode (raises CheckpointError)."""
-    from kpsem.checkpoint import load_checkpoint
+    from kpsem.checkpoint import CheckpointError, load_checkpoint
 
-    return load_checkpoint(key[0], map_location=device)
+    try:
+        return load_checkpoint(key[0], map_location=device)
+    except CheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001 - e.g. IndexError from torch.load on arbitrary bytes
+        raise CheckpointError(
+            f"checkpoint {key[0]} is truncated or not a PyTorch file ({type(error).__name__} while reading it); "
+            "re-download or re-save it") from None
 
 
 @st.cache_data(max_entries=32, show_spinner=False, ttl=600)
