@@ -122,11 +122,15 @@ elif target_pick in class_names:
     target = class_names.index(target_pick)
 
 run, fresh = None, False
+status = st.empty()  # a note while the models run; removed as soon as they are done (or cached)
 with ui.guard("Analysis failed"):
-    with st.spinner("Analysing the clip with both models (forward pass and Grad-CAM) ..."):
+    status.caption(":material/hourglass_top: Analysing the clip with both models (forward pass and Grad-CAM) ...")
+    try:
         run, fresh = services.analyse(base.key, ours.key, chosen.device, clip_key, frames=info.clip_frames,
                                       size=info.clip_size, mean=tuple(info.mean), std=tuple(info.std),
                                       cam_layer=cam_layer, target=target, weighting=weighting)
+    finally:
+        status.empty()
 if run is None:
     st.stop()
 draw_started = time.perf_counter()
@@ -148,7 +152,7 @@ with controls:
             channel_choice = tuple(picked) or tuple(select_channels(kp, sets[0], 1))
             top = len(channel_choice)
         else:
-            top = int(k2.number_input("How many", 1, channels, min(5, channels), key="kp_top"))
+            top = int(k2.number_input("How many", 1, channels, min(3, channels), key="kp_top"))
             channel_choice = None
         regions = k3.multiselect("Regions", list(range(num_regions)), default=list(range(num_regions)), key="kp_regions",
                                  format_func=lambda k: REGION_NAMES[k] if num_regions > 1 else "whole map")
@@ -157,9 +161,10 @@ with controls:
         split_lines = k5.checkbox("Split lines", True, key="kp_split")
         crossing = k6.checkbox("Mark cross-region shifts", True, key="kp_cross")
         on_cam = k7.checkbox("Key points on the Grad-CAM view", True, key="kp_on_cam")
+        thin = max(0.35, 1.2 * kp.size / 224)  # arrow widths are in clip pixels: keep them slim on small clips
         options = KeyPointOptions(sets=tuple(sets), channels=channel_choice, top_channels=top,
                                   regions=tuple(regions) or tuple(range(num_regions)), arrow_scale=arrow_scale,
-                                  split_lines=split_lines, highlight_crossing=crossing)
+                                  split_lines=split_lines, highlight_crossing=crossing, line_width=thin)
     else:
         on_cam = False
         st.info(f"{kp.model_name} has no KPSEM module, so there are no key point settings.")
@@ -171,7 +176,7 @@ for column, analysis, slot, colour in ((left, pair.baseline, base, MODEL_COLOURS
         top1 = analysis.topk[0]
         verdict = ""
         if true_label is not None:
-            verdict = " ✅ right" if top1.index == true_label else " ❌ wrong"
+            verdict = " · :green[**right**]" if top1.index == true_label else " · :red[**wrong**]"
         st.subheader(analysis.model_name, anchor=False)
         st.caption(f"`{slot.name}` · predicts **{top1.name}** ({top1.probability:.1%}){verdict} · "
                    f"CAM for {analysis.class_names[analysis.target]}")

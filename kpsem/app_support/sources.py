@@ -91,7 +91,7 @@ def device_options() -> list[str]:
 def device_label(option: str) -> str:
     """What the device menu shows for an option."""
     if option == "auto":
-        return f"automatic ({'CUDA' if torch.cuda.is_available() else 'CPU: no CUDA GPU found'})"
+        return f"automatic ({'CUDA' if torch.cuda.is_available() else 'CPU'})"
     if option.startswith("cuda:"):
         return f"{option} ({torch.cuda.get_device_name(int(option.split(':')[1]))})"
     return "CPU"

@@ -1,0 +1,131 @@
+"""App responsiveness, in one run (Streamlit's AppTest, the demo checkpoints, this machine's CPU or GPU).
+
+Run: ``python benchmarks/bench_app.py [--repeats 5]``. Measures, on the Explorer page:
+
+* cold start: the first script run of a fresh session in a fresh process (imports, loading both
+  checkpoints, decoding the clip, both analyses, drawing) until the page is fully rendered;
+* a new clip: picking another clip (decode + both analyses + drawing), against the library's own
+  time for the same work (``load_clip`` + ``analyse_pair`` on the same cached models); target <= 1.5x;
+* a frame change and a display setting on an analysed clip (drawing only, no model); target < 0.3 s.
+
+Each figure is the median of ``--repeats`` (new clips are distinct clips, never cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _navigation_mode() -> None:
+    """AppTest resets Streamlit's pages-folder flag each run; keep st.navigation mode (see tests/conftest.py)."""
+    from streamlit.runtime import pages_manager
+
+    original = pages_manager.PagesManager.__init__
+
+    def init(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        original(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+
+    pages_manager.PagesManager.__init__ = init
+
+
+def _timed(action) -> float:  # noqa: ANN001
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def _check(at) -> None:  # noqa: ANN001
+    if at.exception or at.error:
+        raise RuntimeError(f"the app failed: {[e.value for e in at.exception]} {[e.value for e in at.error]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="clips and frames timed (medians are printed)")
+    args = parser.parse_args()
+
+    import logging
+
+    import torch
+    from streamlit.testing.v1 import AppTest
+
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # bare-mode cache warnings are expected here
+
+    from kpsem.app_support import services
+    from kpsem.app_support.demo import resolve_demo
+
+    demo = resolve_demo()
+    _navigation_mode()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    cold = _timed(at.run)
+    _check(at)
+    selection = at.session_state["_selection"]
+    device = selection.device
+    ids = at.selectbox(key="ex_clip").options
+    index = selection.data.index
+    by_id = {r.video_id: r for r in index.videos}
+    info = selection.kpsem.info
+    base_model, kpsem_model = selection.baseline.model, selection.kpsem.model
+
+    from kpsem.data import load_clip
+    from kpsem.explain.analysis import analyse_pair
+
+    def library(video_id: str) -> float:
+        def work() -> None:
+            sample = load_clip(by_id[video_id].path, frames=info.clip_frames, size=info.clip_size,
+                               mean=tuple(info.mean), std=tuple(info.std))
+            with services.MODEL_LOCK:
+                analyse_pair(base_model, kpsem_model, sample.clips[:1].to(device), class_names=info.class_names)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+        return _timed(work)
+
+    app_clip, lib_clip = [], []
+    for video_id in ids[1:1 + args.repeats]:  # interleaved: app (uncached clip), then the library on it
+        app_clip.append(_timed(lambda v=video_id: at.selectbox(key="ex_clip").set_value(v).run()))
+        _check(at)
+        footer = next(c.value for c in at.caption if c.value.startswith("Device "))
+        if "(fresh)" not in footer:
+            raise RuntimeError(f"expected a fresh analysis for a new clip; footer says {footer!r}")
+        lib_clip.append(library(video_id))
+
+    frames = at.slider(key="frame").max
+    frame_times = []
+    for k in range(args.repeats):
+        frame_times.append(_timed(lambda f=2 + (3 * k) % (frames - 1): at.slider(key="frame").set_value(f).run()))
+        _check(at)
+        assert "(cached)" in next(c.value for c in at.caption if c.value.startswith("Device "))
+    setting_times = []
+    for k in range(args.repeats):
+        value = 0.3 + 0.1 * (k % 5)
+        setting_times.append(_timed(lambda v=value: at.slider(key="alpha").set_value(v).run()))
+        _check(at)
+    overlay_times = []
+    for mode in ("Key points and shifts", "Difference", "Grad-CAM")[: max(1, min(3, args.repeats))]:
+        overlay_times.append(_timed(lambda m=mode: at.radio(key="overlay").set_value(m).run()))
+        _check(at)
+
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    med = statistics.median
+    print(f"device: {name}; demo: {'stand-in (tiny models)' if demo.standin else 'bundled'} "
+          f"{info.clip_frames}x{info.clip_size}x{info.clip_size} clips; AppTest script runs; medians of {args.repeats}")
+    print(f"cold start to a fully rendered explorer:        {cold:8.2f} s")
+    print(f"new clip, app (decode + analyse + draw):        {med(app_clip):8.3f} s")
+    print(f"new clip, library (load_clip + analyse_pair):   {med(lib_clip):8.3f} s")
+    print(f"ratio app / library: {med(app_clip) / med(lib_clip):.2f}x (target <= 1.5x)")
+    print(f"frame change on an analysed clip:               {med(frame_times):8.3f} s (target < 0.3 s)")
+    print(f"display setting (heat-map opacity):             {med(setting_times):8.3f} s (target < 0.3 s)")
+    print(f"overlay switch (key points / difference / CAM): {med(overlay_times):8.3f} s (target < 0.3 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
