@@ -183,6 +183,9 @@ def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
     torch.save({"epoch": 3, "notes": "hello"}, tmp_path / "dict.pt")
     with pytest.raises(CheckpointError, match=r"is not a model checkpoint: it has no 'state_dict'.*epoch, notes"):
         load_weights_into(tiny_mfnet(), tmp_path / "dict.pt")
+    (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 7)
+    with pytest.raises(CheckpointError, match=r"noise\.pt is truncated or not a PyTorch file"):
+        read_checkpoint(tmp_path / "noise.pt")
     (tmp_path / "text.pt").write_text("not a checkpoint at all")
     with pytest.raises(CheckpointError, match=r"text\.pt is truncated or not a PyTorch file"):
         read_checkpoint(tmp_path / "text.pt")
