@@ -3,6 +3,6 @@
 # through executable_path=/usr/bin/chromium; `playwright install` is never run).
 set -euo pipefail
 if ! command -v chromium >/dev/null 2>&1; then
-  apt-get update
-  apt-get install -y chromium
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 fi
