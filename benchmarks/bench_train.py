@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                       # ~1-2 min on a 2-core CPU (half width, 112 px)
     python benchmarks/bench_train.py --size 224 --full     # the paper's model and clip (GPU)
     python benchmarks/bench_train.py --data ROOT           # loader on a real data set instead of synth videos
+    python benchmarks/bench_train.py --threads 1           # steadiest model ratio on a shared CPU
 
 Model steps are full optimiser steps (forward, backward, SGD with the recipe's parameter groups) on
 random clips; the two models alternate round by round so that load from other processes hits both
@@ -41,8 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--depths", type=_ints, default=(3, 4, 6, 3), help="conv2..conv5 units (default MFNet's)")
     parser.add_argument("--full", action="store_true", help="the paper's MFNet widths (96,192,384,768)")
     parser.add_argument("--classes", type=int, default=10, help="classifier outputs")
-    parser.add_argument("--rounds", type=int, default=4, help="timed rounds per model (default 4)")
-    parser.add_argument("--steps", type=int, default=2, help="optimiser steps per round (default 2)")
+    parser.add_argument("--rounds", type=int, default=8, help="timed rounds per model (default 8)")
+    parser.add_argument("--steps", type=int, default=3, help="optimiser steps per round (default 3)")
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast on CUDA")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0,
