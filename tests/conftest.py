@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import Dataset
+
+
+APP_FILE = Path(__file__).resolve().parents[1] / "app.py"  # the Streamlit entry point
 
 
 # --- training and evaluation (tests/test_train*.py, tests/test_evaluate*.py) ---------------------------
@@ -127,3 +132,23 @@ def app_navigation_only(monkeypatch):
         pages_manager.PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from more threads; on a shared CPU extra threads only spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def app(app_demo, app_navigation_only, tmp_path, monkeypatch):
+    """A fresh app session on the demo; the disk cache and uploads go to this test's tmp folder."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("KPSEM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("KPSEM_BROWSE_ROOTS", raising=False)
+    monkeypatch.delenv("KPSEM_MAX_UPLOAD_MB", raising=False)
+    return AppTest.from_file(str(APP_FILE), default_timeout=120)

@@ -5,21 +5,10 @@ from __future__ import annotations
 import io
 import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-@pytest.fixture
-def app(app_demo, app_navigation_only, tmp_path, monkeypatch):
-    """A fresh app session on the demo; the disk cache and uploads go to this test's tmp folder."""
-    monkeypatch.setenv("KPSEM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("KPSEM_BROWSE_ROOTS", raising=False)
-    monkeypatch.delenv("KPSEM_MAX_UPLOAD_MB", raising=False)
-    return AppTest.from_file(APP, default_timeout=120)
 
 
 def _clean(at: AppTest) -> None:

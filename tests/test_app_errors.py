@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-@pytest.fixture
-def app(app_demo, app_navigation_only, tmp_path, monkeypatch):
-    monkeypatch.setenv("KPSEM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("KPSEM_BROWSE_ROOTS", raising=False)
-    monkeypatch.delenv("KPSEM_MAX_UPLOAD_MB", raising=False)
-    return AppTest.from_file(APP, default_timeout=120)
 
 
 def _errors(at: AppTest) -> str:

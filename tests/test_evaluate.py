@@ -21,16 +21,9 @@ from kpsem.evaluate import (
 )
 from kpsem.models import create_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CLASSES = ["class0", "class1", "class2"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from more threads; on a shared CPU extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _checkpoint(tmp_path, arch: str = "mfnet", classes: list[str] = CLASSES):

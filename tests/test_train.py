@@ -12,14 +12,7 @@ from kpsem.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from kpsem.models import create_model
 from kpsem.train import ResumeError, TrainConfig, TrainData, build_model, parameter_groups, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from more threads; on a shared CPU extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(tmp_path, name: str, **overrides) -> TrainConfig:

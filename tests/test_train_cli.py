@@ -16,17 +16,10 @@ from kpsem.checkpoint import load_checkpoint, read_checkpoint
 from kpsem.cli import main
 from kpsem.evaluate import evaluate_checkpoint, read_predictions
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--widths", "16,32,32,64", "--depths", "1,1,1,1", "--frames", "8", "--size", "32"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from more threads; on a shared CPU extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
