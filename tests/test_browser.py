@@ -41,14 +41,19 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120.0) -
 
 
 def _wait_rendered(page, *, images: int, timeout_ms: int = 180_000) -> None:  # noqa: ANN001 - playwright Page
-    """Streamlit has finished the run (no status widget) and the explorer's pictures are there."""
-    page.wait_for_function(
-        """(n) => !document.querySelector('[data-testid="stStatusWidget"]')
-                  && document.querySelectorAll('[data-testid="stImage"] img').length >= n
-                  && Array.from(document.querySelectorAll('[data-testid="stImage"] img')).every(i => i.complete)""",
-        arg=images, timeout=timeout_ms, polling=250)
-    page.wait_for_timeout(500)  # one more quiet moment: a rerun may start right after the first ends
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+    """Streamlit has finished the run (no status widget) and the explorer's pictures are decoded.
+
+    Checked twice around a quiet moment: a rerun may start right after the first ends and swap image
+    sources, and an image whose source was just swapped is ``complete`` before it is decoded.
+    """
+    rendered = """(n) => {
+        const imgs = Array.from(document.querySelectorAll('[data-testid="stImage"] img'));
+        return !document.querySelector('[data-testid="stStatusWidget"]') && imgs.length >= n
+               && imgs.every(i => i.complete && i.naturalWidth > 0);
+    }"""
+    page.wait_for_function(rendered, arg=images, timeout=timeout_ms, polling=250)
+    page.wait_for_timeout(500)
+    page.wait_for_function(rendered, arg=images, timeout=timeout_ms, polling=250)
 
 
 @pytest.mark.browser
