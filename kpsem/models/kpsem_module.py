@@ -177,6 +177,15 @@ def _running_max(x: torch.Tensor, reverse: bool) -> torch.Tensor:
     return torch.stack(steps)
 
 
+def _split_indices(centres: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cells left of and above each centre: the first column (row) of the right (bottom) half.
+
+    centres (N, G, T, 2), cell centres xs (W,), ys (H,) -> (N, G, T) each, in [1, W-1] and [1, H-1]
+    for centres inside :func:`centre_bounds`.
+    """
+    return (xs < centres[..., 0:1]).sum(-1), (ys < centres[..., 1:2]).sum(-1)
+
+
 def hard_key_points(features: torch.Tensor, centres: torch.Tensor, num_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 6-7: per region, channel and frame, the argmax position I and the max V.
 
@@ -195,9 +204,7 @@ def hard_key_points(features: torch.Tensor, centres: torch.Tensor, num_regions: 
         key_points = torch.stack([xs[flat % w], ys[flat // w]], dim=-1)  # (N, C, T, 2)
         return key_points[:, None, None].expand(n, g, 1, c, t, 2), values[:, None, None].expand(n, g, 1, c, t)
 
-    # Split indices: the first column (row) that belongs to the right (bottom) half.
-    split_col = (xs < centres[..., 0:1]).sum(-1)  # (N, G, T), in [1, W-1]
-    split_row = (ys < centres[..., 1:2]).sum(-1)  # (N, G, T), in [1, H-1]
+    split_col, split_row = _split_indices(centres, xs, ys)  # (N, G, T) each
     batch = torch.arange(n, device=features.device)[:, None, None, None]  # (N, 1, 1, 1)
     frame = torch.arange(t, device=features.device)[None, None, :, None]  # (1, 1, T, 1)
     channel = torch.arange(c, device=features.device)[None, None, None, :]  # (1, 1, 1, C)
@@ -244,8 +251,7 @@ def hard_region_means(features: torch.Tensor, centres: torch.Tensor) -> torch.Te
     n, c, t, h, w = features.shape
     xs = cell_centres(w, device=features.device, dtype=features.dtype)
     ys = cell_centres(h, device=features.device, dtype=features.dtype)
-    col = (xs < centres[..., 0:1]).sum(-1)  # (N, G, T): columns in the left half
-    row = (ys < centres[..., 1:2]).sum(-1)  # (N, G, T): rows in the top half
+    col, row = _split_indices(centres, xs, ys)  # (N, G, T): columns left of / rows above the split
     integral = features.new_zeros(n, t, h + 1, w + 1, c)
     integral[:, :, 1:, 1:] = features.permute(0, 2, 3, 4, 1).cumsum(2).cumsum(3)  # (N, T, H+1, W+1, C)
     batch = torch.arange(n, device=features.device)[:, None, None]
