@@ -142,6 +142,25 @@ def test_clip_dataset_items(tiny_set) -> None:  # noqa: ANN001
     assert batch["clip"].shape == (4, 3, 8, 32, 32) and batch["label"].tolist() == [0, 0, 0, 1]
 
 
+def test_flipped_training_clips_take_the_mirror_image_label(tmp_path: Path) -> None:
+    summary = generate(tmp_path / "set", SynthConfig(classes=("slide_left", "slide_right", "rise"), **TINY))
+    index = summary.index("train")
+    mirror = ClipDataset(index, train=True, frames=8, size=32)
+    assert mirror.mirrored == [1, 0, 2]
+    torch.manual_seed(0)
+    items = [mirror[i] for i in range(len(mirror))]
+    assert {item["flipped"] for item in items} == {True, False}
+    for record, item in zip(index.videos, items):
+        assert item["label"] == ([1, 0, 2][record.label] if item["flipped"] else record.label)
+    torch.manual_seed(0)
+    plain = [ClipDataset(index, train=True, frames=8, size=32, flip="off")[i] for i in range(len(mirror))]
+    assert [item["label"] for item in plain] == [r.label for r in index.videos] and not any(i["flipped"] for i in plain)
+    first_flipped = next(i for i, item in enumerate(items) if item["flipped"])
+    torch.testing.assert_close(plain[first_flipped]["clip"].flip(-1), items[first_flipped]["clip"])
+    with pytest.raises(ValueError, match="flip must be one of mirror, off; got 'plain'"):
+        ClipDataset(index, train=True, flip="plain")
+
+
 def test_broken_video_is_replaced_by_its_neighbour(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     summary = generate(tmp_path / "set", SynthConfig(classes=("rise", "fall"), **TINY))
     index = summary.index("test")

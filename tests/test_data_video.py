@@ -17,6 +17,7 @@ from kpsem.data import (
     VideoError,
     denormalise,
     load_clip,
+    mirrored_labels,
     normalise,
     probe_video,
     read_frames,
@@ -221,6 +222,26 @@ def test_train_transform_is_random_but_seeded() -> None:
     assert a.resized_size == (side, side) and 32 <= side <= 41  # square, in (32, round(32 * 288 / 224))
     boxes = {transform.apply(frames, rng=np.random.default_rng(s)).flipped for s in range(20)}
     assert boxes == {True, False}
+    flipped = next(transform.apply(frames, rng=np.random.default_rng(s)) for s in range(20)
+                   if transform.apply(frames, rng=np.random.default_rng(s)).flipped)
+    top, left, _, _ = flipped.crop_box
+    resized = cv2.resize(frames[0], flipped.resized_size[::-1], interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(flipped.display[0], resized[top:top + 32, left:left + 32][:, ::-1])
+    no_flip = ClipTransform(train=True, size=32, flip=False)
+    unflipped = [no_flip.apply(frames, rng=np.random.default_rng(s)) for s in range(20)]
+    assert not any(u.flipped for u in unflipped)
+    assert unflipped[3].crop_box == transform.apply(frames, rng=np.random.default_rng(3)).crop_box  # same draws
+
+
+def test_mirrored_labels_pair_mirror_image_class_names() -> None:
+    synth = ["rise", "slide_left", "slide_right", "turn_cw", "turn_ccw", "jump_adjacent", "hop_ccw", "hop_cw"]
+    assert mirrored_labels(synth) == [0, 2, 1, 4, 3, 5, 7, 6]
+    ssv1 = ["Pushing something from left to right", "Pushing something from right to left",
+            "Turning the camera left while filming something", "Turning the camera right while filming something",
+            "Spinning something clockwise", "Spinning something Counterclockwise", "Moving something left",
+            "Left-handed wave"]
+    assert mirrored_labels(ssv1) == [1, 0, 3, 2, 5, 4, 6, 7]  # the last two have no mirrored partner
+    assert mirrored_labels(["brush_hair", "cartwheel"]) == [0, 1]
 
 
 def test_normalise_round_trip() -> None:

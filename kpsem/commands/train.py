@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--interval", type=_interval, default=d.interval,
                       help=f"frame interval (default {d.interval}); a list draws one per clip, e.g. 1,2,2,3 (Kinetics)")
     data.add_argument("--size", type=int, default=d.size, help=f"crop side, a multiple of 16 (default {d.size})")
+    data.add_argument("--flip", choices=["mirror", "off"], default=d.flip,
+                      help="training flips: 'mirror' (default) swaps the labels of mirror-image classes "
+                           "(slide_left/slide_right, ... from left to right/right to left), 'off' never flips")
     data.add_argument("--workers", type=int, default=d.workers, help="data loader processes per training process")
 
     model = parser.add_argument_group("model")
@@ -123,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
         weight_decay=args.weight_decay, backbone_lr_mult=args.backbone_lr_mult, kpsem_lr_mult=args.kpsem_lr_mult,
         centre_lr_mult=args.centre_lr_mult, classifier_lr_mult=args.classifier_lr_mult, lr_steps=args.lr_steps,
-        lr_factor=args.lr_factor, frames=args.frames, interval=args.interval, size=args.size,
+        lr_factor=args.lr_factor, frames=args.frames, interval=args.interval, size=args.size, flip=args.flip,
         conv1_channels=args.conv1_channels, widths=args.widths, depths=args.depths, dropout=args.dropout,
         model_options=options, init=args.init, reinit_classifier=args.reinit_classifier, amp=args.amp,
         sync_bn=args.sync_bn, seed=args.seed, workers=args.workers, eval_batch_size=args.eval_batch_size,

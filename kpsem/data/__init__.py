@@ -1,6 +1,6 @@
 """Data: decoding, data set layouts, MFNet sampling and transforms, clips, and the synthetic demo set."""
 
-from kpsem.data.clips import ClipDataset, ClipSample, load_clip
+from kpsem.data.clips import FLIP_MODES, ClipDataset, ClipSample, load_clip
 from kpsem.data.datasets import (
     LAYOUTS,
     SPLITS,
@@ -12,11 +12,12 @@ from kpsem.data.datasets import (
 )
 from kpsem.data.sampling import KINETICS_INTERVALS, sample_indices
 from kpsem.data.synth import SynthConfig, SynthSummary, generate, write_video
-from kpsem.data.transforms import ClipTransform, TransformedClip, denormalise, normalise
+from kpsem.data.transforms import ClipTransform, TransformedClip, denormalise, mirrored_labels, normalise
 from kpsem.data.video import VideoError, VideoInfo, probe_video, read_frames
 
 __all__ = [
     "AnnotationError",
+    "FLIP_MODES",
     "ClipDataset",
     "ClipSample",
     "ClipTransform",
@@ -34,6 +35,7 @@ __all__ = [
     "detect_layout",
     "generate",
     "load_clip",
+    "mirrored_labels",
     "normalise",
     "open_dataset",
     "probe_video",

@@ -26,10 +26,12 @@ from torch.utils.data import Dataset
 from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, FRAME_INTERVAL, MFNET_MEAN, MFNET_STD
 from kpsem.data.datasets import DatasetIndex
 from kpsem.data.sampling import sample_indices
-from kpsem.data.transforms import ClipTransform
+from kpsem.data.transforms import ClipTransform, TransformedClip, mirrored_labels
 from kpsem.data.video import DEFAULT_SHORT_SIDE_CAP, VideoError, VideoInfo, probe_video, read_frames
 
-__all__ = ["ClipDataset", "ClipSample", "load_clip"]
+__all__ = ["FLIP_MODES", "ClipDataset", "ClipSample", "load_clip"]
+
+FLIP_MODES = ("mirror", "off")  # training flips: with mirror-image labels swapped, or none
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,10 @@ class ClipDataset(Dataset):
     test: clips are evenly spaced and deterministic. train: every item draws a random start, scale,
     crop and flip from a generator seeded by ``torch.randint``, so runs repeat under
     ``torch.manual_seed`` (DataLoader seeds each worker from it) and differ from epoch to epoch.
+    ``flip``: "mirror" (default) flips half the training clips left-right and gives a flipped clip of
+    a mirror-image class its partner's label (:func:`mirrored_labels`: slide_left <-> slide_right);
+    "off" never flips (for classes whose mirror image is no class at all). Items also carry
+    ``flipped`` (bool).
     """
 
     def __init__(
@@ -120,7 +126,10 @@ class ClipDataset(Dataset):
         seed: int = 0,
         mean: tuple[float, ...] = MFNET_MEAN,
         std: tuple[float, ...] = MFNET_STD,
+        flip: str = "mirror",
     ) -> None:
+        if flip not in FLIP_MODES:
+            raise ValueError(f"flip must be one of {', '.join(FLIP_MODES)}; got {flip!r}")
         if clips_per_video < 1:
             raise ValueError(f"clips_per_video must be at least 1; got {clips_per_video}")
         if frames < 1:
@@ -132,7 +141,9 @@ class ClipDataset(Dataset):
         self.size = int(size)
         self.clips_per_video = int(clips_per_video)
         self.seed = int(seed)
-        self.transform = ClipTransform(train=self.train, size=size, mean=mean, std=std)
+        self.flip = flip
+        self.transform = ClipTransform(train=self.train, size=size, mean=mean, std=std, flip=flip != "off")
+        self.mirrored = mirrored_labels(index.class_names)  # label of a flipped clip, per label
         self.failures: dict[str, str] = {}  # path -> reason, for videos that failed in this process
         self._infos: dict[int, VideoInfo] = {}  # probed headers, per video, in this process
 
@@ -153,7 +164,7 @@ class ClipDataset(Dataset):
         draw = int(torch.randint(0, 2**31 - 1, (1,)).item())  # follows torch's (per-worker) seed
         return np.random.default_rng([self.seed, item, draw])
 
-    def _clip(self, video: int, clip_index: int, rng: np.random.Generator | None) -> torch.Tensor:
+    def _clip(self, video: int, clip_index: int, rng: np.random.Generator | None) -> TransformedClip:
         record = self.index.videos[video]
         info = self._infos.get(video) or self._infos.setdefault(video, probe_video(record.path))
         indices = sample_indices(
@@ -161,7 +172,7 @@ class ClipDataset(Dataset):
             clip_index=clip_index, num_clips=self.clips_per_video, rng=rng,
         )
         decoded = read_frames(record.path, indices, short_side_cap=_decode_cap(self.transform), info=info)
-        return self.transform(decoded, rng=rng)  # (3, T, size, size)
+        return self.transform.apply(decoded, rng=rng)  # clip: (3, T, size, size)
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         if not 0 <= item < len(self):
@@ -173,7 +184,7 @@ class ClipDataset(Dataset):
         for step in range(count):
             candidate = (video + step) % count
             try:
-                clip = self._clip(candidate, clip_index, rng)
+                transformed = self._clip(candidate, clip_index, rng)
             except VideoError as error:
                 path = str(self.index.videos[candidate].path)
                 if path not in self.failures:
@@ -182,13 +193,15 @@ class ClipDataset(Dataset):
                 first_error = first_error or error
                 continue
             record = self.index.videos[candidate]
+            label = self.mirrored[record.label] if transformed.flipped else record.label
             return {
-                "clip": clip,
-                "label": record.label,
+                "clip": transformed.clip,
+                "label": label,
                 "video_id": record.video_id,
                 "clip_index": clip_index,
                 "index": item,
                 "replaced": self.index.videos[video].video_id if step else "",
+                "flipped": transformed.flipped,
             }
         raise VideoError(f"no video of {self.index.summary()} could be decoded; first error: {first_error}")
 

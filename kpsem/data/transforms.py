@@ -1,7 +1,8 @@
 """Clip preprocessing of MFNet (SPEC section 1): the same crop for every frame of a clip.
 
 train: random square scale (each frame resized to s x s, s uniform in ``scale_range``, as the MFNet
-reference's ``RandomScale(make_square=True)`` does), random ``size`` crop, horizontal flip with p = 0.5.
+reference's ``RandomScale(make_square=True)`` does), random ``size`` crop, horizontal flip with p = 0.5
+(``flip=False`` turns it off).
 test: resize the short side to ``resize`` (aspect kept), centre crop ``size``.
 Defaults follow the 224 recipe and scale with ``size``: resize = round(size * 256 / 224) and
 scale_range = (size, round(size * 288 / 224)), so a 112 model gets 128 and (112, 144).
@@ -9,6 +10,8 @@ scale_range = (size, round(size * 288 / 224)), so a 112 model gets 128 and (112,
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +19,44 @@ import torch
 
 from kpsem.constants import CLIP_SIZE, MFNET_MEAN, MFNET_STD
 
-__all__ = ["ClipTransform", "TransformedClip", "normalise", "denormalise"]
+__all__ = ["ClipTransform", "TransformedClip", "mirrored_labels", "normalise", "denormalise"]
+
+# Words that a left-right mirror turns into each other, in class names.
+_MIRROR_WORDS = {"left": ("right",), "right": ("left",), "cw": ("ccw",), "ccw": ("cw",),
+                 "clockwise": ("anticlockwise", "counterclockwise"), "anticlockwise": ("clockwise",),
+                 "counterclockwise": ("clockwise",)}
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def mirrored_labels(class_names: Sequence[str]) -> list[int]:
+    """Label of each class after a left-right flip of its clips: mirror-image pairs swap, others stay.
+
+    Why: a flipped "slide_left" clip shows "slide_right", and a flipped "Pushing something from left
+    to right" shows "... from right to left"; flipping without swapping teaches the model that the two
+    look alike. Pairs are the names that differ only in the words left/right, cw/ccw or
+    clockwise/anticlockwise (counterclockwise); e.g. ["rise", "slide_left", "slide_right"] -> [0, 2, 1].
+    A class whose name holds such a word but has no mirrored partner keeps its label.
+    """
+    index = {name.lower(): i for i, name in enumerate(class_names)}
+    result = list(range(len(class_names)))
+    for i, name in enumerate(class_names):
+        words = [m for m in _WORD.finditer(name) if m.group().lower() in _MIRROR_WORDS]
+        if not words:
+            continue
+        for choice in range(2):  # clockwise has two spellings of its mirror image
+            parts, last = [], 0
+            for m in words:
+                options = _MIRROR_WORDS[m.group().lower()]
+                parts += [name[last:m.start()], options[min(choice, len(options) - 1)]]
+                last = m.end()
+            partner = index.get(("".join(parts) + name[last:]).lower())
+            if partner is not None and partner != i:
+                result[i] = partner
+                break
+    for i, j in enumerate(result):  # keep it an involution: only mutual pairs swap
+        if result[j] != i:
+            result[i] = i
+    return result
 
 
 @dataclass
@@ -60,6 +100,7 @@ class ClipTransform:
         scale_range: tuple[int, int] | None = None,
         mean: tuple[float, ...] = MFNET_MEAN,
         std: tuple[float, ...] = MFNET_STD,
+        flip: bool = True,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels; got {size}")
@@ -75,9 +116,11 @@ class ClipTransform:
         if len(mean) != 3 or len(std) != 3:
             raise ValueError(f"mean and std need 3 values (RGB); got {mean}, {std}")
         self.mean, self.std = tuple(mean), tuple(std)
+        self.flip = bool(flip)  # train only: mirror left-right with p = 0.5
 
     def __repr__(self) -> str:
-        mode = f"train, scale_range={self.scale_range}" if self.train else f"test, resize={self.resize}"
+        mode = (f"train, scale_range={self.scale_range}, flip={self.flip}" if self.train
+                else f"test, resize={self.resize}")
         return f"ClipTransform({mode}, size={self.size})"
 
     @property
@@ -105,7 +148,7 @@ class ClipTransform:
             new_h = new_w = side
             top = int(rng.integers(side - self.size + 1))
             left = int(rng.integers(side - self.size + 1))
-            flipped = bool(rng.random() < 0.5)
+            flipped = bool(rng.random() < 0.5) and self.flip
         else:
             scale = self.resize / min(height, width)
             new_h = max(self.size, round(height * scale))
