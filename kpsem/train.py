@@ -88,7 +88,7 @@ class TrainConfig:
     frames: int = CLIP_FRAMES  # frames per clip
     interval: int | tuple[int, ...] = FRAME_INTERVAL  # frame interval, or one drawn per clip (Kinetics: 1,2,2,3)
     size: int = CLIP_SIZE  # side of the square crop (multiple of 16)
-    flip: str = "mirror"  # train flips: "mirror" (mirror-image classes swap labels, e.g. slide_left/right) or "off"
+    flip: str = "mirror"  # train flips: "mirror" (mirror-image classes swap labels: slide_left/right), "plain", "off"
     conv1_channels: int | None = None  # backbone stem width (None: MFNet's 16, or the init checkpoint's)
     widths: tuple[int, int, int, int] | None = None  # conv2..conv5 widths (None: MFNet's, or init's)
     depths: tuple[int, int, int, int] | None = None  # conv2..conv5 units (None: MFNet's, or init's)
@@ -176,7 +176,7 @@ def open_train_data(config: TrainConfig) -> TrainData:
     clip = {"frames": config.frames, "interval": config.interval, "size": config.size}
     train_set = ClipDataset(train_index, train=True, seed=config.seed, flip=config.flip, **clip)
     names = train_index.class_names
-    swapped = [[names[i], names[j]] for i, j in enumerate(train_set.mirrored) if i < j] if config.flip != "off" else []
+    swapped = [[names[i], names[j]] for i, j in enumerate(train_set.mirrored) if i < j]
     val_set, val_info = None, None
     if config.val_split:
         val_index = open_dataset(config.data, split=config.val_split, **options)  # type: ignore[arg-type]

@@ -157,8 +157,12 @@ def test_flipped_training_clips_take_the_mirror_image_label(tmp_path: Path) -> N
     assert [item["label"] for item in plain] == [r.label for r in index.videos] and not any(i["flipped"] for i in plain)
     first_flipped = next(i for i, item in enumerate(items) if item["flipped"])
     torch.testing.assert_close(plain[first_flipped]["clip"].flip(-1), items[first_flipped]["clip"])
-    with pytest.raises(ValueError, match="flip must be one of mirror, off; got 'plain'"):
-        ClipDataset(index, train=True, flip="plain")
+    torch.manual_seed(0)
+    kept = [ClipDataset(index, train=True, frames=8, size=32, flip="plain")[i] for i in range(len(mirror))]
+    assert [item["flipped"] for item in kept] == [item["flipped"] for item in items]
+    assert [item["label"] for item in kept] == [r.label for r in index.videos]
+    with pytest.raises(ValueError, match="flip must be one of mirror, plain, off; got 'mirrored'"):
+        ClipDataset(index, train=True, flip="mirrored")
 
 
 def test_broken_video_is_replaced_by_its_neighbour(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

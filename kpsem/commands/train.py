@@ -51,9 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--interval", type=_interval, default=d.interval,
                       help=f"frame interval (default {d.interval}); a list draws one per clip, e.g. 1,2,2,3 (Kinetics)")
     data.add_argument("--size", type=int, default=d.size, help=f"crop side, a multiple of 16 (default {d.size})")
-    data.add_argument("--flip", choices=["mirror", "off"], default=d.flip,
+    data.add_argument("--flip", choices=["mirror", "plain", "off"], default=d.flip,
                       help="training flips: 'mirror' (default) swaps the labels of mirror-image classes "
-                           "(slide_left/slide_right, ... from left to right/right to left), 'off' never flips")
+                           "(slide_left/slide_right, ... from left to right/right to left), 'plain' keeps "
+                           "every label (MFNet's reference), 'off' never flips")
     data.add_argument("--workers", type=int, default=d.workers, help="data loader processes per training process")
 
     model = parser.add_argument_group("model")

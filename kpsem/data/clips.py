@@ -31,7 +31,7 @@ from kpsem.data.video import DEFAULT_SHORT_SIDE_CAP, VideoError, VideoInfo, prob
 
 __all__ = ["FLIP_MODES", "ClipDataset", "ClipSample", "load_clip"]
 
-FLIP_MODES = ("mirror", "off")  # training flips: with mirror-image labels swapped, or none
+FLIP_MODES = ("mirror", "plain", "off")  # training flips: mirror-image labels swapped, labels kept, or none
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,8 @@ class ClipDataset(Dataset):
     ``torch.manual_seed`` (DataLoader seeds each worker from it) and differ from epoch to epoch.
     ``flip``: "mirror" (default) flips half the training clips left-right and gives a flipped clip of
     a mirror-image class its partner's label (:func:`mirrored_labels`: slide_left <-> slide_right);
-    "off" never flips (for classes whose mirror image is no class at all). Items also carry
-    ``flipped`` (bool).
+    "plain" flips and keeps every label (the MFNet reference; only right where no class has a
+    mirror-image partner); "off" never flips. Items also carry ``flipped`` (bool).
     """
 
     def __init__(
@@ -143,7 +143,8 @@ class ClipDataset(Dataset):
         self.seed = int(seed)
         self.flip = flip
         self.transform = ClipTransform(train=self.train, size=size, mean=mean, std=std, flip=flip != "off")
-        self.mirrored = mirrored_labels(index.class_names)  # label of a flipped clip, per label
+        names = index.class_names  # label of a flipped clip, per label:
+        self.mirrored = mirrored_labels(names) if flip == "mirror" else list(range(len(names)))
         self.failures: dict[str, str] = {}  # path -> reason, for videos that failed in this process
         self._infos: dict[int, VideoInfo] = {}  # probed headers, per video, in this process
 
