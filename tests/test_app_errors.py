@@ -68,14 +68,15 @@ def test_corrupt_video_upload(app):
 
 
 def test_video_upload_plays(app, app_demo):
-    video = next((app_demo.clips / "fall").iterdir())
+    truth = (app_demo.clips / "classes.txt").read_text().split()[-1]
+    video = next((app_demo.clips / truth).iterdir())
     at = app.run()
     at.radio(key="ex_source").set_value("upload").run()
     at.file_uploader(key="ex_upload").upload(video.name, video.read_bytes()).run()
     assert not _errors(at)
     assert [s.value for s in at.subheader] == ["MFNet", "MF-KPSEM"]
-    at.selectbox(key="ex_upload_truth").set_value("fall").run()
-    assert "**true label**: fall" in " ".join(m.value for m in at.markdown)
+    at.selectbox(key="ex_upload_truth").set_value(truth).run()
+    assert f"**true label**: {truth}" in " ".join(m.value for m in at.markdown)
 
 
 def test_paths_outside_the_allowed_roots(app, app_demo, tmp_path, monkeypatch):
