@@ -29,6 +29,7 @@ from kpsem.distributed import DistInfo, ShardSampler, current, gather_to_main
 
 __all__ = [
     "COLUMNS",
+    "CentreStats",
     "PREDICTIONS_FORMAT",
     "EvalResult",
     "PredictionsError",
@@ -280,6 +281,53 @@ def _accuracy(table: pd.DataFrame, level: str, column: str) -> float:
     return float(rows[column].mean()) if len(rows) else float("nan")
 
 
+class CentreStats:
+    """How much MF-KPSEM's separation centres move, from a forward hook on ``model.kpsem``.
+
+    SPEC section 2: a first experiment's centre MLPs ran into the tanh bound and barely varied
+    across clips (a fixed lopsided split, not an adaptive one). Per epoch this records the std of the
+    centres over the clips of a batch and over frames, and the fraction of coordinates within 5% of
+    the bound, so such a collapse shows in ``metrics.jsonl`` (training batches, ``training=True``) and
+    in an evaluation's summary (test clips, ``training=False``). Call :meth:`close` when done.
+    """
+
+    def __init__(self, model: nn.Module, *, training: bool) -> None:
+        self.training = training  # record the forward passes made in this mode only
+        self.sums = [0.0, 0.0, 0.0, 0.0]  # std over clips, std over frames, near-bound fraction, batches
+        kpsem = getattr(model, "kpsem", None)
+        learned = kpsem is not None and getattr(kpsem, "has_centre_mlp", False)
+        self.handle = kpsem.register_forward_hook(self._hook) if learned else None
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if module.training != self.training or not isinstance(output, tuple):
+            return
+        from kpsem.models.kpsem_module import centre_bounds
+
+        internals = output[1]
+        centres = internals.centres.detach().float()  # (N, G, T, 2)
+        h, w = internals.feature_size
+        bounds = centre_bounds(h, w, device=centres.device)  # (2,) as (x, y)
+        spread_clips = centres.std(dim=0).mean().item() if len(centres) > 1 else 0.0
+        spread_frames = centres.std(dim=2).mean().item() if centres.shape[2] > 1 else 0.0
+        near = (centres.abs() >= 0.95 * bounds).float().mean().item()
+        for i, value in enumerate((spread_clips, spread_frames, near, 1.0)):
+            self.sums[i] += value
+
+    def take(self) -> dict[str, float]:
+        """Epoch means (empty for models without learned centres); resets the sums."""
+        sums, self.sums = self.sums, [0.0, 0.0, 0.0, 0.0]
+        if not sums[3]:  # no recorded pass (or a model without learned centres)
+            return {}
+        return {"centre_std_clips": sums[0] / sums[3], "centre_std_frames": sums[1] / sums[3],
+                "centre_near_bound": sums[2] / sums[3]}
+
+    def close(self) -> None:
+        """Remove the hook."""
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: Dataset,
@@ -312,9 +360,11 @@ def evaluate_model(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(sampler), desc=f"evaluate {split}", unit="clip", dynamic_ncols=True)
+    centre_stats = CentreStats(model, training=False)
     try:
         shard = _predict(model, loader, dist_info.device, amp, bar)
     finally:
+        centre_stats.close()
         if bar is not None:
             bar.close()
     num_classes = len(class_names)
@@ -333,6 +383,7 @@ def evaluate_model(
     per_class = videos.groupby("true_class")["correct_top1"].mean()
     replaced = sorted({v for g in gathered for v in g["replaced"]})
     info = {**(info or {}), "undecodable_videos": replaced}  # left out of the table and the accuracies
+    info.update(centre_stats.take())  # MF-KPSEM: how much the separation centres moved (rank 0's batches)
     return EvalResult(
         model_id=model_id,
         split=split,

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, FRAME_INTERVAL, MFNET_MEAN, MFNET_STD
 from kpsem.distributed import DistInfo, all_reduce_sums, barrier, current, gather_to_main, pick_device
-from kpsem.evaluate import autocast_context, evaluate_model, resolve_amp_dtype
+from kpsem.evaluate import CentreStats, autocast_context, evaluate_model, resolve_amp_dtype
 
 __all__ = [
     "TrainConfig",
@@ -362,45 +362,6 @@ class _MetricsLog:
                 handle.write(json.dumps(record) + "\n")
 
 
-class _CentreStats:
-    """How much MF-KPSEM's separation centres move, from a forward hook on ``model.kpsem``.
-
-    SPEC section 2: a first experiment's centre MLPs ran into the tanh bound and barely varied
-    across clips (a fixed lopsided split, not an adaptive one). Per epoch this records the std of the
-    centres over the clips of a batch and over frames, and the fraction of coordinates within 5% of
-    the bound, so such a collapse shows in ``metrics.jsonl``.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.sums = [0.0, 0.0, 0.0, 0.0]  # std over clips, std over frames, near-bound fraction, batches
-        kpsem = getattr(model, "kpsem", None)
-        learned = kpsem is not None and getattr(kpsem, "has_centre_mlp", False)
-        self.handle = kpsem.register_forward_hook(self._hook) if learned else None
-
-    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        if not module.training or not isinstance(output, tuple):
-            return
-        from kpsem.models.kpsem_module import centre_bounds
-
-        internals = output[1]
-        centres = internals.centres.detach().float()  # (N, G, T, 2)
-        h, w = internals.feature_size
-        bounds = centre_bounds(h, w, device=centres.device)  # (2,) as (x, y)
-        spread_clips = centres.std(dim=0).mean().item() if len(centres) > 1 else 0.0
-        spread_frames = centres.std(dim=2).mean().item() if centres.shape[2] > 1 else 0.0
-        near = (centres.abs() >= 0.95 * bounds).float().mean().item()
-        for i, value in enumerate((spread_clips, spread_frames, near, 1.0)):
-            self.sums[i] += value
-
-    def take(self) -> dict[str, float]:
-        """Epoch means (empty for models without learned centres); resets the sums."""
-        sums, self.sums = self.sums, [0.0, 0.0, 0.0, 0.0]
-        if self.handle is None or not sums[3]:
-            return {}
-        return {"centre_std_clips": sums[0] / sums[3], "centre_std_frames": sums[1] / sums[3],
-                "centre_near_bound": sums[2] / sums[3]}
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -545,7 +506,7 @@ def train(
             partial.write_text(json.dumps({"file": path.name, "epoch": state["epoch"], "step": state["step"]}))
             partial.replace(checkpoints / "latest.json")
 
-    centre_stats = _CentreStats(model)
+    centre_stats = CentreStats(model, training=True)
     bar = None
     if config.progress and is_main:
         from tqdm.auto import tqdm
@@ -635,6 +596,7 @@ def train(
                 _prune(checkpoints, config.keep_checkpoints)
                 (checkpoints / "last.pt").unlink(missing_ok=True)
     finally:
+        centre_stats.close()
         if bar is not None:
             bar.close()
     final = out / "final.pt"

@@ -13,6 +13,7 @@ from conftest import TINY_BACKBONE, ToyClips
 from kpsem.checkpoint import save_checkpoint
 from kpsem.evaluate import (
     COLUMNS,
+    CentreStats,
     PredictionsError,
     evaluate_checkpoint,
     predictions_table,
@@ -66,6 +67,7 @@ def test_evaluate_checkpoint_writes_a_table_that_reads_back(tmp_path, arch):
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["clip_top1"] == pytest.approx(result.clip_top1) and summary["info"]["arch"] == arch
     assert table.attrs["kpsem"]["num_clips"] == 15 and table.attrs["format"] == "kpsem-predictions/1"
+    assert ("centre_std_clips" in summary["info"]) == (arch == "mf_kpsem")  # the centres' movement, KPSEM only
 
     # the same model run clip by clip gives the same probabilities
     from kpsem.checkpoint import load_checkpoint
@@ -123,3 +125,40 @@ def test_stand_ins_for_undecodable_videos_are_left_out_and_listed(tmp_path):
     assert (result.num_videos, result.num_clips) == (3, 6)
     assert result.predictions.groupby("video_id").size().to_dict() == {"video000": 3, "video002": 3, "video003": 3}
     assert result.info["undecodable_videos"] == ["/data/class1/video001.avi"]
+
+
+class _FakeKPSEM(torch.nn.Module):
+    """Returns fixed centres, as MF-KPSEM's module returns (features, internals)."""
+
+    has_centre_mlp = True
+
+    def __init__(self, centres: torch.Tensor) -> None:
+        super().__init__()
+        self.centres = centres
+
+    def forward(self, x: torch.Tensor):  # noqa: ANN201
+        from types import SimpleNamespace
+
+        return x, SimpleNamespace(centres=self.centres, feature_size=(4, 4))
+
+
+def test_centre_stats_by_hand():
+    # (N=2 clips, G=1, T=2, xy); on a 4x4 map the bound is 0.75 (the outermost cell centre)
+    centres = torch.tensor([[[[0.0, 0.0], [0.2, 0.0]]], [[[0.4, 0.75], [0.2, 0.75]]]])
+    model = torch.nn.Module()
+    model.kpsem = _FakeKPSEM(centres)
+    stats = CentreStats(model, training=False)
+    model.kpsem.train()
+    model.kpsem(torch.zeros(1))  # a training-mode pass: not this recorder's
+    assert stats.take() == {}
+    model.kpsem.eval()
+    model.kpsem(torch.zeros(1))
+    taken = stats.take()
+    # across clips, unbiased std of 2 values = |a - b| / sqrt(2): x0 0.4, y0 0.75, x1 0, y1 0.75
+    assert taken["centre_std_clips"] == pytest.approx((0.4 + 0.75 + 0.75) / 2 ** 0.5 / 4)
+    # across frames: clip 0 x 0.2, y 0; clip 1 x 0.2, y 0
+    assert taken["centre_std_frames"] == pytest.approx((0.2 + 0.2) / 2 ** 0.5 / 4)
+    assert taken["centre_near_bound"] == pytest.approx(2 / 8)  # the two y = 0.75
+    stats.close()
+    model.kpsem(torch.zeros(1))
+    assert stats.take() == {} and not model.kpsem._forward_hooks

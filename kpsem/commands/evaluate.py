@@ -51,5 +51,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.model_id} on {result.split}: {result.num_videos} videos, {result.num_clips} clips")
         print(f"  clip  top-1 {result.clip_top1:.2%}  top-5 {result.clip_top5:.2%}")
         print(f"  video top-1 {result.video_top1:.2%}  top-5 {result.video_top5:.2%}  (mean softmax over clips)")
+        if "centre_std_clips" in result.info:
+            print(f"  separation centres: std {result.info['centre_std_clips']:.4f} across clips, "
+                  f"{result.info['centre_std_frames']:.4f} across frames, "
+                  f"{result.info['centre_near_bound']:.1%} of coordinates at the bound (normalised units)")
         print(f"predictions: {result.info['predictions']}; summary: {result.info['summary']}")
     return 0
