@@ -12,12 +12,17 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrow
 
 from kpsem.explain.analysis import ClipAnalysis, PairAnalysis
-from kpsem.explain.draw import REGION_COLOURS, REGION_NAMES, KeyPointOptions, cam_overlay, difference_overlay, draw_keypoints
+from kpsem.explain.draw import (
+    REGION_COLOURS,
+    REGION_NAMES,
+    KeyPointOptions,
+    cam_overlay,
+    difference_overlay,
+    render_keypoint_frame,
+)
 
 __all__ = [
     "MODEL_COLOURS",
@@ -79,21 +84,12 @@ def draw_frame(
         base = frame_rgb
     if analysis is None or keypoints is None or not analysis.has_kpsem:
         return DrawnFrame(_upscale(base, DISPLAY_SIDE))
-    height, width = base.shape[:2]
-    side = max(DISPLAY_SIDE, height)
-    fig = Figure(figsize=(side / 100, side * height / width / 100), dpi=100)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(base, interpolation="nearest")
-    ax.set_axis_off()
-    artists = draw_keypoints(ax, analysis, frame, keypoints)
-    ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(height - 0.5, -0.5)
-    canvas.draw()
+    scale = max(1, round(DISPLAY_SIDE / base.shape[1]))
+    image, artists = render_keypoint_frame(base, analysis, frame, keypoints, scale=scale)
     arrows = [a for a in artists if isinstance(a, FancyArrow)]
     points = sum(len(a.get_xdata()) for a in artists if getattr(a, "get_marker", lambda: None)() == "x")
-    return DrawnFrame(np.asarray(canvas.buffer_rgba())[..., :3].copy(), arrows=len(arrows),
-                      crossing=sum(a.get_gid() == "crossing" for a in arrows), key_points=points)
+    return DrawnFrame(image, arrows=len(arrows), crossing=sum(a.get_gid() == "crossing" for a in arrows),
+                      key_points=points)
 
 
 def colour_bar(cmap: str, *, width: int = 256, height: int = 14, diverging: bool = False) -> np.ndarray:
@@ -120,17 +116,19 @@ def filmstrip(display: np.ndarray, current: int, *, thumb: int = 56, border: int
 
 
 def topk_chart(analysis: ClipAnalysis, *, true_label: int | None, colour: str, k: int = 5) -> go.Figure:
-    """Horizontal bars of the top-k probabilities on a 0-1 axis; the true class in green."""
+    """Horizontal bars of the top-k probabilities on a 0-1 axis; the true class in green.
+
+    Built from plain dicts in one call: plotly's ``update_layout`` costs several times more, on every redraw.
+    """
     top = analysis.topk[:k]
     names = [t.name for t in top][::-1]
     probs = [t.probability for t in top][::-1]
     colours = [TRUE_COLOUR if true_label is not None and t.index == true_label else colour for t in top][::-1]
-    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colours,
-                           text=[f"{p:.1%}" for p in probs], textposition="auto",
-                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
-    fig.update_layout(height=40 + 32 * len(top), margin=dict(l=4, r=4, t=4, b=24), showlegend=False,
-                      xaxis=dict(range=[0, 1], tickformat=".0%", fixedrange=True), yaxis=dict(fixedrange=True))
-    return fig
+    bar = dict(type="bar", x=probs, y=names, orientation="h", marker=dict(color=colours),
+               text=[f"{p:.1%}" for p in probs], textposition="auto", hovertemplate="%{y}: %{x:.3f}<extra></extra>")
+    layout = dict(height=40 + 32 * len(top), margin=dict(l=4, r=4, t=4, b=24), showlegend=False,
+                  xaxis=dict(range=[0, 1], tickformat=".0%", fixedrange=True), yaxis=dict(fixedrange=True))
+    return go.Figure(data=[bar], layout=layout)
 
 
 def per_class_chart(table: pd.DataFrame, *, names: tuple[str, str]) -> go.Figure:

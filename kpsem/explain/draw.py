@@ -8,6 +8,7 @@ draws the same artists off-screen and returns a numpy RGB image for the Streamli
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.patches import FancyArrow  # noqa: E402
 
 from kpsem.explain.analysis import ClipAnalysis  # noqa: E402
@@ -38,6 +40,7 @@ __all__ = [
     "draw_split_lines",
     "draw_keypoints",
     "render_frame",
+    "render_keypoint_frame",
 ]
 
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies), region k = 2 * bottom + right.
@@ -222,12 +225,52 @@ def draw_keypoints(
                     linestyle="--" if crosses else "-",
                 )
                 arrow.set_gid("crossing" if crosses else "shift")  # tests and SVG readers can tell them apart
-                ax.add_patch(arrow)
+                ax.add_artist(arrow)  # not add_patch: the limits are set below, and updating them is slow
                 artists.append(arrow)
     size = analysis.size
     ax.set_xlim(-0.5, size - 0.5)
     ax.set_ylim(size - 0.5, -0.5)
     return artists
+
+
+_CANVASES = threading.local()  # per thread: the figure of the last size drawn, reused
+
+
+def _canvas(height: int, width: int, scale: int) -> tuple[FigureCanvasAgg, Axes, AxesImage]:
+    """A figure of ``scale`` pixels per frame pixel, reused on this thread.
+
+    Why: building a figure and its axes costs more than drawing a frame's key points on it, and the
+    app redraws on every frame change. One per thread, so concurrent sessions never share one.
+    """
+    key = (height, width, scale)
+    cached = getattr(_CANVASES, "last", None)
+    if cached is None or cached[0] != key:
+        fig = Figure(figsize=(width * scale / 100, height * scale / 100), dpi=100)
+        canvas = FigureCanvasAgg(fig)
+        ax = fig.add_axes((0, 0, 1, 1))
+        image = ax.imshow(np.zeros((height, width, 3), np.uint8), interpolation="nearest")
+        ax.set_axis_off()
+        cached = _CANVASES.last = (key, canvas, ax, image)
+    return cached[1], cached[2], cached[3]
+
+
+def render_keypoint_frame(
+    frame_rgb: np.ndarray, analysis: ClipAnalysis, frame: int, keypoints: KeyPointOptions, *, scale: int
+) -> tuple[np.ndarray, list[Artist]]:
+    """A frame (already blended with a CAM, if wanted) with key points, split lines and shift arrows
+    drawn on it: uint8 RGB of ``scale`` pixels per frame pixel, and the artists drawn (for counting)."""
+    height, width = frame_rgb.shape[:2]
+    canvas, ax, image = _canvas(height, width, scale)
+    image.set_data(frame_rgb)
+    artists = draw_keypoints(ax, analysis, frame, keypoints)
+    try:
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy(), artists
+    finally:
+        for artist in artists:
+            artist.remove()
 
 
 def render_frame(
@@ -240,15 +283,6 @@ def render_frame(
 ) -> np.ndarray:
     """A frame (already blended with a CAM, if wanted) with key points drawn on it, as uint8 RGB of
     ``scale * S`` pixels a side (drawn larger than the crop so crosses and arrows stay legible)."""
-    height, width = frame_rgb.shape[:2]
-    fig = Figure(figsize=(width * scale / 100, height * scale / 100), dpi=100)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(frame_rgb, interpolation="nearest")
-    ax.set_axis_off()
-    if analysis is not None and keypoints is not None:
-        draw_keypoints(ax, analysis, frame, keypoints)
-    ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(height - 0.5, -0.5)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    if analysis is None or keypoints is None:
+        return np.repeat(np.repeat(frame_rgb, scale, axis=0), scale, axis=1)
+    return render_keypoint_frame(frame_rgb, analysis, frame, keypoints, scale=scale)[0]
