@@ -233,34 +233,22 @@ def draw_keypoints(
     return artists
 
 
-_CANVASES = threading.local()  # per thread: the figure of the last size drawn, reused
+_CANVAS_LOCK = threading.Lock()  # held while the shared figure below is drawn on
+_SHARED_CANVAS: dict[tuple[int, int, int], tuple[FigureCanvasAgg, Axes, AxesImage]] = {}  # the last size drawn
 
 
-def _canvas(height: int, width: int, scale: int) -> tuple[FigureCanvasAgg, Axes, AxesImage]:
-    """A figure of ``scale`` pixels per frame pixel, reused on this thread.
-
-    Why: building a figure and its axes costs more than drawing a frame's key points on it, and the
-    app redraws on every frame change. One per thread, so concurrent sessions never share one.
-    """
-    key = (height, width, scale)
-    cached = getattr(_CANVASES, "last", None)
-    if cached is None or cached[0] != key:
-        fig = Figure(figsize=(width * scale / 100, height * scale / 100), dpi=100)
-        canvas = FigureCanvasAgg(fig)
-        ax = fig.add_axes((0, 0, 1, 1))
-        image = ax.imshow(np.zeros((height, width, 3), np.uint8), interpolation="nearest")
-        ax.set_axis_off()
-        cached = _CANVASES.last = (key, canvas, ax, image)
-    return cached[1], cached[2], cached[3]
+def _new_canvas(height: int, width: int, scale: int) -> tuple[FigureCanvasAgg, Axes, AxesImage]:
+    fig = Figure(figsize=(width * scale / 100, height * scale / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    image = ax.imshow(np.zeros((height, width, 3), np.uint8), interpolation="nearest")
+    ax.set_axis_off()
+    return canvas, ax, image
 
 
-def render_keypoint_frame(
-    frame_rgb: np.ndarray, analysis: ClipAnalysis, frame: int, keypoints: KeyPointOptions, *, scale: int
-) -> tuple[np.ndarray, list[Artist]]:
-    """A frame (already blended with a CAM, if wanted) with key points, split lines and shift arrows
-    drawn on it: uint8 RGB of ``scale`` pixels per frame pixel, and the artists drawn (for counting)."""
+def _draw_on(canvas: FigureCanvasAgg, ax: Axes, image: AxesImage, frame_rgb: np.ndarray, analysis: ClipAnalysis,
+             frame: int, keypoints: KeyPointOptions) -> tuple[np.ndarray, list[Artist]]:
     height, width = frame_rgb.shape[:2]
-    canvas, ax, image = _canvas(height, width, scale)
     image.set_data(frame_rgb)
     artists = draw_keypoints(ax, analysis, frame, keypoints)
     try:
@@ -271,6 +259,28 @@ def render_keypoint_frame(
     finally:
         for artist in artists:
             artist.remove()
+
+
+def render_keypoint_frame(
+    frame_rgb: np.ndarray, analysis: ClipAnalysis, frame: int, keypoints: KeyPointOptions, *, scale: int
+) -> tuple[np.ndarray, list[Artist]]:
+    """A frame (already blended with a CAM, if wanted) with key points, split lines and shift arrows
+    drawn on it: uint8 RGB of ``scale`` pixels per frame pixel, and the artists drawn (for counting).
+
+    Why a shared figure: building a figure costs more than drawing a frame's key points on it, and the
+    app redraws on every frame change (each Streamlit run is a new thread, so a per-thread figure
+    would never be reused). Only one thread draws on it at a time; another gets a figure of its own.
+    """
+    key = (*frame_rgb.shape[:2], scale)
+    if _CANVAS_LOCK.acquire(blocking=False):
+        try:
+            if key not in _SHARED_CANVAS:
+                _SHARED_CANVAS.clear()
+                _SHARED_CANVAS[key] = _new_canvas(*key)
+            return _draw_on(*_SHARED_CANVAS[key], frame_rgb, analysis, frame, keypoints)
+        finally:
+            _CANVAS_LOCK.release()
+    return _draw_on(*_new_canvas(*key), frame_rgb, analysis, frame, keypoints)
 
 
 def render_frame(
