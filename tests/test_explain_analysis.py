@@ -22,6 +22,7 @@ from kpsem.explain.draw import (
     draw_keypoints,
     region_of,
     render_frame,
+    render_keypoint_frame,
     select_channels,
 )
 from kpsem.models.kpsem_module import KPSEM, KPSEMConfig
@@ -159,3 +160,22 @@ def test_draw_keypoints_artists(tiny_pair, tiny_clip):
         draw_keypoints(ax, analysis, 8)
     image = render_frame(np.zeros((64, 64, 3), np.uint8), analysis, 0, keypoints=KeyPointOptions(), scale=2)
     assert image.shape == (128, 128, 3) and image.dtype == np.uint8 and image.any()
+
+
+def test_key_point_frames_drawn_from_many_threads_match_one_by_one(tiny_pair, tiny_clip):
+    from concurrent.futures import ThreadPoolExecutor
+
+    analysis = analyse_clip(tiny_pair[1], tiny_clip)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(6)]
+    options = KeyPointOptions(top_channels=2)
+    alone = [render_keypoint_frame(f, analysis, t, options, scale=2) for t, f in enumerate(frames)]
+    with ThreadPoolExecutor(4) as pool:  # one thread draws on the shared figure, the others on their own
+        together = list(pool.map(lambda tf: render_keypoint_frame(tf[1], analysis, tf[0], options, scale=2),
+                                 enumerate(frames)))
+    for (image_a, artists_a), (image_b, artists_b) in zip(alone, together):
+        assert image_a.shape == (128, 128, 3)
+        np.testing.assert_array_equal(image_a, image_b)
+        assert len(artists_a) == len(artists_b) > 0
+    again, _ = render_keypoint_frame(frames[0], analysis, 0, options, scale=2)  # nothing left over from before
+    np.testing.assert_array_equal(again, alone[0][0])
