@@ -177,5 +177,7 @@ def test_key_point_frames_drawn_from_many_threads_match_one_by_one(tiny_pair, ti
         assert image_a.shape == (128, 128, 3)
         np.testing.assert_array_equal(image_a, image_b)
         assert len(artists_a) == len(artists_b) > 0
+    with pytest.raises(ValueError, match=r"set 99 does not exist"):  # fails after set 0 was drawn
+        render_keypoint_frame(frames[0], analysis, 0, KeyPointOptions(sets=(0, 99), top_channels=2), scale=2)
     again, _ = render_keypoint_frame(frames[0], analysis, 0, options, scale=2)  # nothing left over from before
     np.testing.assert_array_equal(again, alone[0][0])

@@ -250,14 +250,14 @@ def _draw_on(canvas: FigureCanvasAgg, ax: Axes, image: AxesImage, frame_rgb: np.
              frame: int, keypoints: KeyPointOptions) -> tuple[np.ndarray, list[Artist]]:
     height, width = frame_rgb.shape[:2]
     image.set_data(frame_rgb)
-    artists = draw_keypoints(ax, analysis, frame, keypoints)
     try:
+        artists = draw_keypoints(ax, analysis, frame, keypoints)
         ax.set_xlim(-0.5, width - 0.5)
         ax.set_ylim(height - 0.5, -0.5)
         canvas.draw()
         return np.asarray(canvas.buffer_rgba())[..., :3].copy(), artists
-    finally:
-        for artist in artists:
+    finally:  # everything drawn over the frame goes, also what a failed call added before raising
+        for artist in [*ax.lines, *ax.patches, *ax.collections, *ax.texts]:
             artist.remove()
 
 
