@@ -102,11 +102,15 @@ def test_explorer_in_chromium(app_demo, tmp_path):
                 assert page.get_by_text("MFNet has no key points").count() == 1
                 assert page.locator('[data-testid="stException"]').count() == 0  # never a traceback
                 assert page.locator('[data-testid="stAlertContentError"]').count() == 0
-                # Every image decodes (a late rerun may still be swapping a source: give it a bounded wait).
-                page.wait_for_function(
-                    """() => Array.from(document.querySelectorAll('[data-testid="stImage"] img')).every(
-                           i => i.complete && i.naturalWidth > 0)""", timeout=30_000, polling=250)
-                natural = images.evaluate_all("els => els.map(e => e.naturalWidth)")
+                # Every image decodes. A late rerun may re-mount an image (it reloads from zero width), so the
+                # widths checked are the ones of the moment the condition held, not of a later snapshot.
+                decoded = page.wait_for_function(
+                    """() => {
+                        const imgs = Array.from(document.querySelectorAll('[data-testid="stImage"] img'));
+                        const ok = imgs.length >= 4 && imgs.every(i => i.complete && i.naturalWidth > 0);
+                        return ok ? imgs.map(i => i.naturalWidth) : null;
+                    }""", timeout=30_000, polling=250)
+                natural = decoded.json_value()
                 assert len(natural) >= 4 and all(w > 0 for w in natural), natural
                 shot = tmp_path / "explorer.png"
                 page.screenshot(path=str(shot), full_page=True)
