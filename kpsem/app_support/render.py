@@ -21,6 +21,7 @@ from kpsem.explain.draw import (
     KeyPointOptions,
     cam_overlay,
     difference_overlay,
+    render_frame,
     render_keypoint_frame,
 )
 
@@ -58,11 +59,6 @@ def cam_maps(pair: PairAnalysis, *, shared: bool) -> tuple[np.ndarray, np.ndarra
     return pair.baseline.cam, pair.kpsem.cam
 
 
-def _upscale(image: np.ndarray, side: int) -> np.ndarray:
-    factor = max(1, side // image.shape[0])
-    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1) if factor > 1 else image
-
-
 def draw_frame(
     frame_rgb: np.ndarray,
     *,
@@ -82,9 +78,9 @@ def draw_frame(
         base = difference_overlay(frame_rgb, difference)
     else:
         base = frame_rgb
+    scale = max(1, round(DISPLAY_SIDE / base.shape[0]))  # whole pixels per clip pixel, the same for every view
     if analysis is None or keypoints is None or not analysis.has_kpsem:
-        return DrawnFrame(_upscale(base, DISPLAY_SIDE))
-    scale = max(1, round(DISPLAY_SIDE / base.shape[1]))
+        return DrawnFrame(render_frame(base, scale=scale))
     image, artists = render_keypoint_frame(base, analysis, frame, keypoints, scale=scale)
     arrows = [a for a in artists if isinstance(a, FancyArrow)]
     points = sum(len(a.get_xdata()) for a in artists if getattr(a, "get_marker", lambda: None)() == "x")

@@ -35,6 +35,7 @@ def _interval(text: str) -> int | tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kpsem.data import FLIP_MODES
     from kpsem.train import TrainConfig
 
     d = TrainConfig()
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--interval", type=_interval, default=d.interval,
                       help=f"frame interval (default {d.interval}); a list draws one per clip, e.g. 1,2,2,3 (Kinetics)")
     data.add_argument("--size", type=int, default=d.size, help=f"crop side, a multiple of 16 (default {d.size})")
-    data.add_argument("--flip", choices=["mirror", "plain", "off"], default=d.flip,
+    data.add_argument("--flip", choices=FLIP_MODES, default=d.flip,
                       help="training flips: 'mirror' (default) swaps the labels of mirror-image classes "
                            "(slide_left/slide_right, ... from left to right/right to left), 'plain' keeps "
                            "every label (MFNet's reference), 'off' never flips")
