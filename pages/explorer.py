@@ -200,20 +200,20 @@ no_kp_note = f"{pair.baseline.model_name} has no key points: it has no KPSEM mod
 with views, ui.guard("Drawing failed"):
     if overlay == "Difference":
         d1, d2, d3 = st.columns(3)
-        d1.image(draw_frame(display[frame], cam=base_map[frame], cmap=cmap, alpha=alpha).image, output_format="JPEG",
+        d1.image(draw_frame(display[frame], cam=base_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
                  caption=f"{pair.baseline.model_name} Grad-CAM", width="stretch")
         diff = pair.difference if scale == "shared" else pair.difference_normalised
-        d2.image(draw_frame(display[frame], difference=diff[frame]).image, output_format="JPEG", width="stretch",
+        d2.image(draw_frame(display[frame], difference=diff[frame]).jpeg, output_format="JPEG", width="stretch",
                  caption="baseline minus KPSEM: red where the baseline looks more, blue where KPSEM does")
         d2.image(colour_bar(cmap, diverging=True), caption="-1 (KPSEM) … 0 … +1 (baseline)", width="stretch")
-        d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).image, output_format="JPEG",
+        d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
                  caption=f"{kp.model_name} Grad-CAM", width="stretch")
     else:
         show_cam = overlay == "Grad-CAM"
         v1, v2 = st.columns(2, gap="large")
         with v1:
             drawn = draw_frame(display[frame], cam=base_map[frame] if show_cam else None, cmap=cmap, alpha=alpha)
-            st.image(drawn.image, output_format="JPEG", width="stretch",
+            st.image(drawn.jpeg, output_format="JPEG", width="stretch",
                      caption=f"{pair.baseline.model_name}, frame {frame_number}")
             if overlay == "Key points and shifts" or on_cam:
                 st.info(no_kp_note, icon=":material/info:")
@@ -221,7 +221,7 @@ with views, ui.guard("Drawing failed"):
             draw_kp = kp.has_kpsem and options is not None and (overlay == "Key points and shifts" or on_cam)
             drawn = draw_frame(display[frame], cam=kpsem_map[frame] if show_cam else None, cmap=cmap, alpha=alpha,
                                analysis=kp if draw_kp else None, frame=frame, keypoints=options if draw_kp else None)
-            st.image(drawn.image, output_format="PNG" if draw_kp else "JPEG", width="stretch",
+            st.image(drawn.jpeg, output_format="JPEG", width="stretch",
                      caption=f"{kp.model_name}, frame {frame_number} (feature frame {int(kp.frame_to_feature[frame]) + 1})")
             if draw_kp:
                 st.markdown(region_legend_html(kp.key_points_px.shape[1], crossing=options.highlight_crossing),

@@ -16,6 +16,7 @@ from kpsem.explain.analysis import (
 )
 from kpsem.explain.draw import (
     KeyPointOptions,
+    blend_layer,
     cam_overlay,
     channel_scores,
     crossing_shifts,
@@ -24,6 +25,7 @@ from kpsem.explain.draw import (
     render_frame,
     render_keypoint_frame,
     select_channels,
+    upscale,
 )
 from kpsem.models.kpsem_module import KPSEM, KPSEMConfig
 
@@ -181,3 +183,38 @@ def test_key_point_frames_drawn_from_many_threads_match_one_by_one(tiny_pair, ti
         render_keypoint_frame(frames[0], analysis, 0, KeyPointOptions(sets=(0, 99), top_channels=2), scale=2)
     again, _ = render_keypoint_frame(frames[0], analysis, 0, options, scale=2)  # nothing left over from before
     np.testing.assert_array_equal(again, alone[0][0])
+
+
+def test_blend_layer_by_hand():
+    base = np.array([[[100, 100, 100], [0, 0, 0], [200, 40, 10]]], np.uint8)  # (1, 3, 3)
+    layer = np.array([[[255, 0, 0, 0], [255, 0, 0, 255], [0, 0, 255, 51]]], np.uint8)  # straight alpha
+    out = blend_layer(base, layer)
+    # untouched where alpha is 0; replaced where 255; 200 * 0.8 + 0 * 0.2 = 160, 40 * 0.8 = 32, 10 * 0.8 + 51 = 59
+    assert out.tolist() == [[[100, 100, 100], [255, 0, 0], [160, 32, 59]]]
+    assert base.tolist()[0][1] == [0, 0, 0]  # the input is not modified
+    with pytest.raises(ValueError, match=r"layer of \(1, 2\) pixels cannot cover an image of \(1, 3\)"):
+        blend_layer(base, layer[:, :2])
+    assert upscale(base, 2).shape == (2, 6, 3) and upscale(base, 2)[1, 5].tolist() == [200, 40, 10]
+
+
+def test_key_point_frame_matches_the_figure_drawing_path(tiny_pair, tiny_clip):
+    """The app composites the vector layer over the frame itself; the result is what imshow plus the
+    same artists on one figure (the paper figures' path) gives, up to rounding."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    analysis = analyse_clip(tiny_pair[1], tiny_clip)
+    frame_rgb = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    options = KeyPointOptions(top_channels=3, arrow_scale=3.0)
+    image, _ = render_keypoint_frame(frame_rgb, analysis, 2, options, scale=3)
+    fig = Figure(figsize=(64 * 3 / 100, 64 * 3 / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(frame_rgb, interpolation="nearest")
+    ax.set_axis_off()
+    draw_keypoints(ax, analysis, 2, options)
+    canvas.draw()
+    reference = np.asarray(canvas.buffer_rgba())[..., :3]
+    assert image.shape == reference.shape == (192, 192, 3)
+    difference = np.abs(image.astype(int) - reference.astype(int))
+    assert difference.max() <= 3 and (image != upscale(frame_rgb, 3)).any()  # something was drawn

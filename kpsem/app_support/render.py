@@ -1,17 +1,21 @@
 """Images and charts for the app, drawn from the library's analyses (no computation of models here).
 
-Frames come back as uint8 RGB arrays for ``st.image``; charts as plotly figures. Key points and
-arrows are drawn by :func:`kpsem.explain.draw.draw_keypoints`, the code the paper figures use.
+Frames come back as uint8 RGB arrays, and as JPEG bytes for ``st.image``; charts as plotly figures
+(the top-k bars as a figure dict). Key points and arrows are drawn by
+:func:`kpsem.explain.draw.draw_keypoints`, the code the paper figures use.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from matplotlib import colormaps
+from PIL import Image
 from matplotlib.patches import FancyArrow
 
 from kpsem.explain.analysis import ClipAnalysis, PairAnalysis
@@ -29,6 +33,7 @@ __all__ = [
     "MODEL_COLOURS",
     "TRUE_COLOUR",
     "DrawnFrame",
+    "encode_jpeg",
     "cam_maps",
     "draw_frame",
     "colour_bar",
@@ -50,6 +55,24 @@ class DrawnFrame:
     arrows: int = 0  # shift arrows drawn
     crossing: int = 0  # of which end in another region
     key_points: int = 0  # crosses drawn
+
+    @cached_property
+    def jpeg(self) -> bytes:
+        """The image as JPEG bytes for ``st.image`` (see :func:`encode_jpeg`)."""
+        return encode_jpeg(self.image)
+
+
+def encode_jpeg(image: np.ndarray, *, quality: int = 92) -> bytes:
+    """JPEG bytes of a uint8 RGB image with full-resolution colour (4:4:4), so thin coloured arrows stay sharp.
+
+    Why not hand ``st.image`` the array: Streamlit encodes arrays as JPEG at quality 100 (twice the bytes
+    to send) or as PNG (about 12 ms a frame here, more than drawing the key points). At quality 92 the
+    error is about 1 grey level on average and invisible at screen size.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality,
+                                                                      subsampling=0)
+    return buffer.getvalue()
 
 
 def cam_maps(pair: PairAnalysis, *, shared: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -111,11 +134,10 @@ def filmstrip(display: np.ndarray, current: int, *, thumb: int = 56, border: int
     return strip
 
 
-def topk_chart(analysis: ClipAnalysis, *, true_label: int | None, colour: str, k: int = 5) -> go.Figure:
-    """Horizontal bars of the top-k probabilities on a 0-1 axis; the true class in green.
-
-    Built from plain dicts in one call: plotly's ``update_layout`` costs several times more, on every redraw.
-    """
+def topk_chart(analysis: ClipAnalysis, *, true_label: int | None, colour: str, k: int = 5) -> dict:
+    """Horizontal bars of the top-k probabilities on a 0-1 axis, the true class in green: a plotly
+    figure as a plain dict, which ``st.plotly_chart`` validates once (a ``go.Figure`` would be built,
+    copied to a dict and validated again, several milliseconds a chart on every redraw)."""
     top = analysis.topk[:k]
     names = [t.name for t in top][::-1]
     probs = [t.probability for t in top][::-1]
@@ -124,7 +146,7 @@ def topk_chart(analysis: ClipAnalysis, *, true_label: int | None, colour: str, k
                text=[f"{p:.1%}" for p in probs], textposition="auto", hovertemplate="%{y}: %{x:.3f}<extra></extra>")
     layout = dict(height=40 + 32 * len(top), margin=dict(l=4, r=4, t=4, b=24), showlegend=False,
                   xaxis=dict(range=[0, 1], tickformat=".0%", fixedrange=True), yaxis=dict(fixedrange=True))
-    return go.Figure(data=[bar], layout=layout)
+    return dict(data=[bar], layout=layout)
 
 
 def per_class_chart(table: pd.DataFrame, *, names: tuple[str, str]) -> go.Figure:

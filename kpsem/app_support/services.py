@@ -6,7 +6,8 @@
 * Clips and analyses (``st.cache_resource``, read-only by convention): keyed on file keys (path,
   size, mtime) and every setting that changes the numbers, so moving the frame slider or changing
   how things are drawn never recomputes a model. :func:`analyse` also says whether it computed.
-* Indexes, costs and predictions tables (``st.cache_data``): small, plain data.
+* Data set indexes (``st.cache_resource``, read-only by convention, keyed on the root's mtime).
+* Layouts, costs and predictions tables (``st.cache_data``): small, plain data.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "AnalysisRun",
     "demo_paths",
     "load_model",
+    "detect_data_layout",
     "open_data",
     "clip_sample",
     "analyse",
@@ -63,8 +65,19 @@ def load_model(key: FileKey, device: str):  # noqa: ANN201 - kpsem.checkpoint.Lo
 
 
 @st.cache_data(max_entries=32, show_spinner=False, ttl=600)
+def detect_data_layout(root: str, stamp: int) -> str:
+    """The layout of a data set root (``stamp``: the root's mtime); scanning it on every rerun costs."""
+    from kpsem.data import detect_layout
+
+    return detect_layout(root)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False, ttl=600)
 def open_data(root: str, layout: str | None, split: str, split_id: int, stamp: int):  # noqa: ANN201 - DatasetIndex
-    """The index of one split (``stamp``: the root's mtime, so new annotation files are seen)."""
+    """The index of one split (``stamp``: the root's mtime, so new annotation files are seen).
+
+    A resource, read-only by convention: ``st.cache_data`` would unpickle thousands of records on every rerun.
+    """
     from kpsem.data import open_dataset
 
     return open_dataset(root, split=split, layout=layout, split_id=split_id)

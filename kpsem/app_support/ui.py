@@ -176,7 +176,7 @@ def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device:
 
 
 def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
-    from kpsem.data import LAYOUTS, SPLITS, detect_layout
+    from kpsem.data import LAYOUTS, SPLITS
 
     box = st.sidebar.container(border=True)
     source = box.radio("Data set", ("bundled demo", "path"), key="data_source", horizontal=True)
@@ -194,11 +194,11 @@ def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
         layout_pick = box.selectbox("Layout", ("detect", *LAYOUTS), key="data_layout")
         cols = box.columns(2)
         choice.split = cols[0].selectbox("Split", SPLITS, index=SPLITS.index("test"), key="data_split")
-        choice.layout = detect_layout(choice.root) if layout_pick == "detect" else layout_pick
+        stamp = int(os.stat(choice.root).st_mtime_ns)
+        choice.layout = services.detect_data_layout(str(choice.root), stamp) if layout_pick == "detect" else layout_pick
         choice.detected = layout_pick == "detect"
         if choice.layout in ("hmdb51", "ucf101"):
             choice.split_id = int(cols[1].selectbox("Official split", (1, 2, 3), key="data_split_id"))
-        stamp = int(os.stat(choice.root).st_mtime_ns)
         choice.index = services.open_data(str(choice.root), choice.layout, choice.split, choice.split_id, stamp)
         index = choice.index
         box.caption(f"**{index.layout}** layout ({'detected' if choice.detected else 'chosen'}) · {index.split} split · "

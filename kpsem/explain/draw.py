@@ -22,7 +22,7 @@ from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.image import AxesImage  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import FancyArrow  # noqa: E402
 
 from kpsem.explain.analysis import ClipAnalysis  # noqa: E402
@@ -39,6 +39,8 @@ __all__ = [
     "crossing_shifts",
     "draw_split_lines",
     "draw_keypoints",
+    "upscale",
+    "blend_layer",
     "render_frame",
     "render_keypoint_frame",
 ]
@@ -152,6 +154,14 @@ def crossing_shifts(analysis: ClipAnalysis, set_index: int, feature_frame: int) 
     return region_of(end, centre) != np.arange(num_regions)[:, None]
 
 
+def _add_line(ax: Axes, x: Sequence[float], y: Sequence[float], **style: object) -> Line2D:
+    """A line added without touching the axes' data limits (``ax.plot`` updates them: slow, and the
+    callers fix the limits to the frame anyway)."""
+    line = Line2D(x, y, **style)
+    ax.add_artist(line)
+    return line
+
+
 def draw_split_lines(ax: Axes, analysis: ClipAnalysis, frame: int, set_index: int = 0, *,
                      colour: str = "white", line_width: float = 1.2) -> list[Artist]:
     """The set's adaptive separation centre on clip frame ``frame`` and the quadrant borders through it."""
@@ -160,10 +170,11 @@ def draw_split_lines(ax: Axes, analysis: ClipAnalysis, frame: int, set_index: in
     t = int(analysis.frame_to_feature[frame])
     cx, cy = analysis.centres_px[set_index, t]
     size = analysis.size
+    border = dict(color=colour, lw=line_width, ls="--", alpha=0.9)
     artists: list[Artist] = [
-        ax.axvline(cx, color=colour, lw=line_width, ls="--", alpha=0.9),
-        ax.axhline(cy, color=colour, lw=line_width, ls="--", alpha=0.9),
-        *ax.plot([cx], [cy], marker="o", ms=4, mfc=colour, mec="black", mew=0.6, ls=""),
+        _add_line(ax, [cx, cx], [0, 1], transform=ax.get_xaxis_transform(), **border),  # full height, as axvline
+        _add_line(ax, [0, 1], [cy, cy], transform=ax.get_yaxis_transform(), **border),
+        _add_line(ax, [cx], [cy], marker="o", ms=4, mfc=colour, mec="black", mew=0.6, ls=""),
     ]
     ax.set_xlim(-0.5, size - 0.5)
     ax.set_ylim(size - 0.5, -0.5)
@@ -210,8 +221,8 @@ def draw_keypoints(
                 continue  # a K = 1 model has region 0 only
             colour = REGION_COLOURS[k]
             points = analysis.key_points_px[g, k, chosen, t]  # (n, 2)
-            artists += ax.plot(points[:, 0], points[:, 1], ls="", marker="x", ms=options.marker_size,
-                               mew=options.line_width * 1.5, color=colour)
+            artists.append(_add_line(ax, points[:, 0], points[:, 1], ls="", marker="x", ms=options.marker_size,
+                                     mew=options.line_width * 1.5, color=colour))
             if not has_shift:
                 continue
             for c, (x, y) in zip(chosen, points):
@@ -234,28 +245,48 @@ def draw_keypoints(
 
 
 _CANVAS_LOCK = threading.Lock()  # held while the shared figure below is drawn on
-_SHARED_CANVAS: dict[tuple[int, int, int], tuple[FigureCanvasAgg, Axes, AxesImage]] = {}  # the last size drawn
+_SHARED_CANVAS: dict[tuple[int, int, int], tuple[FigureCanvasAgg, Axes]] = {}  # the last size drawn
 
 
-def _new_canvas(height: int, width: int, scale: int) -> tuple[FigureCanvasAgg, Axes, AxesImage]:
+def upscale(frame_rgb: np.ndarray, scale: int) -> np.ndarray:
+    """Each pixel as a ``scale`` x ``scale`` block (nearest neighbour: the clip's pixels stay visible)."""
+    return np.repeat(np.repeat(frame_rgb, scale, axis=0), scale, axis=1)
+
+
+def blend_layer(base_rgb: np.ndarray, layer_rgba: np.ndarray) -> np.ndarray:
+    """Lay a straight-alpha RGBA layer (what Agg draws on a transparent figure) over an RGB image.
+
+    Only the pixels the layer covers are computed: a few percent of a frame of key points."""
+    if layer_rgba.shape[:2] != base_rgb.shape[:2]:
+        raise ValueError(f"layer of {layer_rgba.shape[:2]} pixels cannot cover an image of {base_rgb.shape[:2]}")
+    ys, xs = np.nonzero(layer_rgba[..., 3])
+    out = base_rgb.copy()
+    alpha = layer_rgba[ys, xs, 3:].astype(np.float32) / 255.0  # (n, 1)
+    mixed = base_rgb[ys, xs] * (1.0 - alpha) + layer_rgba[ys, xs, :3] * alpha
+    out[ys, xs] = np.rint(mixed).astype(np.uint8)
+    return out
+
+
+def _new_canvas(height: int, width: int, scale: int) -> tuple[FigureCanvasAgg, Axes]:
+    # A transparent figure of exactly (height * scale, width * scale) pixels: only the vector artists are
+    # rasterised by Agg; the frame itself is blended in with numpy (imshow would resample it every time).
     fig = Figure(figsize=(width * scale / 100, height * scale / 100), dpi=100)
+    fig.patch.set_alpha(0.0)
     canvas = FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
-    image = ax.imshow(np.zeros((height, width, 3), np.uint8), interpolation="nearest")
     ax.set_axis_off()
-    return canvas, ax, image
+    return canvas, ax
 
 
-def _draw_on(canvas: FigureCanvasAgg, ax: Axes, image: AxesImage, frame_rgb: np.ndarray, analysis: ClipAnalysis,
-             frame: int, keypoints: KeyPointOptions) -> tuple[np.ndarray, list[Artist]]:
+def _draw_on(canvas: FigureCanvasAgg, ax: Axes, frame_rgb: np.ndarray, analysis: ClipAnalysis, frame: int,
+             keypoints: KeyPointOptions, scale: int) -> tuple[np.ndarray, list[Artist]]:
     height, width = frame_rgb.shape[:2]
-    image.set_data(frame_rgb)
     try:
         artists = draw_keypoints(ax, analysis, frame, keypoints)
         ax.set_xlim(-0.5, width - 0.5)
         ax.set_ylim(height - 0.5, -0.5)
         canvas.draw()
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy(), artists
+        return blend_layer(upscale(frame_rgb, scale), np.asarray(canvas.buffer_rgba())), artists
     finally:  # everything drawn over the frame goes, also what a failed call added before raising
         for artist in [*ax.lines, *ax.patches, *ax.collections, *ax.texts]:
             artist.remove()
@@ -277,10 +308,10 @@ def render_keypoint_frame(
             if key not in _SHARED_CANVAS:
                 _SHARED_CANVAS.clear()
                 _SHARED_CANVAS[key] = _new_canvas(*key)
-            return _draw_on(*_SHARED_CANVAS[key], frame_rgb, analysis, frame, keypoints)
+            return _draw_on(*_SHARED_CANVAS[key], frame_rgb, analysis, frame, keypoints, scale)
         finally:
             _CANVAS_LOCK.release()
-    return _draw_on(*_new_canvas(*key), frame_rgb, analysis, frame, keypoints)
+    return _draw_on(*_new_canvas(*key), frame_rgb, analysis, frame, keypoints, scale)
 
 
 def render_frame(
@@ -294,5 +325,5 @@ def render_frame(
     """A frame (already blended with a CAM, if wanted) with key points drawn on it, as uint8 RGB of
     ``scale * S`` pixels a side (drawn larger than the crop so crosses and arrows stay legible)."""
     if analysis is None or keypoints is None:
-        return np.repeat(np.repeat(frame_rgb, scale, axis=0), scale, axis=1)
+        return upscale(frame_rgb, scale)
     return render_keypoint_frame(frame_rgb, analysis, frame, keypoints, scale=scale)[0]
