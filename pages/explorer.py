@@ -9,6 +9,7 @@ from kpsem.app_support.render import (
     MODEL_COLOURS,
     colour_bar,
     draw_frame,
+    encode_jpeg,
     filmstrip,
     region_legend_html,
     topk_chart,
@@ -190,7 +191,7 @@ num_frames = kp.num_frames
 frame_number = st.slider("Frame", 1, num_frames, 1, key="frame",
                          help="moves both columns; only the drawing is redone, never the models")
 frame = frame_number - 1
-st.image(filmstrip(sample.display[0], frame), caption=f"sampled frames; frame {frame_number} is video frame "
+st.image(encode_jpeg(filmstrip(sample.display[0], frame)), output_format="JPEG", caption=f"sampled frames; frame {frame_number} is video frame "
          f"{frames_used[frame]}")
 st.pills("Jump to frame", list(range(num_frames)), format_func=lambda t: str(t + 1), key="frame_jump", on_change=_jump)
 

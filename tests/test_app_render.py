@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, JpegImagePlugin
 
-from kpsem.app_support.render import MODEL_COLOURS, TRUE_COLOUR, DrawnFrame, encode_jpeg, topk_chart
+from kpsem.app_support.render import MODEL_COLOURS, TRUE_COLOUR, DrawnFrame, encode_jpeg, filmstrip, topk_chart
 from kpsem.explain.analysis import TopK
 
 
@@ -35,3 +35,14 @@ def test_topk_chart_is_a_valid_plotly_spec_with_the_true_class_marked():
     assert list(bar.y) == ["rise", "hop_cw"] and list(bar.x) == [0.3, 0.6]  # best at the top
     assert list(bar.marker.color) == [TRUE_COLOUR, MODEL_COLOURS[1]]
     assert list(bar.text) == ["30.0%", "60.0%"] and figure.layout.height == 40 + 32 * 2
+
+
+def test_filmstrip_frames_every_thumbnail_and_marks_the_current_one():
+    display = np.zeros((16, 96, 96, 3), np.uint8)
+    display[:, :48] = 200  # top half light: the thumbnails are shrunk, not cropped
+    strip = filmstrip(display, 5, thumb=40, border=2)
+    assert strip.shape == (44, 16 * 44, 3)  # 704 px: Streamlit shows it as is (it shrinks anything over 1460)
+    kpsem = [int(MODEL_COLOURS[1][i:i + 2], 16) for i in (1, 3, 5)]
+    assert strip[0, 5 * 44 + 10].tolist() == kpsem and strip[0, 4 * 44 + 10].tolist() == [255, 255, 255]
+    thumb = strip[2:42, 5 * 44 + 2:5 * 44 + 42]
+    assert thumb[:20].min() == 200 and thumb[20:].max() == 0

@@ -119,18 +119,18 @@ def colour_bar(cmap: str, *, width: int = 256, height: int = 14, diverging: bool
 
 
 def filmstrip(display: np.ndarray, current: int, *, thumb: int = 56, border: int = 3) -> np.ndarray:
-    """All sampled frames side by side, small, the current one framed in the KPSEM colour."""
-    frames, size = display.shape[0], display.shape[1]
-    step = max(1, size // thumb)
-    small = display[:, ::step, ::step]  # (T, s, s, 3)
-    s = small.shape[1]
-    strip = np.full((s + 2 * border, frames * (s + 2 * border), 3), 255, dtype=np.uint8)
-    highlight = np.array([int(MODEL_COLOURS[1][i:i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+    """All sampled frames side by side, ``thumb`` pixels a side, the current one framed in the KPSEM colour.
+
+    Kept narrower than Streamlit's widest image (1460 px), which it would decode, shrink and encode again."""
+    import cv2
+
+    frames = display.shape[0]
+    cell = thumb + 2 * border
+    strip = np.full((cell, frames * cell, 3), 255, dtype=np.uint8)
+    strip[:, current * cell:(current + 1) * cell] = [int(MODEL_COLOURS[1][i:i + 2], 16) for i in (1, 3, 5)]
     for t in range(frames):
-        x0 = t * (s + 2 * border)
-        if t == current:
-            strip[:, x0:x0 + s + 2 * border] = highlight
-        strip[border:border + s, x0 + border:x0 + border + s] = small[t]
+        strip[border:border + thumb, t * cell + border:t * cell + border + thumb] = cv2.resize(
+            display[t], (thumb, thumb), interpolation=cv2.INTER_AREA)
     return strip
 
 
