@@ -218,3 +218,12 @@ def test_key_point_frame_matches_the_figure_drawing_path(tiny_pair, tiny_clip):
     assert image.shape == reference.shape == (192, 192, 3)
     difference = np.abs(image.astype(int) - reference.astype(int))
     assert difference.max() <= 3 and (image != upscale(frame_rgb, 3)).any()  # something was drawn
+
+
+@pytest.mark.parametrize("size, scale", [(464, 1), (304, 3), (23, 5)])
+def test_key_point_frame_has_exactly_scale_pixels_per_frame_pixel(tiny_pair, tiny_clip, size, scale):
+    """Sizes where figsize * dpi falls just short of a whole number (464 / 100 * 100 = 463.99...): the layer
+    must still cover the frame exactly, or the blend refuses it."""
+    analysis = analyse_clip(tiny_pair[1], tiny_clip)
+    image, _ = render_keypoint_frame(np.zeros((size, size, 3), np.uint8), analysis, 0, KeyPointOptions(), scale=scale)
+    assert image.shape == (size * scale, size * scale, 3)
