@@ -137,7 +137,8 @@ class VideoGradCAM(BaseCAM):
         """Remove every hook this explainer added and restore the model's train/eval mode. Idempotent."""
         self.activations_and_grads.release()
         self._leaf_handle.remove()
-        self.model.train(self._was_training)
+        if self.model.training != self._was_training:  # walking every module costs ~2 ms; skip a no-op
+            self.model.train(self._was_training)
 
     def __enter__(self) -> VideoGradCAM:
         return self
