@@ -5,7 +5,7 @@ import streamlit as st
 from kpsem.app_support import ui
 from kpsem.app_support.predictions import compute_predictions
 from kpsem.app_support.render import confusion_heatmap, per_class_chart
-from kpsem.app_support.sources import file_key, save_upload, user_path
+from kpsem.app_support.sources import file_key, user_path
 from kpsem.app_support.tables import headline, table_source
 from kpsem.app_support.services import MODEL_LOCK, read_table
 
@@ -29,8 +29,7 @@ with ui.guard("Predictions"):
                                           max_upload_size=chosen.settings.max_upload_mb)
                 path = None
                 if upload is not None:
-                    path = save_upload(upload.getvalue(), upload.name, ui.session_folder() / "tables",
-                                       max_mb=chosen.settings.max_upload_mb)
+                    path = ui.stored_upload(upload, "tables", chosen.settings.max_upload_mb)
                 elif text.strip():
                     path = user_path(text, chosen.settings, what="predictions table")
                 table = read_table(file_key(path)) if path is not None else None

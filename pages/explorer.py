@@ -14,7 +14,7 @@ from kpsem.app_support.render import (
     region_legend_html,
     topk_chart,
 )
-from kpsem.app_support.sources import VIDEO_UPLOAD_TYPES, file_key, save_upload
+from kpsem.app_support.sources import VIDEO_UPLOAD_TYPES, file_key
 from kpsem.explain.draw import REGION_NAMES, KeyPointOptions, select_channels
 
 st.header("Explorer", anchor=False)
@@ -77,8 +77,7 @@ with pick_col, ui.guard("Clip"):
         if upload is None:
             st.info("Upload a video (mp4, avi, mkv, webm, mov); it stays in this session's temporary folder.")
         else:
-            path = save_upload(upload.getvalue(), upload.name, ui.session_folder() / "videos",
-                               max_mb=chosen.settings.max_upload_mb)
+            path = ui.stored_upload(upload, "videos", chosen.settings.max_upload_mb)
             truth = st.selectbox("True class (optional)", ["unknown", *class_names], key="ex_upload_truth")
             true_label = None if truth == "unknown" else class_names.index(truth)
 

@@ -67,7 +67,12 @@ def test_corrupt_video_upload(app):
     _explorer_still_works(at)
 
 
-def test_video_upload_plays(app, app_demo):
+def test_video_upload_plays(app, app_demo, monkeypatch):
+    from kpsem.app_support import ui
+
+    written = []
+    real_save = ui.save_upload
+    monkeypatch.setattr(ui, "save_upload", lambda *args, **kwargs: written.append(args[1]) or real_save(*args, **kwargs))
     truth = (app_demo.clips / "classes.txt").read_text().split()[-1]
     video = next((app_demo.clips / truth).iterdir())
     at = app.run()
@@ -77,6 +82,9 @@ def test_video_upload_plays(app, app_demo):
     assert [s.value for s in at.subheader] == ["MFNet", "MF-KPSEM"]
     at.selectbox(key="ex_upload_truth").set_value(truth).run()
     assert f"**true label**: {truth}" in " ".join(m.value for m in at.markdown)
+    at.slider(key="frame").set_value(5).run()
+    assert not _errors(at) and "(cached)" in next(c.value for c in at.caption if c.value.startswith("Device "))
+    assert written == [video.name]  # written once, not again on every rerun
 
 
 def test_paths_outside_the_allowed_roots(app, app_demo, tmp_path, monkeypatch):

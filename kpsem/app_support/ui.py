@@ -31,8 +31,8 @@ from kpsem.app_support.sources import (
     user_path,
 )
 
-__all__ = ["ModelSlot", "DataChoice", "Selection", "guard", "friendly", "sidebar", "selection", "session_folder",
-           "settings"]
+__all__ = ["ModelSlot", "DataChoice", "Selection", "ROLES", "guard", "friendly", "sidebar", "selection",
+           "require_models", "session_folder", "stored_upload", "settings"]
 
 log = logging.getLogger("kpsem.app")
 
@@ -141,6 +141,20 @@ def session_folder() -> Path:
     return Path(st.session_state["_upload_dir"].name)
 
 
+def stored_upload(upload, kind: str, max_mb: int) -> Path:  # noqa: ANN001 - streamlit UploadedFile
+    """The copy of an upload in this session's folder (``kind``: its sub-folder), written once per file.
+
+    Why remembered by the uploader's file id: every rerun (each frame change) would otherwise copy the
+    bytes and hash them again, a few hundred milliseconds for a large video or checkpoint."""
+    stored = st.session_state.setdefault("_stored_uploads", {})
+    key = (kind, upload.file_id)
+    path = stored.get(key)
+    if path is None or not path.is_file():
+        path = save_upload(upload.getvalue(), upload.name, session_folder() / kind, max_mb=max_mb)
+        stored[key] = path
+    return path
+
+
 def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device: str) -> ModelSlot:
     box = st.sidebar.container(border=True)
     source = box.radio(ROLES[role], SOURCES, key=f"{role}_source", horizontal=True)
@@ -162,8 +176,7 @@ def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device:
                 slot.error = "upload a checkpoint (.pt)"
                 box.info(slot.error)
                 return slot
-            path = save_upload(upload.getvalue(), upload.name, session_folder() / "checkpoints",
-                               max_mb=config.max_upload_mb)
+            path = stored_upload(upload, "checkpoints", config.max_upload_mb)
         slot.key = file_key(path)
         slot.loaded = services.load_model(slot.key, device)
         info = slot.info
@@ -262,5 +275,3 @@ def require_models(chosen: Selection) -> bool:
         st.error(message, icon=":material/error:")
     return not missing and chosen.pair.ok
 
-
-__all__ += ["require_models", "ROLES"]
