@@ -13,6 +13,11 @@ Run: ``python benchmarks/bench_app.py [--repeats 5]``. Measures, on the Explorer
 
 Each figure is the median of ``--repeats`` (new clips are distinct clips, never cached). Scripts are
 compiled once, as ``streamlit run`` does (AppTest alone would recompile them on every run).
+
+``--browser`` adds the same walk in a real browser: ``streamlit run`` on loopback driven through
+Debian's Chromium (see :mod:`kpsem.app_support.browser`), timed from the click until the run has
+finished and every picture is decoded on screen. On a small machine the browser shares the cores with
+the server, which the split printed beside it (the server's own analysis and drawing times) shows.
 """
 
 from __future__ import annotations
@@ -74,6 +79,48 @@ def _timed_in_thread(action) -> float:  # noqa: ANN001
     return seconds[0]
 
 
+def browser_walk(repeats: int) -> None:
+    """Cold start, new clips and frame changes in Chromium against ``streamlit run``; prints medians."""
+    import re
+    import tempfile
+
+    from kpsem.app_support.browser import chromium_page, footer, served_app, timed_click, wait_rendered
+
+    def server_split(signature: str) -> tuple[float, float]:
+        found = re.search(r"analysis ([0-9.]+) s .* drawn in ([0-9]+) ms", footer(signature))
+        return (float(found[1]), float(found[2]) / 1000) if found else (float("nan"), float("nan"))
+
+    with tempfile.TemporaryDirectory() as tmp, chromium_page() as page:
+        started = time.perf_counter()
+        with served_app(Path(tmp) / "streamlit.log") as url:
+            page.goto(url)
+            signature = wait_rendered(page, images=4, settle_ms=0, polling_ms=20)
+            cold = time.perf_counter() - started
+            clips, splits = [], []
+            for k in range(repeats):
+                page.locator('[data-testid="stSelectbox"]', has_text="Clip (").click()
+                options = page.get_by_role("option")
+                options.first.wait_for(timeout=30_000)
+                option = options.nth(1 + k % max(1, options.count() - 1))
+                if option.get_attribute("aria-selected") == "true":  # the clip shown now: take the next one
+                    option = options.nth(2 + k % max(1, options.count() - 2))
+                signature, seconds = timed_click(page, option, images=4, unlike=signature)
+                clips.append(seconds)
+                splits.append(server_split(signature))
+            frames = []
+            pills = page.get_by_role("radiogroup", name="Jump to frame")
+            for k in range(repeats):
+                pill = pills.get_by_role("radio", name=str(2 + (3 * k) % 14), exact=True)
+                signature, seconds = timed_click(page, pill, images=4, unlike=signature)
+                frames.append(seconds)
+    med = statistics.median
+    print(f"in Chromium (streamlit run on loopback, the browser on this machine too); medians of {repeats}")
+    print(f"cold start (server start to a fully rendered explorer): {cold:8.2f} s")
+    print(f"new clip, click to every picture decoded:       {med(clips):8.3f} s "
+          f"(server: analysis {med(a for a, _ in splits):.3f} s, drawing {med(d for _, d in splits):.3f} s)")
+    print(f"frame change (filmstrip pill), click to decoded: {med(frames):8.3f} s")
+
+
 def _check(at) -> None:  # noqa: ANN001
     if at.exception or at.error:
         raise RuntimeError(f"the app failed: {[e.value for e in at.exception]} {[e.value for e in at.error]}")
@@ -82,6 +129,8 @@ def _check(at) -> None:  # noqa: ANN001
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="clips and frames timed (medians are printed)")
+    parser.add_argument("--browser", action="store_true",
+                        help="also time the walk in Chromium against streamlit run (needs /usr/bin/chromium)")
     args = parser.parse_args()
 
     import logging
@@ -161,6 +210,8 @@ def main() -> int:
     print(f"frame change on an analysed clip:               {med(frame_times):8.3f} s (target < 0.3 s)")
     print(f"display setting (heat-map opacity):             {med(setting_times):8.3f} s (target < 0.3 s)")
     print(f"overlay switch (key points / difference / CAM): {med(overlay_times):8.3f} s (target < 0.3 s)")
+    if args.browser:
+        browser_walk(args.repeats)
     return 0
 
 

@@ -133,7 +133,6 @@ with ui.guard("Analysis failed"):
         status.empty()
 if run is None:
     st.stop()
-draw_started = time.perf_counter()
 pair = run.pair
 kp = pair.kpsem
 
@@ -184,58 +183,73 @@ for column, analysis, slot, colour in ((left, pair.baseline, base, MODEL_COLOURS
                         config={"displayModeBar": False})
 
 # ---- frames ------------------------------------------------------------------------------------------
-overlay = st.radio("Overlay", ("Grad-CAM", "Key points and shifts", "Difference"), key="overlay", horizontal=True)
-views = st.container()
-num_frames = kp.num_frames
-frame_number = st.slider("Frame", 1, num_frames, 1, key="frame",
-                         help="moves both columns; only the drawing is redone, never the models")
-frame = frame_number - 1
-st.image(encode_jpeg(filmstrip(sample.display[0], frame)), output_format="JPEG", caption=f"sampled frames; frame {frame_number} is video frame "
-         f"{frames_used[frame]}")
-st.pills("Jump to frame", list(range(num_frames)), format_func=lambda t: str(t + 1), key="frame_jump", on_change=_jump)
+# A fragment: the frame slider, the filmstrip and the overlay switch rerun this part alone, so the browser
+# updates a dozen elements, not the whole page (the models are never rerun here either way).
+st.session_state["_explorer_fresh"] = fresh  # read once by the fragment: a fragment rerun computed nothing
 
-display = sample.display[0]
-base_map, kpsem_map = (pair.baseline_shared, pair.kpsem_shared) if scale == "shared" else (pair.baseline.cam, kp.cam)
-no_kp_note = f"{pair.baseline.model_name} has no key points: it has no KPSEM module, so there is nothing to shift."
-with views, ui.guard("Drawing failed"):
-    if overlay == "Difference":
-        d1, d2, d3 = st.columns(3)
-        d1.image(draw_frame(display[frame], cam=base_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
-                 caption=f"{pair.baseline.model_name} Grad-CAM", width="stretch")
-        diff = pair.difference if scale == "shared" else pair.difference_normalised
-        d2.image(draw_frame(display[frame], difference=diff[frame]).jpeg, output_format="JPEG", width="stretch",
-                 caption="baseline minus KPSEM: red where the baseline looks more, blue where KPSEM does")
-        d2.image(colour_bar(cmap, diverging=True), caption="-1 (KPSEM) … 0 … +1 (baseline)", width="stretch")
-        d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
-                 caption=f"{kp.model_name} Grad-CAM", width="stretch")
-    else:
-        show_cam = overlay == "Grad-CAM"
-        v1, v2 = st.columns(2, gap="large")
-        with v1:
-            drawn = draw_frame(display[frame], cam=base_map[frame] if show_cam else None, cmap=cmap, alpha=alpha)
-            st.image(drawn.jpeg, output_format="JPEG", width="stretch",
-                     caption=f"{pair.baseline.model_name}, frame {frame_number}")
-            if overlay == "Key points and shifts" or on_cam:
-                st.info(no_kp_note, icon=":material/info:")
-        with v2:
-            draw_kp = kp.has_kpsem and options is not None and (overlay == "Key points and shifts" or on_cam)
-            drawn = draw_frame(display[frame], cam=kpsem_map[frame] if show_cam else None, cmap=cmap, alpha=alpha,
-                               analysis=kp if draw_kp else None, frame=frame, keypoints=options if draw_kp else None)
-            st.image(drawn.jpeg, output_format="JPEG", width="stretch",
-                     caption=f"{kp.model_name}, frame {frame_number} (feature frame {int(kp.frame_to_feature[frame]) + 1})")
-            if draw_kp:
-                st.markdown(region_legend_html(kp.key_points_px.shape[1], crossing=options.highlight_crossing),
-                            unsafe_allow_html=True)
-                last = int(kp.frame_to_feature[frame]) >= kp.shifts_px.shape[3]
-                st.caption(f"{drawn.key_points} key points, {drawn.arrows} shift arrows "
-                           f"({drawn.crossing} cross a region border)"
-                           + (" · last feature frame: no shift to draw" if last else ""))
-            elif overlay == "Key points and shifts":
-                st.info(f"{kp.model_name} has no KPSEM module, so it has no key points either.")
-        if show_cam:
-            label = (f"one shared scale for both models (max {pair.shared_scale:.3g})" if scale == "shared"
-                     else "each model scaled to its own maximum")
-            st.image(colour_bar(cmap, width=512), caption=f"Grad-CAM, 0 … 1: {label}", width="stretch")
 
-st.caption(f"Device **{run.device}** · analysis {run.seconds:.2f} s ({'fresh' if fresh else 'cached'}) · "
-           f"drawn in {(time.perf_counter() - draw_started) * 1000:.0f} ms")
+@st.fragment
+def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: bool, scale: str, cmap: str,  # noqa: ANN001
+                 alpha: float) -> None:
+    started = time.perf_counter()
+    kp = pair.kpsem
+    overlay = st.radio("Overlay", ("Grad-CAM", "Key points and shifts", "Difference"), key="overlay", horizontal=True)
+    views = st.container()
+    num_frames = kp.num_frames
+    frame_number = st.slider("Frame", 1, num_frames, 1, key="frame",
+                             help="moves both columns; only the drawing is redone, never the models")
+    frame = frame_number - 1
+    st.image(encode_jpeg(filmstrip(sample.display[0], frame)), output_format="JPEG",
+             caption=f"sampled frames; frame {frame_number} is video frame {sample.indices[0][frame]}")
+    st.pills("Jump to frame", list(range(num_frames)), format_func=lambda t: str(t + 1), key="frame_jump",
+             on_change=_jump)
+
+    display = sample.display[0]
+    base_map, kpsem_map = (pair.baseline_shared, pair.kpsem_shared) if scale == "shared" else (pair.baseline.cam, kp.cam)
+    no_kp_note = f"{pair.baseline.model_name} has no key points: it has no KPSEM module, so there is nothing to shift."
+    with views, ui.guard("Drawing failed"):
+        if overlay == "Difference":
+            d1, d2, d3 = st.columns(3)
+            d1.image(draw_frame(display[frame], cam=base_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
+                     caption=f"{pair.baseline.model_name} Grad-CAM", width="stretch")
+            diff = pair.difference if scale == "shared" else pair.difference_normalised
+            d2.image(draw_frame(display[frame], difference=diff[frame]).jpeg, output_format="JPEG", width="stretch",
+                     caption="baseline minus KPSEM: red where the baseline looks more, blue where KPSEM does")
+            d2.image(colour_bar(cmap, diverging=True), caption="-1 (KPSEM) … 0 … +1 (baseline)", width="stretch")
+            d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
+                     caption=f"{kp.model_name} Grad-CAM", width="stretch")
+        else:
+            show_cam = overlay == "Grad-CAM"
+            v1, v2 = st.columns(2, gap="large")
+            with v1:
+                drawn = draw_frame(display[frame], cam=base_map[frame] if show_cam else None, cmap=cmap, alpha=alpha)
+                st.image(drawn.jpeg, output_format="JPEG", width="stretch",
+                         caption=f"{pair.baseline.model_name}, frame {frame_number}")
+                if overlay == "Key points and shifts" or on_cam:
+                    st.info(no_kp_note, icon=":material/info:")
+            with v2:
+                draw_kp = kp.has_kpsem and options is not None and (overlay == "Key points and shifts" or on_cam)
+                drawn = draw_frame(display[frame], cam=kpsem_map[frame] if show_cam else None, cmap=cmap, alpha=alpha,
+                                   analysis=kp if draw_kp else None, frame=frame, keypoints=options if draw_kp else None)
+                st.image(drawn.jpeg, output_format="JPEG", width="stretch", caption=f"{kp.model_name}, frame "
+                         f"{frame_number} (feature frame {int(kp.frame_to_feature[frame]) + 1})")
+                if draw_kp:
+                    st.markdown(region_legend_html(kp.key_points_px.shape[1], crossing=options.highlight_crossing),
+                                unsafe_allow_html=True)
+                    last = int(kp.frame_to_feature[frame]) >= kp.shifts_px.shape[3]
+                    st.caption(f"{drawn.key_points} key points, {drawn.arrows} shift arrows "
+                               f"({drawn.crossing} cross a region border)"
+                               + (" · last feature frame: no shift to draw" if last else ""))
+                elif overlay == "Key points and shifts":
+                    st.info(f"{kp.model_name} has no KPSEM module, so it has no key points either.")
+            if show_cam:
+                label = (f"one shared scale for both models (max {pair.shared_scale:.3g})" if scale == "shared"
+                         else "each model scaled to its own maximum")
+                st.image(colour_bar(cmap, width=512), caption=f"Grad-CAM, 0 … 1: {label}", width="stretch")
+
+    fresh = st.session_state.pop("_explorer_fresh", False)
+    st.caption(f"Device **{run.device}** · analysis {run.seconds:.2f} s ({'fresh' if fresh else 'cached'}) · "
+               f"frames drawn in {(time.perf_counter() - started) * 1000:.0f} ms")
+
+
+frame_viewer(sample, pair, run, options, on_cam=on_cam, scale=scale, cmap=cmap, alpha=alpha)
