@@ -68,9 +68,10 @@ def _timed(action) -> float:  # noqa: ANN001
 def _timed_in_thread(action) -> float:  # noqa: ANN001
     """Time ``action`` on a new thread, as Streamlit runs each script run.
 
-    Why: OpenMP keeps one worker team per calling thread, spinning for a while after each parallel
-    region. Library calls from the main thread, interleaved with script runs on other threads, would
-    leave that team spinning on the cores the next script run needs (slowing it by a third here).
+    Why: OpenMP keeps a worker team for each thread that runs parallel work, for as long as that thread
+    lives. Library calls on the main thread, interleaved with script runs on other threads, would keep a
+    second team alive; with more OpenMP threads than cores libgomp stops spinning and every parallel
+    region waits for its workers to wake (the next script run was a third slower here).
     """
     seconds: list[float] = []
     thread = threading.Thread(target=lambda: seconds.append(_timed(action)))
