@@ -63,3 +63,39 @@ def test_explorer_in_chromium(app_demo, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         shutil.copy(shot, SCREENSHOT_COPY)
         assert shot.stat().st_size > 20_000
+
+
+@pytest.mark.browser
+def test_cancelling_a_predictions_computation_in_chromium(app_demo, tmp_path):
+    """Cancel interrupts the running computation through Streamlit's rerun (which AppTest cannot do)."""
+    import re
+
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k not in ("KPSEM_BROWSE_ROOTS", "KPSEM_MAX_UPLOAD_MB")}
+    env["KPSEM_CACHE_DIR"] = str(cache)
+    with served_app(tmp_path / "streamlit.log", env=env) as url, chromium_page() as page:
+        page.goto(url, wait_until="domcontentloaded")
+        signature = wait_rendered(page, images=4)
+        for number, (role, name) in enumerate((("Baseline checkpoint", "mfnet.pt"), ("KPSEM checkpoint", "mf_kpsem.pt"))):
+            copy = tmp_path / f"copy_{name}"  # not the bundled demo: no bundled table applies
+            shutil.copy(app_demo.root / name, copy)
+            page.locator('[data-testid="stRadio"]', has_text=role).get_by_text("path", exact=True).click()
+            field = page.get_by_label("Checkpoint path").nth(number)
+            field.fill(str(copy))
+            field.press("Enter")
+            signature = wait_rendered(page, images=4, unlike=signature)
+            assert f"copy_{name}" in page.locator('[data-testid="stSidebar"]').inner_text()
+        page.get_by_role("link", name="Class comparison").click()
+        clips = page.get_by_label("Clips per video (when computing)")
+        clips.wait_for(timeout=60_000)
+        clips.fill("2")  # 128 clips a model: time enough to cancel
+        clips.press("Enter")
+        compute = page.get_by_role("button", name="Compute predictions")
+        compute.wait_for(timeout=60_000)
+        compute.click()
+        page.get_by_text(re.compile(r": [1-9][0-9]* of 128 clips")).wait_for(timeout=60_000)  # under way
+        page.get_by_role("button", name="Cancel").click()
+        page.get_by_text("The computation was stopped; nothing was saved.").wait_for(timeout=60_000)
+        assert page.get_by_role("button", name="Compute predictions").count() == 1  # can start again
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert not list(cache.rglob("*.parquet"))  # nothing half-written was kept
