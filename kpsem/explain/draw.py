@@ -2,8 +2,9 @@
 
 Two kinds of output share one code path: ``draw_*`` functions add matplotlib artists to an Axes that
 shows an S x S frame with ``imshow`` (pixel centres at integer coordinates, the convention of
-:class:`~kpsem.explain.analysis.ClipAnalysis`), so paper figures stay vector graphics; ``render_frame``
-draws the same artists off-screen and returns a numpy RGB image for the Streamlit app.
+:class:`~kpsem.explain.analysis.ClipAnalysis`), so paper figures stay vector graphics;
+``render_keypoint_frame`` (and ``render_frame``) draw the same artists off-screen on a transparent
+canvas and blend them over the upscaled frame, a numpy RGB image for the Streamlit app.
 """
 
 from __future__ import annotations
