@@ -1,4 +1,4 @@
-"""Shared fixtures (each engineer appends theirs)."""
+"""Shared fixtures and the rules that skip tests whose hardware is absent."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import Dataset
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` run only where torch sees a GPU; elsewhere they are skipped, saying why."""
+    if torch.cuda.is_available():
+        return
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); "
+                                        "run benchmarks/gpu_check.sh on a GPU machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip_cuda)
 
 
 APP_FILE = Path(__file__).resolve().parents[1] / "app.py"  # the Streamlit entry point
