@@ -15,7 +15,7 @@ Each figure is the median of ``--repeats`` (new clips are distinct clips, never 
 compiled once, as ``streamlit run`` does (AppTest alone would recompile them on every run).
 
 ``--browser`` adds the same walk in a real browser: ``streamlit run`` on loopback driven through
-Debian's Chromium (see :mod:`kpsem.app_support.browser`), timed from the click until the run has
+Debian's Chromium (see tests/browser_harness.py), timed from the click until the run has
 finished and every picture is decoded on screen. On a small machine the browser shares the cores with
 the server, which the split printed beside it (the server's own analysis and drawing times) shows.
 """
@@ -85,7 +85,8 @@ def browser_walk(repeats: int) -> None:
     import re
     import tempfile
 
-    from kpsem.app_support.browser import chromium_page, footer, served_app, timed_click, wait_rendered
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the browser harness is test tooling
+    from browser_harness import chromium_page, footer, served_app, timed_click, wait_rendered
 
     def server_split(signature: str) -> tuple[float, float]:
         found = re.search(r"analysis ([0-9.]+) s .* drawn in ([0-9]+) ms", footer(signature))

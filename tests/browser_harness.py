@@ -1,7 +1,9 @@
-"""The real app in a real browser, for the browser test and ``benchmarks/bench_app.py --browser``:
-``streamlit run app.py`` on loopback, driven through Debian's Chromium by Playwright.
+"""Test tooling, not part of the installed package: the real app in a real browser, for
+tests/test_browser.py and ``benchmarks/bench_app.py --browser``: ``streamlit run app.py`` on loopback,
+driven through Debian's Chromium by Playwright.
 
-Never ``playwright install``: the browser is the system's (``.ci/system-packages.sh`` installs it).
+Never ``playwright install``: the browser is the system's (``.ci/system-packages.sh`` installs it, and
+``./studio test`` runs that where it can).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 __all__ = [
     "CHROMIUM",
+    "chromium_missing",
     "CHROMIUM_ARGS",
     "free_port",
     "served_app",
@@ -30,7 +33,7 @@ __all__ = [
 CHROMIUM = "/usr/bin/chromium"  # Debian's package
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 # Streamlit has finished the run (no element of the previous run still marked stale, no status widget:
 # that one shows up late or not at all) and at least n pictures are decoded: then the page's text
@@ -43,6 +46,19 @@ _RENDERED = """(n) => {
     const texts = document.querySelectorAll('[data-testid="stCaptionContainer"], [data-testid="stImageCaption"]');
     return Array.from(texts).map(t => t.innerText).join('\\n');
 }"""
+
+
+def chromium_missing() -> str | None:
+    """Why the browser tests cannot run here (what to install), or None when they can."""
+    if not os.access(CHROMIUM, os.X_OK):
+        return (f"Chromium is not installed at {CHROMIUM}: install Debian's package "
+                "(`sudo apt-get install chromium`, or `bash .ci/system-packages.sh` as root), "
+                "then run `./studio test -m browser`")
+    try:
+        import playwright.sync_api  # noqa: F401  (only whether it imports)
+    except ImportError:
+        return "the Python package playwright is missing: install the test extra (`./studio test` does)"
+    return None
 
 
 def free_port() -> int:
@@ -90,16 +106,44 @@ def served_app(log_path: Path, *, env: dict[str, str] | None = None, timeout: fl
 
 
 @contextmanager
-def chromium_page(width: int = 1400, height: int = 1800) -> Iterator[object]:
-    """A Playwright page in headless Chromium (the browser is closed on leaving)."""
+def chromium_page(width: int = 1400, height: int = 1800, *, evidence: Path | None = None) -> Iterator[object]:
+    """A Playwright page in headless Chromium (the browser is closed on leaving).
+
+    With ``evidence``, a Playwright trace is recorded; if the block raises, the trace
+    (``trace.zip``, open it with ``playwright show-trace``) and a screenshot of the page are saved there
+    so that a flaky failure can be read afterwards. A passing block leaves nothing behind.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": width, "height": height})
+        if evidence is not None:
+            context.tracing.start(screenshots=True, snapshots=True)
+        page = context.new_page()
         try:
-            yield browser.new_page(viewport={"width": width, "height": height})
+            yield page
+        except BaseException:
+            if evidence is not None:
+                _keep_evidence(page, context, evidence)
+            raise
+        else:
+            if evidence is not None:
+                context.tracing.stop()
         finally:
             browser.close()
+
+
+def _keep_evidence(page, context, folder: Path) -> None:  # noqa: ANN001
+    """Save what a failed browser test saw; never mask the failure itself."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for save in (lambda: page.screenshot(path=str(folder / "screenshot.png"), full_page=True),
+                 lambda: context.tracing.stop(path=str(folder / "trace.zip"))):
+        try:
+            save()
+        except Exception as error:  # the page may be gone: keep whatever else can be saved
+            print(f"could not save browser evidence: {error}", file=sys.stderr)
+    print(f"browser evidence (trace.zip, screenshot.png, streamlit.log) in {folder}", file=sys.stderr)
 
 
 def _condition(images: int, unlike: str | None) -> tuple[str, list]:

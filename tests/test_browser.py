@@ -8,15 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from kpsem.app_support.browser import chromium_page, footer, served_app, wait_rendered
+from browser_harness import chromium_page, footer, served_app, wait_rendered
 
 SCREENSHOT_COPY = Path("/tmp/kpsem-explorer.png")
+EVIDENCE_ROOT = Path(__file__).resolve().parents[1] / "test-artifacts"  # git-ignored
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> Path:
+    """The server log of a browser test, and on failure its Playwright trace and a screenshot (emptied first)."""
+    folder = EVIDENCE_ROOT / request.node.name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 @pytest.mark.browser
-def test_explorer_in_chromium(app_demo, tmp_path):
+def test_explorer_in_chromium(app_demo, tmp_path, evidence):
     env = {k: v for k, v in os.environ.items() if k not in ("KPSEM_BROWSE_ROOTS", "KPSEM_MAX_UPLOAD_MB")}
-    with served_app(tmp_path / "streamlit.log", env=env) as url, chromium_page() as page:
+    with served_app(evidence / "streamlit.log", env=env) as url, chromium_page(evidence=evidence) as page:
         page.goto(url, wait_until="domcontentloaded")
         first = wait_rendered(page, images=4)
         assert page.get_by_text("MF-KPSEM", exact=True).count() >= 1
@@ -66,14 +76,14 @@ def test_explorer_in_chromium(app_demo, tmp_path):
 
 
 @pytest.mark.browser
-def test_cancelling_a_predictions_computation_in_chromium(app_demo, tmp_path):
+def test_cancelling_a_predictions_computation_in_chromium(app_demo, tmp_path, evidence):
     """Cancel interrupts the running computation through Streamlit's rerun (which AppTest cannot do)."""
     import re
 
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if k not in ("KPSEM_BROWSE_ROOTS", "KPSEM_MAX_UPLOAD_MB")}
     env["KPSEM_CACHE_DIR"] = str(cache)
-    with served_app(tmp_path / "streamlit.log", env=env) as url, chromium_page() as page:
+    with served_app(evidence / "streamlit.log", env=env) as url, chromium_page(evidence=evidence) as page:
         page.goto(url, wait_until="domcontentloaded")
         signature = wait_rendered(page, images=4)
         for number, (role, name) in enumerate((("Baseline checkpoint", "mfnet.pt"), ("KPSEM checkpoint", "mf_kpsem.pt"))):
