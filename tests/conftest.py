@@ -29,12 +29,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(why)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _BROWSER_SKIPS:
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The last line of a run that skipped the browser tests says so (after pytest's own totals)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if _BROWSER_SKIPS and reporter is not None:
         from browser_harness import chromium_missing
 
-        terminalreporter.write_line(
-            f"NOTE: {len(_BROWSER_SKIPS)} browser test(s) did not run: {chromium_missing()}", yellow=True, bold=True)
+        reporter.write_line(f"NOTE: {len(_BROWSER_SKIPS)} browser test(s) did not run: {chromium_missing()}",
+                            yellow=True, bold=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
