@@ -11,7 +11,7 @@ import torch
 
 from kpsem.cli import main
 from kpsem.data import ClipDataset, VideoError, open_dataset, read_frames
-from kpsem.data.synth import SYNTH_CLASSES, SynthConfig, _trajectory, generate, render_video
+from kpsem.data.synth import SYNTH_CLASSES, SynthConfig, _trajectory, generate, render_video, write_video
 
 TINY = dict(videos_per_class=5, frames=16, size=32, workers=1)  # per class: 3 train, 1 val, 1 test
 
@@ -37,14 +37,35 @@ def test_layout_lists_and_counts(tiny_set) -> None:  # noqa: ANN001
     assert frames.shape == (16, 32, 32, 3)
 
 
-def test_same_seed_same_pixels_other_seed_other_pixels(tmp_path: Path, tiny_set) -> None:  # noqa: ANN001
-    again = generate(tmp_path / "again", SynthConfig(classes=("rise", "fall", "hop_cw"), **TINY))
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*.mp4"))}
+
+
+def test_same_seed_same_files_other_seed_other_files(tmp_path: Path, tiny_set) -> None:  # noqa: ANN001
+    # `again` is written later in the same process, after other tests decoded and encoded other videos,
+    # and by two worker processes instead of one: the bytes must not depend on either
+    again = generate(tmp_path / "again", SynthConfig(classes=("rise", "fall", "hop_cw"), **{**TINY, "workers": 2}))
     other = generate(tmp_path / "other", SynthConfig(classes=("rise", "fall"), seed=1, videos_per_class=5, frames=16,
                                                      size=32, workers=1, train_per_class=1))
-    first = read_frames(tiny_set.out_dir / "rise/rise_val_000.mp4", range(16))
-    np.testing.assert_array_equal(first, read_frames(again.out_dir / "rise/rise_val_000.mp4", range(16)))
-    assert not np.array_equal(first, read_frames(other.out_dir / "rise/rise_val_000.mp4", range(16)))
+    first, second = _files(tiny_set.out_dir), _files(again.out_dir)
+    assert len(first) == 15 and first == second
+    assert (tiny_set.out_dir / "train.txt").read_text() == (again.out_dir / "train.txt").read_text()
+    assert _files(other.out_dir)["rise/rise_val_000.mp4"] != first["rise/rise_val_000.mp4"]
+    pixels = read_frames(tiny_set.out_dir / "rise/rise_val_000.mp4", range(16))
+    np.testing.assert_array_equal(pixels, read_frames(again.out_dir / "rise/rise_val_000.mp4", range(16)))
+    assert not np.array_equal(pixels, read_frames(other.out_dir / "rise/rise_val_000.mp4", range(16)))
     assert other.counts == {"train": 2, "val": 2, "test": 2}  # train_per_class caps training videos only
+
+
+def test_encoding_does_not_depend_on_what_the_process_did_before(tmp_path: Path) -> None:
+    # libx264's AVX-512 macroblock-tree code gave other bytes for the same frames after a decode in
+    # the same process (about half the repeats on an AVX-512 EPYC); six rounds caught it in every run
+    video = render_video("rise", np.random.default_rng(0), frames=16, size=32)
+    first = write_video(tmp_path / "first.mp4", video).read_bytes()
+    for i in range(6):
+        other = render_video("hop_cw", np.random.default_rng(i + 1), frames=16, size=64, difficulty="hard")
+        assert read_frames(write_video(tmp_path / f"other_{i}.mp4", other), range(16)).shape == (16, 64, 64, 3)
+        assert write_video(tmp_path / f"again_{i}.mp4", video).read_bytes() == first, f"round {i}"
 
 
 def test_render_video_depends_only_on_its_generator() -> None:

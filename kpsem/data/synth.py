@@ -16,8 +16,9 @@ class; only the motion does. Classes come in pairs that differ in direction, ord
 
 Medium and hard add smaller look-alike distractors performing another class's motion, an occluding
 bar sweeping across, camera panning, pixel noise and smaller, more varied motions. Each video is
-seeded by (seed, class, split, number), so the same seed gives the same pixels and changing how many
-training videos there are leaves the validation and test videos as they were.
+seeded by (seed, class, split, number), so the same seed gives the same frames (and, with the same PyAV
+build, the same files) and changing how many training videos there are leaves the validation and test
+videos as they were.
 
 Output: ``<out>/<class>/<class>_<split>_<nnn>.mp4`` (H.264 through PyAV; MJPEG ``.avi`` through
 OpenCV when PyAV has no H.264 encoder; or JPEG frame folders), ``classes.txt``, ``train.txt``,
@@ -90,7 +91,7 @@ class SynthConfig:
     frames: int = 32  # frames per video (a 16-frame clip at interval 2 spans 31)
     size: int = 128  # frame side in pixels (square; even, for H.264)
     difficulty: str = "medium"  # "easy", "medium" or "hard"
-    seed: int = 0  # same seed, same pixels
+    seed: int = 0  # same seed, same frames (and the same files with the same PyAV build)
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train, val, test fractions of videos_per_class
     train_per_class: int | None = None  # cap on training videos per class (a low-data regime), None = no cap
     fps: int = 12  # frame rate written into the files
@@ -333,13 +334,21 @@ def render_video(name: str, rng: np.random.Generator, *, frames: int = 32, size:
 # ---------------------------------------------------------------------------------------------- writing
 
 
+# Same frames, same bytes. mbtree=0: on AVX-512 CPUs, libx264's macroblock-tree rate control gave
+# different bitstreams for the same frames depending on what the process had done before (a decode in
+# between was enough). threads=1: the default thread count follows the core count, and more than one
+# x264 thread changes the output, so files would differ between machines; one thread per file also
+# leaves the CPUs to the generator's worker processes. Written as x264-params so it overrides
+# libavcodec's thread_count whatever PyAV sets there.
+_X264_OPTIONS: dict[str, str] = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0:threads=1"}
+
+
 def _write_mp4(path: Path, video: np.ndarray, fps: int) -> None:
     import av
 
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "veryfast"})
+        stream = container.add_stream("libx264", rate=fps, options=dict(_X264_OPTIONS))
         stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
-        stream.codec_context.thread_count = 1  # one encoder thread: deterministic and fair to the workers
         for frame in video:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
