@@ -30,26 +30,31 @@ def _command_modules() -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"kpsem.commands.{name}") for name in names}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, just that command's options are built (the others are listed
+    by name and help), because building a command's options may import torch or matplotlib."""
     from kpsem import __version__
 
-    parser = argparse.ArgumentParser(prog="python -m kpsem", description="KPSEM Studio: MFNet and MF-KPSEM tools")
+    parser = argparse.ArgumentParser(prog="kpsem", description="KPSEM Studio: MFNet and MF-KPSEM tools")
     parser.add_argument("--version", action="version", version=f"kpsem {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _command_modules().items():
         sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(sub)
+        if only is None or only == name:
+            module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; known bad input ends with a one-line message and exit status 2."""
-    from kpsem.checkpoint import CheckpointError
-
-    args = build_parser().parse_args(argv)
+    """Run a command; known bad input ends with a one-line message and exit status 2 (the project's own
+    errors, CheckpointError, VideoError and the rest, are ValueErrors)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    names = _command_modules()
+    chosen = next((word for word in words if word in names), "")  # "" builds no command's options
+    args = build_parser(chosen).parse_args(words)
     try:
         return int(args.run(args) or 0)
-    except (CheckpointError, ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -84,3 +84,24 @@ def test_info_bad_input_exits_2_with_a_message(tmp_path, capsys: pytest.CaptureF
 def test_module_entry_point_runs() -> None:
     result = subprocess.run([sys.executable, "-m", "kpsem", "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("kpsem ")
+
+
+def test_help_lists_every_command_without_importing_torch() -> None:
+    """`kpsem --help` builds no command's options, so nothing heavy is imported (it took 5 s before)."""
+    script = ("import sys\nfrom kpsem.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+              "heavy = sorted(m for m in ('torch', 'matplotlib', 'pytorch_grad_cam', 'cv2', 'av') if m in sys.modules)\n"
+              "print('HEAVY', heavy)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert "usage: kpsem " in result.stdout
+    for command in ("info", "synth", "train", "evaluate", "explain", "compare"):
+        assert f"    {command}" in result.stdout
+    assert "HEAVY []" in result.stdout
+
+
+def test_a_command_gets_its_own_options_only() -> None:
+    from kpsem.cli import build_parser
+
+    args = build_parser("info").parse_args(["info", "--json"])
+    assert args.json is True and args.run.__module__ == "kpsem.commands.info"
+    with pytest.raises(SystemExit):  # synth's options were not built for an `info` line
+        build_parser("info").parse_args(["synth", "--out", "x"])
