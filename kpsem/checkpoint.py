@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ __all__ = [
 FORMAT = "kpsem-studio"
 FORMAT_VERSION = 1
 _SHOWN_KEYS = 8  # how many offending keys an error message names before "... and N more"
+# torch's weights-only unpickler refuses a global in two wordings (torch 2.13): "Unsupported global:
+# GLOBAL x was not an allowed global by default" and, for os, subprocess and the like, "Trying to load
+# unsupported GLOBAL posix.system whose module posix is blocked". Case-insensitive, to match both.
+_REFUSED_GLOBAL = re.compile(r"unsupported global", re.IGNORECASE)
 
 
 class CheckpointError(ValueError):
@@ -106,7 +111,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error):
+        if _REFUSED_GLOBAL.search(str(error)):
             raise CheckpointError(
                 f"refused to load {path}: it contains Python objects other than tensors and plain containers, "
                 "which could run code when loaded. Checkpoints are untrusted input and are only read with "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import shlex
 from pathlib import Path
 
 import pytest
@@ -148,8 +150,9 @@ def test_truncated_file_is_reported_as_truncated(tmp_path: Path) -> None:
     save_checkpoint(path, tiny_mfnet(), class_names=list("abcdef"))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"model\.pt is truncated or not a PyTorch file"):
+    with pytest.raises(CheckpointError, match=r"model\.pt is truncated or not a PyTorch file") as caught:
         load_checkpoint(path)
+    assert "refused" not in str(caught.value)
 
 
 class _RunsCode:
@@ -162,12 +165,30 @@ class _RunsCode:
         return (Path.touch, (self.marker,))
 
 
-def test_a_pickle_that_tries_to_run_code_is_refused_and_never_runs(tmp_path: Path) -> None:
+class _RunsShell:
+    """A payload that would run a shell command; torch words its refusal of os differently."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+# torch 2.13: Path.touch is "Unsupported global: GLOBAL pathlib.Path.touch was not an allowed global",
+# os.system is "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+@pytest.mark.parametrize("payload", [_RunsCode, _RunsShell], ids=["not-allowlisted", "blocked-module"])
+def test_a_pickle_that_tries_to_run_code_is_refused_and_never_runs(tmp_path: Path, payload: type) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _RunsCode(marker)}, path)
-    with pytest.raises(CheckpointError, match=r"refused to load .*evil\.pth: it contains Python objects other than tensors"):
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": payload(marker)}, path)
+    with pytest.raises(CheckpointError) as caught:
         load_checkpoint(path)
+    assert str(caught.value) == (
+        f"refused to load {path}: it contains Python objects other than tensors and plain containers, "
+        "which could run code when loaded. Checkpoints are untrusted input and are only read with "
+        "weights_only=True; if you trust the file, re-save its state_dict with torch.save"
+    )
     assert not marker.exists()
     raw = tmp_path / "raw.pkl"
     raw.write_bytes(pickle.dumps(_RunsCode(marker)))

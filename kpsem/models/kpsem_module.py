@@ -12,6 +12,11 @@ Regions for K = 4 are the quadrants around a set's separation centre ``(cx, cy)`
 when its centre ``x >= cx`` and "bottom" when ``y >= cy``; region index ``k = 2 * bottom + right``
 (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right). K = 1 is the whole frame.
 
+No quadrant is ever empty, at any map size of at least 2x2 and in any precision: the centre MLP, tanh
+and bounds run in (at least) float32 with autocast off, and :func:`split_indices`, the one place that
+turns a centre into a split column and row for every hard quantity, clamps them so that each side
+keeps a cell (why that is enough, and why it changes nothing away from the bound: its docstring).
+
 Gradients (the paper is silent; SPEC section 2): the forward values are the paper's hard argmax and
 max. In training, a straight-through estimator adds ``soft - soft.detach()`` to every hard quantity
 (key point coordinates, key point values, regional means), where the soft quantities use sigmoid
@@ -36,6 +41,8 @@ __all__ = [
     "SetwiseLinear",
     "cell_centres",
     "centre_bounds",
+    "check_splittable",
+    "split_indices",
     "hard_region_masks",
     "soft_region_masks",
     "hard_key_points",
@@ -123,13 +130,22 @@ class SetwiseLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, G, L, in) -> (N, G, L, out)."""
-        return torch.einsum("ngli,goi->nglo", x, self.weight) + self.bias[None, :, None, :]
+        """x: (N, G, L, in) -> (N, G, L, out), in x's precision.
+
+        The weight follows x (a no-op when they already agree) so that a half-precision model can still
+        run its centre MLP in float32 (:meth:`KPSEM.separation_centres`).
+        """
+        return torch.einsum("ngli,goi->nglo", x, self.weight.to(x.dtype)) + self.bias[None, :, None, :]
 
 
 # ---------------------------------------------------------------------------------------------------
 # The steps of one AReSE set, as pure functions over batched tensors (tested against hand values).
 # ---------------------------------------------------------------------------------------------------
+
+
+def _geometry_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision the split geometry runs in: float32 for half precisions, float64 kept as it is."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def cell_centres(size: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -138,17 +154,59 @@ def cell_centres(size: int, *, device: torch.device | None = None, dtype: torch.
 
 
 def centre_bounds(height: int, width: int, *, device: torch.device | None = None) -> torch.Tensor:
-    """Largest |offset| (x, y) that keeps every quadrant non-empty: the outermost cell centres."""
-    return torch.tensor([1 - 1 / width, 1 - 1 / height], device=device)
+    """Largest |offset| (x, y) of a centre, float32: the outermost cell centres, so that a centre
+    strictly inside leaves every quadrant a cell (:func:`split_indices` covers the bound itself)."""
+    return torch.tensor([1 - 1 / width, 1 - 1 / height], device=device, dtype=torch.float32)
+
+
+def check_splittable(height: int, width: int) -> None:
+    """Refuse a map with a side of 1: its quadrants cannot all hold a cell, whatever the centre."""
+    if height < 2 or width < 2:
+        raise ValueError(
+            f"a {height}x{width} feature map cannot be split into 4 regions of at least one cell each; "
+            "KPSEM with num_regions=4 needs a feature map of at least 2x2: feed larger frames, insert KPSEM "
+            "after an earlier stage (insert_after), or use num_regions=1"
+        )
+
+
+def split_indices(centres: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The quadrant split as integers: the first column of the right half, the first row of the bottom.
+
+    centres (N, G, T, 2) -> split_col, split_row (N, G, T), always in [1, W-1] and [1, H-1], so the
+    quadrant (bottom, right) holds ``(H - row if bottom else row) * (W - col if right else col) >= 1``
+    cells. Why the guarantee holds: a cell is right of the centre when its centre x >= cx, so the
+    comparison's count of cell centres left of cx is the first right column; the clamp then keeps one
+    column (row) on each side by construction, whatever the centre (even NaN, which compares False).
+    The comparison alone is not enough at the bound: tanh rounds to exactly +-1 (float32 for |z| > ~9,
+    bfloat16 for |z| > ~3.5), which puts the centre on the outermost cell centre, where ``x >= cx``
+    leaves the left (top) half empty or rounding tips the last cell out of the right (bottom) half.
+    The clamp binds only in those cases, so wherever the comparison already left every side a cell,
+    the split is exactly the comparison's. It runs in at least float32 whatever the centres' dtype
+    (bfloat16 cell centres are off by up to 2^-9). Every hard quantity (masks, key points,
+    integral-image means) reads this one function, so they all agree on the regions.
+    """
+    check_splittable(height, width)
+    centres = centres.to(_geometry_dtype(centres.dtype))
+    xs = cell_centres(width, device=centres.device, dtype=centres.dtype)
+    ys = cell_centres(height, device=centres.device, dtype=centres.dtype)
+    split_col = (xs < centres[..., 0:1]).sum(-1).clamp(1, width - 1)  # (N, G, T)
+    split_row = (ys < centres[..., 1:2]).sum(-1).clamp(1, height - 1)  # (N, G, T)
+    return split_col, split_row
+
+
+def _split_halves(centres: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean "right" (N, G, T, W) and "bottom" (N, G, T, H) cells, read from :func:`split_indices`."""
+    split_col, split_row = split_indices(centres, height, width)
+    right = torch.arange(width, device=centres.device) >= split_col[..., None]
+    bottom = torch.arange(height, device=centres.device) >= split_row[..., None]
+    return right, bottom
 
 
 def hard_region_masks(centres: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Quadrant membership per axis. centres (N, G, T, 2) ->
     mask_x (N, G, T, 2, W) [left, right] and mask_y (N, G, T, 2, H) [top, bottom], 0/1 floats."""
-    xs = cell_centres(width, device=centres.device, dtype=centres.dtype)
-    ys = cell_centres(height, device=centres.device, dtype=centres.dtype)
-    right = (xs >= centres[..., 0:1]).to(centres.dtype)  # (N, G, T, W)
-    bottom = (ys >= centres[..., 1:2]).to(centres.dtype)  # (N, G, T, H)
+    right, bottom = _split_halves(centres, height, width)  # (N, G, T, W), (N, G, T, H)
+    right, bottom = right.to(centres.dtype), bottom.to(centres.dtype)
     return torch.stack([1 - right, right], dim=3), torch.stack([1 - bottom, bottom], dim=3)
 
 
@@ -177,15 +235,6 @@ def _running_max(x: torch.Tensor, reverse: bool) -> torch.Tensor:
     return torch.stack(steps)
 
 
-def _split_indices(centres: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cells left of and above each centre: the first column (row) of the right (bottom) half.
-
-    centres (N, G, T, 2), cell centres xs (W,), ys (H,) -> (N, G, T) each, in [1, W-1] and [1, H-1]
-    for centres inside :func:`centre_bounds`.
-    """
-    return (xs < centres[..., 0:1]).sum(-1), (ys < centres[..., 1:2]).sum(-1)
-
-
 def hard_key_points(features: torch.Tensor, centres: torch.Tensor, num_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 6-7: per region, channel and frame, the argmax position I and the max V.
 
@@ -204,14 +253,13 @@ def hard_key_points(features: torch.Tensor, centres: torch.Tensor, num_regions: 
         key_points = torch.stack([xs[flat % w], ys[flat // w]], dim=-1)  # (N, C, T, 2)
         return key_points[:, None, None].expand(n, g, 1, c, t, 2), values[:, None, None].expand(n, g, 1, c, t)
 
-    split_col, split_row = _split_indices(centres, xs, ys)  # (N, G, T) each
+    split_col, _ = split_indices(centres, h, w)  # (N, G, T); rows are masked below, not indexed
     batch = torch.arange(n, device=features.device)[:, None, None, None]  # (N, 1, 1, 1)
     frame = torch.arange(t, device=features.device)[None, None, :, None]  # (1, 1, T, 1)
     channel = torch.arange(c, device=features.device)[None, None, None, :]  # (1, 1, 1, C)
     by_column = features.permute(4, 0, 2, 1, 3).contiguous()  # (W, N, T, C, H)
     by_position = features.transpose(1, 2)  # (N, T, C, H, W)
-    in_bottom = ys >= centres[..., 1:2]  # (N, G, T, H)
-    in_right = xs >= centres[..., 0:1]  # (N, G, T, W)
+    in_right, in_bottom = _split_halves(centres, h, w)  # (N, G, T, W), (N, G, T, H)
     lowest = torch.finfo(features.dtype).min
 
     key_points, values = {}, {}
@@ -249,9 +297,7 @@ def hard_region_means(features: torch.Tensor, centres: torch.Tensor) -> torch.Te
     ``region_means(features, *hard_region_masks(centres, H, W))`` at a fraction of the cost.
     """
     n, c, t, h, w = features.shape
-    xs = cell_centres(w, device=features.device, dtype=features.dtype)
-    ys = cell_centres(h, device=features.device, dtype=features.dtype)
-    col, row = _split_indices(centres, xs, ys)  # (N, G, T): columns left of / rows above the split
+    col, row = split_indices(centres, h, w)  # (N, G, T): columns left of / rows above the split
     integral = features.new_zeros(n, t, h + 1, w + 1, c)
     integral[:, :, 1:, 1:] = features.permute(0, 2, 3, 4, 1).cumsum(2).cumsum(3)  # (N, T, H+1, W+1, C)
     batch = torch.arange(n, device=features.device)[:, None, None]
@@ -278,23 +324,31 @@ def _soft_key_points(
     maximum, so a region whose maximum lies more than ~87 * temperature below it (float32) has
     underflowing mass: its soft values read 0 and its gradient vanishes (the forward pass is the hard
     one, so only that region's straight-through gradient is lost, never the forward value).
+
+    Computed in at least float32 with autocast off, returned in the features' dtype: in float16 the
+    mass of a one-column region (a centre at its bound) falls near the dtype's smallest normal number,
+    and value / mass and its gradient overflow to inf, then NaN. Float32 inputs compute as before.
     """
-    n, c, t, h, w = features.shape
-    xs = cell_centres(w, device=features.device, dtype=features.dtype)
-    ys = cell_centres(h, device=features.device, dtype=features.dtype)
-    scaled = features / temperature
-    exp = torch.exp(scaled - scaled.amax(dim=(3, 4), keepdim=True))  # (N, C, T, H, W)
-    stacked = torch.stack([exp, exp * features], dim=1)  # (N, 2, C, T, H, W): mass and value
-    along_x = torch.cat([mask_x, mask_x * xs], dim=3)  # (N, G, T, 4, W): [L, R, L*x, R*x]
-    along_y = torch.cat([mask_y, mask_y * ys], dim=3)  # (N, G, T, 4, H): [T, B, T*y, B*y]
-    partial = torch.einsum("nscthw,ngtaw->ngsacth", stacked, along_x)  # (N, G, 2, 4, C, T, H)
-    total = torch.einsum("ngsacth,ngtbh->ngsbact", partial, along_y)  # (N, G, 2, 4, 4, C, T)
-    mass = total[:, :, 0, :2, :2].clamp_min(torch.finfo(total.dtype).tiny)  # (N, G, 2[y], 2[x], C, T)
-    x = total[:, :, 0, :2, 2:] / mass
-    y = total[:, :, 0, 2:, :2] / mass
-    v = total[:, :, 1, :2, :2] / mass
-    key_points = torch.stack([x, y], dim=-1).flatten(2, 3)  # (N, G, 4, C, T, 2)
-    return key_points, v.flatten(2, 3)
+    dtype = features.dtype
+    with torch.autocast(features.device.type, enabled=False):
+        features = features.to(_geometry_dtype(dtype))
+        mask_x, mask_y = mask_x.to(features.dtype), mask_y.to(features.dtype)
+        h, w = features.shape[-2:]
+        xs = cell_centres(w, device=features.device, dtype=features.dtype)
+        ys = cell_centres(h, device=features.device, dtype=features.dtype)
+        scaled = features / temperature
+        exp = torch.exp(scaled - scaled.amax(dim=(3, 4), keepdim=True))  # (N, C, T, H, W)
+        stacked = torch.stack([exp, exp * features], dim=1)  # (N, 2, C, T, H, W): mass and value
+        along_x = torch.cat([mask_x, mask_x * xs], dim=3)  # (N, G, T, 4, W): [L, R, L*x, R*x]
+        along_y = torch.cat([mask_y, mask_y * ys], dim=3)  # (N, G, T, 4, H): [T, B, T*y, B*y]
+        partial = torch.einsum("nscthw,ngtaw->ngsacth", stacked, along_x)  # (N, G, 2, 4, C, T, H)
+        total = torch.einsum("ngsacth,ngtbh->ngsbact", partial, along_y)  # (N, G, 2, 4, 4, C, T)
+        mass = total[:, :, 0, :2, :2].clamp_min(torch.finfo(total.dtype).tiny)  # (N, G, 2[y], 2[x], C, T)
+        x = total[:, :, 0, :2, 2:] / mass
+        y = total[:, :, 0, 2:, :2] / mass
+        v = total[:, :, 1, :2, :2] / mass
+        key_points = torch.stack([x, y], dim=-1).flatten(2, 3)  # (N, G, 4, C, T, 2)
+    return key_points.to(dtype), v.flatten(2, 3).to(dtype)
 
 
 def shift_weights(values: torch.Tensor) -> torch.Tensor:
@@ -365,17 +419,24 @@ class KPSEM(nn.Module):
         )
 
     def separation_centres(self, features: torch.Tensor) -> torch.Tensor:
-        """Eq. 4-5: O_a = O + B with B = MLP(F_i), tanh-bounded. (N, C, T, H, W) -> (N, G, T, 2)."""
+        """Eq. 4-5: O_a = O + B with B = MLP(F_i), tanh-bounded. (N, C, T, H, W) -> (N, G, T, 2).
+
+        The geometry runs in at least float32, autocast off, whatever the features' precision (and so
+        do the centres it returns): in bfloat16 tanh already rounds to +-1 at |z| ~ 3.5 and the bounds
+        round by up to 2^-9, pinning centres to (or past) the outermost cells. For float32 inputs
+        outside autocast nothing changes.
+        """
         n, _, t, h, w = features.shape
         g = self.config.num_sets
-        bounds = centre_bounds(h, w, device=features.device).to(features.dtype)
         if self.config.num_regions == 1:
-            return features.new_zeros(n, g, t, 2)
+            return torch.zeros(n, g, t, 2, device=features.device, dtype=_geometry_dtype(features.dtype))
+        bounds = centre_bounds(h, w, device=features.device)  # (2,) float32
         if self.config.fixed_regions:
-            return (self.fixed_centres.to(features.dtype) * bounds).expand(n, t, g, 2).transpose(1, 2)
-        pooled = features.mean(dim=(3, 4)).transpose(1, 2)  # (N, T, C)
-        hidden = F.relu(self.centre_hidden(pooled[:, None].expand(n, g, t, -1)))  # (N, G, T, hidden)
-        return torch.tanh(self.centre_out(hidden)) * bounds  # O = (0, 0) in normalised coordinates
+            return (self.fixed_centres.to(_geometry_dtype(features.dtype)) * bounds).expand(n, t, g, 2).transpose(1, 2)
+        with torch.autocast(features.device.type, enabled=False):
+            pooled = features.to(_geometry_dtype(features.dtype)).mean(dim=(3, 4)).transpose(1, 2)  # (N, T, C)
+            hidden = F.relu(self.centre_hidden(pooled[:, None].expand(n, g, t, -1)))  # (N, G, T, hidden)
+            return torch.tanh(self.centre_out(hidden)) * bounds  # O = (0, 0) in normalised coordinates
 
     def _uses_soft_path(self) -> bool:
         return self.training and torch.is_grad_enabled() and self.config.gradient == "straight_through"
@@ -388,8 +449,8 @@ class KPSEM(nn.Module):
                 f"KPSEM was built for {self.config.in_channels} channels x {self.config.num_frames} frames; "
                 f"got features of {c} x {t}"
             )
-        if h < 2 or w < 2:
-            raise ValueError(f"KPSEM needs a feature map of at least 2x2 to split; got {h}x{w}")
+        if self.config.num_regions > 1:
+            check_splittable(h, w)  # before any work; K = 1 reads the whole frame at any size
         centres = self.separation_centres(features)  # (N, G, T, 2)
         key_points, values = hard_key_points(features, centres.detach(), self.config.num_regions)
         if self.config.num_regions == 1:
@@ -397,11 +458,12 @@ class KPSEM(nn.Module):
         else:
             means = hard_region_means(features, centres.detach())  # (N, G, 4, C, T)
         if self._uses_soft_path() and self.config.num_regions > 1:
-            soft_x, soft_y = soft_region_masks(centres, h, w, sharpness=self.config.mask_sharpness)
+            soft_x, soft_y = soft_region_masks(centres, h, w, sharpness=self.config.mask_sharpness)  # >= float32
             soft_points, soft_values = _soft_key_points(features, soft_x, soft_y, self.config.soft_temperature)
             key_points = _straight_through(key_points, soft_points)
             values = _straight_through(values, soft_values)
-            means = _straight_through(means, region_means(features, soft_x, soft_y))
+            soft_means = region_means(features, soft_x.to(features.dtype), soft_y.to(features.dtype))
+            means = _straight_through(means, soft_means)
         elif self._uses_soft_path():  # K = 1: a soft-argmax over the whole frame
             ones_x = features.new_ones(n, self.config.num_sets, t, 2, w) / 2
             ones_y = features.new_ones(n, self.config.num_sets, t, 2, h) / 2
