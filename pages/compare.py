@@ -5,9 +5,9 @@ import streamlit as st
 from kpsem.app_support import ui
 from kpsem.app_support.predictions import compute_predictions
 from kpsem.app_support.render import confusion_heatmap, per_class_chart
-from kpsem.app_support.sources import file_key, user_path
-from kpsem.app_support.tables import headline, table_source
 from kpsem.app_support.services import MODEL_LOCK, read_table
+from kpsem.app_support.sources import file_key, user_path
+from kpsem.app_support.tables import RUN_COLUMNS, headline, runs_table, table_source
 
 st.header("Class comparison", anchor=False)
 chosen = ui.selection() if "_selection" in st.session_state else None
@@ -16,28 +16,36 @@ if chosen is None:
 
 source = st.radio("Predictions from", ("the sidebar's checkpoints and data set", "Parquet files"), key="cmp_source",
                   horizontal=True, help="Parquet files are the tables `python -m kpsem evaluate --out` writes")
-tables = None
+runs = None  # one (baseline table, KPSEM table, label) per run; runs are paired by order
 with ui.guard("Predictions"):
     if source == "Parquet files":
         cols = st.columns(2)
         found = []
         for col, role in zip(cols, ("baseline", "kpsem")):
-            table = None
-            with col, ui.guard(f"{ui.ROLES[role].split(' (')[0]} table"):
-                text = st.text_input(f"{ui.ROLES[role].split(' (')[0]} table (.parquet)", key=f"cmp_path_{role}")
-                upload = st.file_uploader("or upload it", type=["parquet"], key=f"cmp_upload_{role}",
-                                          max_upload_size=chosen.settings.max_upload_mb)
-                path = None
-                if upload is not None:
-                    path = ui.stored_upload(upload, "tables", chosen.settings.max_upload_mb)
-                elif text.strip():
-                    path = user_path(text, chosen.settings, what="predictions table")
-                table = read_table(file_key(path)) if path is not None else None
-            found.append(table)
-        if any(table is None for table in found):
-            st.info("Give both tables (paths or uploads).")
+            given = []  # (table, file name shown)
+            title = ui.ROLES[role].split(" (")[0]
+            with col, ui.guard(f"{title} tables"):
+                text = st.text_input(f"{title} table (.parquet)", key=f"cmp_path_{role}",
+                                     help="several runs (seeds, or the splits of HMDB51 / UCF101): separate the "
+                                          "paths with ';'; the n-th baseline table is paired with the n-th KPSEM table")
+                uploads = st.file_uploader("or upload them (one per run)", type=["parquet"], key=f"cmp_upload_{role}",
+                                           accept_multiple_files=True, max_upload_size=chosen.settings.max_upload_mb)
+                if uploads:
+                    # A browser sends several files in no order the user sees: pair them by file name instead.
+                    paths = [(ui.stored_upload(u, "tables", chosen.settings.max_upload_mb), u.name)
+                             for u in sorted(uploads, key=lambda u: u.name)]
+                else:
+                    paths = [(path, path.name) for path in (user_path(t, chosen.settings, what="predictions table")
+                                                            for t in text.split(";") if t.strip())]
+                given = [(read_table(file_key(path)), name) for path, name in paths]
+            found.append(given)
+        if not all(found):
+            st.info("Give both models' tables (paths or uploads); for several runs, as many of each.")
+        elif len(found[0]) != len(found[1]):
+            st.warning(f"{len(found[0])} baseline tables and {len(found[1])} KPSEM tables: runs are paired by "
+                       "order, so give as many of each.", icon=":material/rule:")
         else:
-            tables = tuple(found)
+            runs = [(a, b, f"{name_a} vs {name_b}") for (a, name_a), (b, name_b) in zip(*found)]
     elif ui.require_models(chosen):
         if chosen.data.index is None:
             st.info(f"Choose a data set in the sidebar ({chosen.data.error or 'none chosen'}).")
@@ -67,24 +75,67 @@ with ui.guard("Predictions"):
                     st.session_state.pop("_cmp_running", None)
                     st.rerun()
             else:
-                tables = tuple(s.read() for s in sources)
-                st.caption(" · ".join(f"`{s.path.name}`" + (" (bundled)" if s.bundled else " (computed, cached on disk)")
+                runs = [(sources[0].read(), sources[1].read(), " vs ".join(s.path.name for s in sources))]
+                st.caption(" · ".join(f"`{s.path.name}`"
+                                      + (" (bundled)" if s.bundled else " (computed, cached on disk)")
                                       for s in sources))
 
-if tables is None:
+if runs is None:
     st.stop()
 
-from kpsem.explain.compare import compare_predictions, confusion_matrix, fixed_and_broken, per_class_accuracy  # noqa: E402
+from kpsem.explain.compare import (  # noqa: E402
+    compare_predictions,
+    confusion_matrix,
+    fixed_and_broken,
+    paired_significance,
+    per_class_accuracy,
+)
+from kpsem.explain.significance import ALPHA, summarise_runs  # noqa: E402
 
-compared = None
-with ui.guard("The two tables cannot be compared"):
-    levels = sorted(set(tables[0]["level"]) & set(tables[1]["level"]), reverse=True)  # video first
-    level = st.radio("Level", levels, key="cmp_level", horizontal=True,
+compared_runs = None
+with ui.guard("The tables cannot be compared"):
+    levels = sorted(set.intersection(*(set(table["level"]) for run in runs for table in run[:2])), reverse=True)
+    level = st.radio("Level", levels, key="cmp_level", horizontal=True,  # video first
                      help="video: mean softmax over a video's clips; clip: every clip on its own") if levels else None
-    compared = compare_predictions(tables[0], tables[1], level=level)
-    st.session_state["_compared"] = compared
-if compared is None:
+    aligned = []
+    for number, (baseline_table, kpsem_table, label) in enumerate(runs, start=1):
+        try:
+            aligned.append(compare_predictions(baseline_table, kpsem_table, level=level))
+        except ValueError as error:
+            if len(runs) == 1:
+                raise
+            raise ValueError(f"run {number} ({label}): {error}") from None
+    compared_runs = aligned
+if compared_runs is None:
     st.stop()
+
+with st.expander("Significance settings"):
+    s1, s2 = st.columns(2)
+    resamples = int(s1.number_input("Bootstrap resamples", 100, 200_000, 10_000, 1000, key="cmp_resamples",
+                                    help="resamples of the videos (with replacement) behind the 95% interval"))
+    seed = int(s2.number_input("Bootstrap seed", 0, 2**31 - 1, 0, key="cmp_seed"))
+results = [paired_significance(c, resamples=resamples, seed=seed) for c in compared_runs]
+
+shown_run = 0
+if len(runs) > 1:
+    across = summarise_runs(results)
+    st.subheader(f"Across {across.runs} runs", anchor=False)
+    st.markdown(f"Mean ± standard deviation over the runs. **top-1**: baseline {across.describe('top1_baseline')}, "
+                f"KPSEM {across.describe('top1_kpsem')}, difference {across.describe('difference')}. "
+                f"**Mean class accuracy**: baseline {across.describe('mean_class_baseline')}, KPSEM "
+                f"{across.describe('mean_class_kpsem')}, difference {across.describe('mean_class_difference')}. "
+                f"Significant at {ALPHA:.0%} (McNemar exact) in {across.significant_runs} of {across.runs} runs.")
+    percent = st.column_config.NumberColumn(format="percent")
+    st.dataframe(runs_table(results, [label for _, _, label in runs]), hide_index=True, column_config={
+        **{c: percent for c in RUN_COLUMNS if c not in ("fixed", "broken", "mcnemar_p")},
+        "ci_low": st.column_config.NumberColumn("95% CI low", format="percent"),
+        "ci_high": st.column_config.NumberColumn("95% CI high", format="percent"),
+        "mcnemar_p": st.column_config.NumberColumn("McNemar p", format="%.4g")})
+    shown_run = st.selectbox("Run shown below", range(len(runs)), key="cmp_run",
+                             format_func=lambda i: f"run {i + 1}: {runs[i][2]}")
+compared, result = compared_runs[shown_run], results[shown_run]
+tables = runs[shown_run][:2]
+st.session_state["_compared"] = compared
 
 names = (compared.baseline_id, compared.kpsem_id)
 numbers = headline(compared)
@@ -97,13 +148,22 @@ m[2].metric(f"top-5 {names[0]}", f"{numbers.top5[0]:.1%}")
 m[3].metric(f"top-5 {names[1]}", f"{numbers.top5[1]:.1%}", f"{(numbers.top5[1] - numbers.top5[0]) * 100:+.1f} pts")
 m[4].metric("split", split)
 m[5].metric(f"{compared.level}s compared", f"{numbers.items}")
+st.markdown(f"**Is the difference real?** {result.sentence}.")
+st.caption(f"{result.interval_text}. Mean class accuracy: {names[0]} {result.mean_class_baseline:.1%}, "
+           f"{names[1]} {result.mean_class_kpsem:.1%} ({result.mean_class_difference * 100:+.1f} points). "
+           f"McNemar's exact test reads only the {compared.level}s on which the two models disagree.")
+for note in result.caveats:
+    st.caption(f"Note: {note}.")
 
 with ui.guard("Per-class accuracy"):
     st.subheader("Per-class accuracy (Fig. 7)", anchor=False)
     per_class = per_class_accuracy(compared)
-    c1, c2 = st.columns([1, 2])
+    c1, c2, c3 = st.columns([1, 2, 1])
     view = c1.radio("Show classes where KPSEM", ("wins", "loses"), key="cmp_view", horizontal=True)
     margin = c2.slider("by at least (accuracy points)", 0, 100, 0, 5, key="cmp_margin", format="%d%%") / 100
+    whiskers = c3.checkbox("Wilson 95% whiskers", key="cmp_whiskers",
+                           help="each bar's Wilson score interval: with a few videos per class, how far its "
+                                "accuracy could be from what this test set shows")
     if view == "wins":
         shown = per_class[(per_class["difference"] > 0) & (per_class["difference"] >= margin)]
     else:
@@ -112,12 +172,20 @@ with ui.guard("Per-class accuracy"):
     if shown.empty:
         st.info(f"No class where KPSEM {view} by at least {margin:.0%}.")
     else:
-        st.plotly_chart(per_class_chart(shown, names=names), key="cmp_per_class")
-    with st.expander(f"All {len(per_class)} classes, sorted by difference"):
+        chart = per_class_chart(shown, names=names)
+        if whiskers:
+            for trace, model in zip(chart.data, ("baseline", "kpsem")):
+                trace.error_y = dict(type="data", symmetric=False, thickness=1, width=3,
+                                     array=(shown[f"{model}_wilson_high"] - shown[model]).to_numpy(),
+                                     arrayminus=(shown[model] - shown[f"{model}_wilson_low"]).to_numpy())
+        st.plotly_chart(chart, key="cmp_per_class")
+    with st.expander(f"All {len(per_class)} classes, sorted by difference, with Wilson 95% intervals"):
+        interval = {f"{model}_wilson_{end}": st.column_config.NumberColumn(f"{name} Wilson 95% {end}", format="percent")
+                    for model, name in zip(("baseline", "kpsem"), names) for end in ("low", "high")}
         st.dataframe(per_class, hide_index=True, column_config={
             "baseline": st.column_config.ProgressColumn(names[0], format="percent", min_value=0, max_value=1),
             "kpsem": st.column_config.ProgressColumn(names[1], format="percent", min_value=0, max_value=1),
-            "difference": st.column_config.NumberColumn("difference", format="percent")})
+            "difference": st.column_config.NumberColumn("difference", format="percent"), **interval})
 
 with ui.guard("Confusion matrices"):
     st.subheader("Confusion matrices", anchor=False)

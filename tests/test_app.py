@@ -115,6 +115,39 @@ def test_compare_reads_bundled_tables_and_opens_a_clip_in_the_explorer(app):
     assert [s.value for s in at.subheader] == ["MFNet", "MF-KPSEM"]
 
 
+def test_compare_states_the_significance_of_the_demo_and_of_several_runs(app, app_demo):
+    at = app.run()
+    at.switch_page("pages/compare.py").run()
+    _clean(at)
+    # The demo: MF-KPSEM fixes 5 of the 64 test videos and breaks none; p = 2 / 2^5 = 0.0625.
+    text = " ".join(m.value for m in at.markdown)
+    assert "not significant at 5%: McNemar exact p = 0.0625 (5 fixed, 0 broken), 64 videos" in text
+    captions = " ".join(_captions(at))
+    assert "KPSEM minus baseline: +7.8 points top-1, 95% bootstrap CI" in captions
+    assert "all 5 disagreements go one way" in captions
+    per_class = at.dataframe[0].value
+    assert {"baseline_wilson_low", "kpsem_wilson_high"} <= set(per_class.columns)
+    assert '"error_y"' not in at.get("plotly_chart")[0].proto.spec
+    at.checkbox(key="cmp_whiskers").check().run()
+    _clean(at)
+    assert '"error_y"' in at.get("plotly_chart")[0].proto.spec  # Fig. 7 now carries the Wilson whiskers
+
+    # Two runs (here the demo pair twice): mean and standard deviation across them, then each run's figures.
+    at.radio(key="cmp_source").set_value("Parquet files").run()
+    at.text_input(key="cmp_path_baseline").input(f"{app_demo.predictions_baseline};{app_demo.predictions_baseline}")
+    at.text_input(key="cmp_path_kpsem").input(str(app_demo.predictions_kpsem)).run()
+    assert any("2 baseline tables and 1 KPSEM tables" in w.value for w in at.warning)
+    at.text_input(key="cmp_path_kpsem").input(f"{app_demo.predictions_kpsem};{app_demo.predictions_kpsem}").run()
+    _clean(at)
+    assert "Across 2 runs" in [s.value for s in at.subheader]
+    text = " ".join(m.value for m in at.markdown)
+    assert "difference +7.8 ± 0.0 points" in text and "in 0 of 2 runs" in text
+    runs = at.dataframe[0].value
+    assert runs["run"].tolist() == [1, 2] and runs["fixed"].tolist() == [5, 5]
+    assert runs["mcnemar_p"].tolist() == [0.0625, 0.0625]
+    assert len(at.metric) == 6  # the headline of the run shown below
+
+
 def test_compare_computes_missing_tables_with_progress_and_caches_them(app, app_demo, tmp_path):
     copies = []
     for name in ("mfnet.pt", "mf_kpsem.pt"):

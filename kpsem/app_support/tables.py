@@ -1,4 +1,5 @@
-"""Which predictions tables belong to the current selection, and the headline numbers of a comparison.
+"""Which predictions tables belong to the current selection, the headline numbers of a comparison, and
+the per-run table of a comparison over several runs.
 
 For the sidebar's checkpoints and data split, a table is found (in this order) as the bundled demo's
 own file, or in the disk cache written by :func:`kpsem.app_support.predictions.compute_predictions`.
@@ -6,16 +7,19 @@ own file, or in the disk cache written by :func:`kpsem.app_support.predictions.c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from kpsem.app_support import services
 from kpsem.app_support.predictions import cache_path
 from kpsem.app_support.sources import file_key
+from kpsem.explain.significance import PairedSignificance
 
-__all__ = ["TableSource", "table_source", "headline"]
+__all__ = ["TableSource", "table_source", "headline", "RUN_COLUMNS", "runs_table"]
 
 
 @dataclass
@@ -62,7 +66,23 @@ def headline(compared) -> Headline:  # noqa: ANN001 - ComparedPredictions
     for probs in (compared.baseline_probs, compared.kpsem_probs):
         order = np.argsort(-probs, axis=1, kind="stable")
         out.append(((order[:, 0] == labels).mean(), (order[:, :5] == labels[:, None]).any(axis=1).mean()))
-    return Headline(items=len(labels), top1=(float(out[0][0]), float(out[1][0])), top5=(float(out[0][1]), float(out[1][1])))
+    return Headline(items=len(labels), top1=(float(out[0][0]), float(out[1][0])),
+                    top5=(float(out[0][1]), float(out[1][1])))
 
 
 __all__ += ["Headline"]
+
+# Columns of runs_table, each a key of PairedSignificance.to_dict().
+RUN_COLUMNS = ("top1_baseline", "top1_kpsem", "top1_difference", "ci_low", "ci_high", "fixed", "broken", "mcnemar_p",
+               "mean_class_baseline", "mean_class_kpsem")
+
+
+def runs_table(results: Sequence[PairedSignificance], labels: Sequence[str]) -> pd.DataFrame:
+    """One row per run: which tables, both models' top-1, the difference with its bootstrap interval, the
+    discordant counts and McNemar p, both mean class accuracies."""
+    if len(results) != len(labels):
+        raise ValueError(f"one label per run: {len(results)} runs, {len(labels)} labels")
+    frame = pd.DataFrame([result.to_dict() for result in results], columns=list(RUN_COLUMNS))
+    frame.insert(0, "tables", list(labels))
+    frame.insert(0, "run", range(1, len(results) + 1))
+    return frame

@@ -1,7 +1,10 @@
 """Class comparison of two models from their predictions tables (``python -m kpsem evaluate``).
 
-Pure pandas/numpy: per-class accuracy (Fig. 7), confusion matrices, and the clips that KPSEM fixes or
-breaks. Rows are matched on ``video_id`` (video level) or ``(video_id, clip_index)`` (clip level).
+Pure pandas/numpy: per-class accuracy with Wilson intervals (Fig. 7), confusion matrices, the clips that
+KPSEM fixes or breaks, and the significance of the difference (:mod:`kpsem.explain.significance`). Rows
+are matched on ``video_id`` (video level) or ``(video_id, clip_index)`` (clip level). Tables made on other
+videos, class lists or clip protocols are refused, naming the difference: a comparison on the videos two
+tables happen to share would be a different test set, shown as if it were the one asked for.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from kpsem.explain.significance import PairedSignificance, bootstrap_difference, mcnemar_exact, wilson_interval
+
 __all__ = [
     "REQUIRED_COLUMNS",
     "Level",
     "ComparedPredictions",
     "load_predictions",
+    "check_comparable",
     "compare_predictions",
     "per_class_accuracy",
+    "paired_significance",
     "confusion_matrix",
     "fixed_and_broken",
 ]
@@ -84,6 +91,61 @@ def _class_names(df: pd.DataFrame, num_classes: int) -> list[str]:
     return names
 
 
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    """"['a', 'b']", or the first ``shown`` names then '...' and the count."""
+    names = sorted(names)
+    if len(names) <= shown:
+        return repr(names)
+    return repr(names[:shown])[:-1] + f", ...] ({len(names)} in all)"
+
+
+def _class_list(df: pd.DataFrame) -> list[str | None]:
+    """The table's class names by index: from its summary when `evaluate` wrote one, else from the names
+    its rows show (None where no row names that class)."""
+    width = len(df["probs"].iloc[0]) if len(df) else 0
+    stated = df.attrs.get("kpsem", {}).get("class_names")
+    if isinstance(stated, list) and len(stated) == width:
+        return [str(name) for name in stated]
+    inferred = _class_names(df, width)
+    return [None if name == f"class_{i}" else name for i, name in enumerate(inferred)]
+
+
+def _clips_per_video(df: pd.DataFrame) -> dict[str, int]:
+    """Clips behind each video: its video row's ``num_clips``, else the count of its clip rows."""
+    videos = df[df["level"] == "video"]
+    if len(videos) and "num_clips" in df.columns:
+        return dict(zip(videos["video_id"].astype(str), videos["num_clips"].astype(int)))
+    clips = df[df["level"] == "clip"]
+    return {str(k): int(v) for k, v in clips.groupby("video_id").size().items()}
+
+
+def check_comparable(baseline: pd.DataFrame, kpsem: pd.DataFrame) -> None:
+    """Refuse two one-model tables that were not made on the same videos, class list and clip protocol
+    (clips per video, levels), with a ValueError naming the first difference."""
+    videos_b, videos_k = set(baseline["video_id"].astype(str)), set(kpsem["video_id"].astype(str))
+    if videos_b != videos_k:
+        missing = [f"missing from KPSEM: {_some(videos_b - videos_k)}"] if videos_b - videos_k else []
+        missing += [f"missing from the baseline: {_some(videos_k - videos_b)}"] if videos_k - videos_b else []
+        raise ValueError(f"the baseline table has {len(videos_b)} videos, the KPSEM table {len(videos_k)}: "
+                         + "; ".join(missing))
+    classes_b, classes_k = _class_list(baseline), _class_list(kpsem)
+    for i, (name_b, name_k) in enumerate(zip(classes_b, classes_k)):
+        if name_b is not None and name_k is not None and name_b != name_k:
+            raise ValueError(f"class lists differ at index {i}: {name_b!r} vs {name_k!r}")
+    if len(classes_b) != len(classes_k):
+        raise ValueError(f"class lists differ in length: the baseline table has {len(classes_b)} classes, "
+                         f"the KPSEM table {len(classes_k)}")
+    levels_b, levels_k = sorted(baseline["level"].unique()), sorted(kpsem["level"].unique())
+    if levels_b != levels_k:
+        raise ValueError(f"levels differ: the baseline table has {levels_b}, the KPSEM table {levels_k}")
+    clips_b, clips_k = _clips_per_video(baseline), _clips_per_video(kpsem)
+    for video in sorted(clips_b):
+        if clips_b[video] != clips_k.get(video, clips_b[video]):
+            uniform = len(set(clips_b.values())) == 1 and len(set(clips_k.values())) == 1
+            where = "" if uniform else f" (video {video!r})"
+            raise ValueError(f"clips per video differ: {clips_b[video]} vs {clips_k[video]}{where}")
+
+
 def compare_predictions(
     baseline: pd.DataFrame,
     kpsem: pd.DataFrame,
@@ -93,7 +155,8 @@ def compare_predictions(
     kpsem_id: str | None = None,
 ) -> ComparedPredictions:
     """Align two predictions tables (or one table holding two ``model_id`` values: pass it twice with
-    the two ids). ``level`` defaults to "video" when both tables have video rows, else "clip"."""
+    the two ids). ``level`` defaults to "video" when both tables have video rows, else "clip". Tables that
+    fail :func:`check_comparable` are refused."""
     _check_columns(baseline, "the baseline table")
     _check_columns(kpsem, "the KPSEM table")
     if baseline_id is not None:
@@ -104,6 +167,7 @@ def compare_predictions(
         ids = sorted(df["model_id"].unique())
         if len(ids) != 1:
             raise ValueError(f"{what} holds {len(ids)} models ({ids}); choose one with its model id")
+    check_comparable(baseline, kpsem)
     if level is None:
         level = "video" if (baseline["level"] == "video").any() and (kpsem["level"] == "video").any() else "clip"
     if level not in ("video", "clip"):
@@ -151,15 +215,22 @@ def compare_predictions(
 
 def per_class_accuracy(compared: ComparedPredictions) -> pd.DataFrame:
     """One row per class present: count, baseline and KPSEM top-1 accuracy, difference (KPSEM - baseline),
-    sorted by difference, largest gain first."""
+    then each model's Wilson score 95% interval (``baseline_wilson_low`` ... ``kpsem_wilson_high``: a class
+    has a handful of videos, so its accuracy is uncertain by tens of points), sorted by difference,
+    largest gain first."""
     items = compared.items.assign(
         baseline=lambda d: d["baseline_pred"] == d["true_label"],
         kpsem=lambda d: d["kpsem_pred"] == d["true_label"],
     )
     table = items.groupby("true_label").agg(count=("video_id", "size"), baseline=("baseline", "mean"),
-                                            kpsem=("kpsem", "mean"))
+                                            kpsem=("kpsem", "mean"), right_b=("baseline", "sum"),
+                                            right_k=("kpsem", "sum"))
     table.insert(0, "class_name", [compared.class_names[i] for i in table.index])
-    table["difference"] = table["kpsem"] - table["baseline"]
+    table.insert(4, "difference", table["kpsem"] - table["baseline"])
+    for model, right in (("baseline", table.pop("right_b")), ("kpsem", table.pop("right_k"))):
+        bounds = [wilson_interval(int(r), int(n)) for r, n in zip(right, table["count"])]
+        table[f"{model}_wilson_low"] = [low for low, _ in bounds]
+        table[f"{model}_wilson_high"] = [high for _, high in bounds]
     table = table.reset_index().rename(columns={"true_label": "class_index"})
     table = table.sort_values(["difference", "class_index"], ascending=[False, True], kind="stable")
     return table.reset_index(drop=True)
@@ -181,3 +252,22 @@ def fixed_and_broken(compared: ComparedPredictions) -> tuple[pd.DataFrame, pd.Da
     fixed = items[~right_b & right_k].sort_values(["video_id", "clip_index"], kind="stable").reset_index(drop=True)
     broken = items[right_b & ~right_k].sort_values(["video_id", "clip_index"], kind="stable").reset_index(drop=True)
     return fixed, broken
+
+
+def paired_significance(compared: ComparedPredictions, *, resamples: int = 10_000, seed: int = 0,
+                        confidence: float = 0.95) -> PairedSignificance:
+    """Top-1 and mean class accuracy of both models, McNemar's exact test on the items they disagree on
+    and a bootstrap interval of the top-1 difference (items resampled with replacement)."""
+    items = compared.items
+    right_b = (items["baseline_pred"] == items["true_label"]).to_numpy()
+    right_k = (items["kpsem_pred"] == items["true_label"]).to_numpy()
+    fixed, broken = (len(frame) for frame in fixed_and_broken(compared))
+    low, high = bootstrap_difference(right_b, right_k, resamples=resamples, seed=seed, confidence=confidence)
+    per_class = per_class_accuracy(compared)
+    return PairedSignificance(
+        level=compared.level, baseline_id=compared.baseline_id, kpsem_id=compared.kpsem_id, items=len(items),
+        top1_baseline=float(right_b.mean()), top1_kpsem=float(right_k.mean()),
+        mean_class_baseline=float(per_class["baseline"].mean()), mean_class_kpsem=float(per_class["kpsem"].mean()),
+        fixed=fixed, broken=broken, p_value=mcnemar_exact(fixed, broken), ci_low=low, ci_high=high,
+        resamples=int(resamples), seed=int(seed), confidence=confidence,
+    )

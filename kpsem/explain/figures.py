@@ -184,12 +184,19 @@ def figure_per_class_accuracy(
     names: tuple[str, str] = ("MFNet", "MF-KPSEM"),
     max_classes: int = 40,
     style: FigureStyle | None = None,
+    intervals: bool = False,
 ) -> PaperFigure:
     """Fig. 7: per-class accuracy of both models where KPSEM wins (or, ``mode="losses"``, loses) by at
-    least ``margin`` (accuracy points in [0, 1]). ``table`` from :func:`~kpsem.explain.compare.per_class_accuracy`."""
+    least ``margin`` (accuracy points in [0, 1]). ``table`` from :func:`~kpsem.explain.compare.per_class_accuracy`.
+    ``intervals`` draws each bar's Wilson 95% interval as a whisker: with a few videos per class, a gain
+    of one or two videos is well inside it."""
     style = style or FigureStyle()
     if mode not in ("wins", "losses"):
         raise ValueError(f"mode must be 'wins' or 'losses'; got {mode!r}")
+    wilson = [f"{m}_wilson_{end}" for m in ("baseline", "kpsem") for end in ("low", "high")]
+    if intervals and any(c not in table.columns for c in wilson):
+        raise ValueError(f"interval whiskers need the columns {', '.join(wilson)} of per_class_accuracy; "
+                         f"the table has {', '.join(map(str, table.columns))}")
     if margin < 0:
         raise ValueError(f"margin is a size (accuracy points, >= 0); got {margin}")
     if mode == "wins":
@@ -209,17 +216,25 @@ def figure_per_class_accuracy(
             ax.set_xticks([])
         else:
             x = np.arange(len(chosen))
-            ax.bar(x - 0.2, chosen["baseline"] * 100, 0.4, label=names[0], color=MODEL_COLOURS[0])
-            ax.bar(x + 0.2, chosen["kpsem"] * 100, 0.4, label=names[1], color=MODEL_COLOURS[1])
+            for offset, model, name, colour in ((-0.2, "baseline", names[0], MODEL_COLOURS[0]),
+                                                (0.2, "kpsem", names[1], MODEL_COLOURS[1])):
+                accuracy = chosen[model].to_numpy() * 100
+                whiskers = None
+                if intervals:  # (2, classes): distance down to the low end, up to the high end
+                    whiskers = np.stack([accuracy - chosen[f"{model}_wilson_low"].to_numpy() * 100,
+                                         chosen[f"{model}_wilson_high"].to_numpy() * 100 - accuracy])
+                ax.bar(x + offset, accuracy, 0.4, label=name, color=colour, yerr=whiskers, capsize=2,
+                       error_kw={"elinewidth": 0.6, "capthick": 0.6, "ecolor": "0.2"})
             ax.set_xticks(x, chosen["class_name"], rotation=60, ha="right")
             fig.legend(loc="outside upper right", ncols=2, frameon=False)
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
         verb = "beats" if mode == "wins" else "trails"
         by = f" by {margin:.0%} or more" if margin > 0 else ""
-        ax.set_title(f"{names[1]} {verb} {names[0]}{by}: {len(chosen)} classes", loc="left")
+        whiskers_note = "; whiskers: Wilson 95%" if intervals and not chosen.empty else ""
+        ax.set_title(f"{names[1]} {verb} {names[0]}{by}: {len(chosen)} classes{whiskers_note}", loc="left")
     settings = {"margin": margin, "mode": mode, "names": list(names), "max_classes": max_classes,
-                "classes": chosen["class_name"].tolist()}
+                "classes": chosen["class_name"].tolist(), "intervals": "Wilson 95%" if intervals else None}
     return PaperFigure("fig7_per_class_" + mode, fig, settings, style)
 
 
