@@ -12,6 +12,7 @@ st.set_page_config(page_title="KPSEM Studio", page_icon=":material/motion_photos
 navigation = st.navigation([
     st.Page("pages/explorer.py", title="Explorer", icon=":material/movie:", default=True),
     st.Page("pages/compare.py", title="Class comparison", icon=":material/bar_chart:"),
+    st.Page("pages/probes.py", title="Motion probes", icon=":material/science:"),
     st.Page("pages/figures.py", title="Figure studio", icon=":material/image:"),
     st.Page("pages/models.py", title="Models", icon=":material/memory:"),
 ])

@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from kpsem.app_support import services, ui
+from kpsem.app_support import probe_view, services, ui
 from kpsem.app_support.render import (
     MODEL_COLOURS,
     colour_bar,
@@ -253,3 +253,4 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
 
 
 frame_viewer(sample, pair, run, options, on_cam=on_cam, scale=scale, cmap=cmap, alpha=alpha)
+probe_view.explorer_section(chosen, clip_key, true_label)  # below the views: one clip under the motion probes

@@ -7,6 +7,8 @@ a published MFNet state dict loads into the backbone unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -17,9 +19,17 @@ from kpsem.models._registry import register_model
 from kpsem.models.kpsem_module import KPSEM, KPSEMConfig, KPSEMInternals
 from kpsem.models.mfnet import MFNet, MFNetConfig, check_clip_shape
 
-__all__ = ["MFKPSEMConfig", "MFKPSEM", "mf_kpsem", "temporal_frames"]
+__all__ = ["KNOCKOUTS", "MFKPSEMConfig", "MFKPSEM", "mf_kpsem", "temporal_frames"]
 
 Stage = Literal["conv2", "conv3", "conv4", "conv5"]
+
+# Test-time knock-outs of the module (``MFKPSEM.forward(x, knockout=...)``): which part does a prediction rest on?
+KNOCKOUTS: dict[str, str] = {
+    "zero_temporal": "the temporal (KPSEM) half of the classifier input set to zero",
+    "geometric_centres": "every separation centre fixed at the geometric centre (0, 0)",
+    "zero_spatial": "the spatial (pooled tail) half of the classifier input set to zero",
+}
+_HEAD_KNOCKOUTS = ("zero_temporal", "zero_spatial")
 
 
 def temporal_frames(num_frames: int) -> int:
@@ -100,14 +110,50 @@ class MFKPSEM(MFNet):
         return (spatial_map, temporal, internals) if return_internals else (spatial_map, temporal)
 
     def forward_head(  # type: ignore[override]
-        self, features: tuple[torch.Tensor, torch.Tensor], *, pre_logits: bool = False
+        self, features: tuple[torch.Tensor, torch.Tensor], *, pre_logits: bool = False, knockout: str | None = None
     ) -> torch.Tensor:
+        """Classify [spatial, temporal]; ``knockout`` "zero_temporal" / "zero_spatial" zeroes that half."""
         spatial_map, temporal = features[0], features[1]
-        pooled = torch.cat([self.globalpool(spatial_map).flatten(1), temporal], dim=1)  # (N, C5 + C/4*(T'-1))
+        spatial = self.globalpool(spatial_map).flatten(1)  # (N, C5)
+        if knockout is not None and knockout not in _HEAD_KNOCKOUTS:
+            raise ValueError(f"forward_head knocks out one of {', '.join(_HEAD_KNOCKOUTS)}; got {knockout!r}"
+                             + (" (it acts inside KPSEM: use forward(x, knockout=...))"
+                                if knockout == "geometric_centres" else ""))
+        if knockout == "zero_spatial":
+            spatial = torch.zeros_like(spatial)
+        elif knockout == "zero_temporal":
+            temporal = torch.zeros_like(temporal)
+        pooled = torch.cat([spatial, temporal], dim=1)  # (N, C5 + C/4*(T'-1))
         return pooled if pre_logits else self.classifier(self.dropout(pooled))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, *, knockout: str | None = None) -> torch.Tensor:
+        """Logits; ``knockout`` (one of :data:`KNOCKOUTS`) switches a part of the module off for this call."""
+        if knockout is not None and knockout not in KNOCKOUTS:
+            raise ValueError(f"knockout must be one of {', '.join(KNOCKOUTS)}; got {knockout!r}")
+        if knockout == "geometric_centres":
+            with self.geometric_centres():
+                return self.forward_head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x), knockout=knockout)
+
+    @contextmanager
+    def geometric_centres(self) -> Iterator[None]:
+        """Inside the block every set's separation centre is the geometric centre (0, 0) for every frame.
+
+        Why: the knock-out "geometric_centres" asks whether the adaptive splits matter. The centre MLP (or the
+        frozen random centres) is bypassed for the block only; no weight changes, so a shared model is safe
+        as long as its users hold a lock around the call (the app does).
+        """
+        kpsem = self.kpsem
+
+        def centred(features: torch.Tensor) -> torch.Tensor:
+            n, _, t = features.shape[:3]
+            return torch.zeros(n, kpsem.config.num_sets, t, 2, device=features.device)  # (N, G, T, 2) float32
+
+        kpsem.separation_centres = centred  # type: ignore[method-assign]  # instance attribute shadows the method
+        try:
+            yield
+        finally:
+            del kpsem.separation_centres
 
     def forward_with_internals(self, x: torch.Tensor) -> tuple[torch.Tensor, KPSEMInternals]:
         """Logits and KPSEM's internals from one forward pass."""

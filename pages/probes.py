@@ -1,0 +1,100 @@
+"""Motion probes: does each model use motion, and which? The whole split under appearance-keeping probes."""
+
+import streamlit as st
+
+from kpsem.app_support import probe_view, ui
+from kpsem.app_support.sources import file_key, user_path
+
+st.header("Motion probes", anchor=False)
+chosen = ui.selection() if "_selection" in st.session_state else None
+if chosen is None:
+    st.stop()
+
+st.caption("Each probe keeps what every frame looks like and changes only the motion: reversed, shuffled (one seeded "
+           "order), frozen on the middle frame, every 2nd frame twice, or mirrored (scored against the mirror-image "
+           "label, e.g. hop_cw <-> hop_ccw). The knock-outs switch parts of MF-KPSEM off at test time; MFNet has no "
+           "KPSEM module, so they do not apply to it. Accuracies are per video with Wilson 95% intervals; McNemar's "
+           "exact p compares each probe with the unprobed clip on the same videos.")
+
+source = st.radio("Probe table from", ("the sidebar's checkpoints and data set", "a Parquet file"), key="pr_source",
+                  horizontal=True, help="a Parquet file: the table `python -m kpsem probe --out` writes")
+result = None
+with ui.guard("Probe table"):
+    if source == "a Parquet file":
+        text = st.text_input("Probe table (.parquet)", key="pr_path")
+        upload = st.file_uploader("or upload it", type=["parquet"], key="pr_upload",
+                                  max_upload_size=chosen.settings.max_upload_mb)
+        path = None
+        if upload is not None:
+            path = ui.stored_upload(upload, "tables", chosen.settings.max_upload_mb)
+        elif text.strip():
+            path = user_path(text, chosen.settings, what="probe table")
+        if path is None:
+            st.info("Give the path of a table written by `python -m kpsem probe`, or upload it.")
+        else:
+            result = probe_view.read_probe_table(file_key(path))
+    elif ui.require_models(chosen):
+        if chosen.data.index is None:
+            st.info(f"Choose a data set in the sidebar ({chosen.data.error or 'none chosen'}).")
+        else:
+            clips = int(st.number_input("Clips per video (when computing)", 1, 10, 1, key="pr_clips"))
+            found = probe_view.probe_source(chosen, clips)
+            if st.session_state.pop("_pr_running", False):
+                st.warning("The computation was stopped; nothing was saved.", icon=":material/stop_circle:")
+            if found.exists:
+                result = probe_view.read_probe_table(file_key(found.path))
+                st.caption(f"`{found.path.name}` · " + (f"bundled, {found.clips} clips per video" if found.bundled
+                                                        else f"computed here, {found.clips} clip(s) per video"))
+            else:
+                where = chosen.data.index.summary().split(" from ")[0]
+                st.info(f"No probe table yet for these checkpoints on {where}. "
+                        "Compute it here (kept on disk for next time), or give a Parquet file.")
+                if st.button("Compute probes", type="primary", key="pr_compute", icon=":material/play_arrow:"):
+                    st.button("Cancel", key="pr_cancel", icon=":material/stop:")
+                    st.session_state["_pr_running"] = True
+                    bar = st.progress(0.0, text="starting ...")
+
+                    def tick(model: str, done: int, total: int) -> None:
+                        bar.progress(done / total, text=f"{model}: {done} of {total} clips")
+
+                    probe_view.compute_probes(chosen, found, tick)
+                    st.session_state.pop("_pr_running", None)
+                    st.rerun()
+
+if result is None:
+    st.stop()
+
+from kpsem.probes import per_class_probes, probe_sentences, summarise_probes  # noqa: E402
+
+with ui.guard("Summary"):
+    summary = summarise_probes(result)
+    videos = result.table["video_id"].nunique()
+    st.subheader("What the probes show", anchor=False)
+    st.markdown("\n".join(f"- {s}" for s in probe_sentences(result)))
+    st.caption(f"{videos} videos, {result.info.get('clips_per_video', '?')} clip(s) each; shuffle order "
+               f"{result.info.get('shuffle_order', 'not run')} (seed {result.info.get('seed', '?')}).")
+    st.plotly_chart(probe_view.accuracy_chart(summary), key="pr_chart", config={"displayModeBar": False})
+    st.dataframe(probe_view.summary_display(summary), hide_index=True, width="stretch")
+
+probe = "none"
+with ui.guard("Per class"):
+    st.subheader("Per class", anchor=False)
+    per_class = per_class_probes(result)
+    probe = st.selectbox("Probe", list(dict.fromkeys(per_class["probe"])), key="pr_class_probe",
+                         format_func=lambda p: f"{p}: {probe_view.PROBE_TEXT.get(p, '')}")
+    rows = per_class[per_class["probe"] == probe]
+    st.dataframe(
+        rows[["model_id", "true_class", "videos", "correct", "accuracy", "ci_low", "ci_high", "changed",
+              "top_new_class", "top_new_count"]],
+        hide_index=True, width="stretch",
+        column_config={
+            "accuracy": st.column_config.ProgressColumn("accuracy", format="percent", min_value=0, max_value=1),
+            "ci_low": st.column_config.NumberColumn("95% CI low", format="percent"),
+            "ci_high": st.column_config.NumberColumn("95% CI high", format="percent"),
+            "top_new_class": st.column_config.TextColumn("changed predictions went mostly to"),
+            "top_new_count": st.column_config.NumberColumn("that many"),
+        })
+
+with ui.guard("Per video"), st.expander("Every video under this probe"):
+    table = result.table[result.table["probe"] == probe]
+    st.dataframe(table.drop(columns=["probs"]), hide_index=True, width="stretch")
