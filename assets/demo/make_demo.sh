@@ -53,3 +53,6 @@ while read -r file _; do mkdir -p "$demo/clips/$(dirname "$file")"; cp "$work/ta
 kpsem evaluate --checkpoint "$demo/mfnet.pt" --data "$demo/clips" --split test --clips 2 --out "$demo/predictions_mfnet.parquet"
 kpsem evaluate --checkpoint "$demo/mf_kpsem.pt" --data "$demo/clips" --split test --clips 2 --out "$demo/predictions_mf_kpsem.parquet"
 kpsem compare --predictions "$demo/predictions_mfnet.parquet" "$demo/predictions_mf_kpsem.parquet" --out "$work/compare"
+# 5. Motion probes of both models on the same clips (README, "Motion probes"; the app's Motion probes page).
+kpsem probe --checkpoint "$demo/mfnet.pt" --checkpoint "$demo/mf_kpsem.pt" --data "$demo/clips" --split test --clips 2 \
+  --out "$demo/probes.parquet"
