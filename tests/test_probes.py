@@ -217,7 +217,7 @@ class Constant(Direction):
 class Ramps(Dataset):
     """4 brightening turn_cw videos, 4 darkening turn_ccw, 2 still; item 10 stands in for an undecodable video."""
 
-    class_names = ["turn_cw", "turn_ccw", "still"]
+    class_names = ("turn_cw", "turn_ccw", "still")
 
     def __len__(self) -> int:
         return 11
@@ -233,7 +233,7 @@ class Ramps(Dataset):
 
 @pytest.fixture
 def known():
-    names = Ramps.class_names
+    names = list(Ramps.class_names)
     a = probe_model(Direction(), Ramps(), class_names=names, model_id="motion", arch="motion", probes=PROBES, seed=0)
     b = probe_model(Constant(), Ramps(), class_names=names, model_id="blind", arch="blind", probes=PROBES, seed=0)
     return a.merged(b)
@@ -312,7 +312,8 @@ def test_probe_command_writes_the_documented_table(frame_folders, tmp_path, caps
     out = tmp_path / "probes.parquet"
     code = main(["probe", "--checkpoint", str(base), "--checkpoint", str(ours), "--data", str(frame_folders),
                  "--split", "test", "--probes", "reverse,shuffle,freeze,subsample,mirror,zero_temporal,"
-                 "geometric_centres,zero_spatial", "--clips", "2", "--out", str(out), "--workers", "0", "--no-progress"])
+                 "geometric_centres,zero_spatial", "--clips", "2", "--out", str(out), "--workers", "0",
+                 "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "not applicable (no KPSEM module)" in printed and "when the frames are reversed" in printed
@@ -349,7 +350,7 @@ def test_probe_tables_that_cannot_be_read(tmp_path):
 # ---- the app on the bundled demo ------------------------------------------------------------------------------
 
 
-def _clean(at) -> None:  # noqa: ANN001 - AppTest
+def _clean(at) -> None:  # at: an AppTest
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
 
