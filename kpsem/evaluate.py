@@ -96,22 +96,32 @@ class EvalResult:
 
 
 def autocast_context(device: torch.device, amp: str) -> Any:
-    """``torch.autocast`` for ``amp`` in {"off", "bf16", "fp16", "auto"}; a no-op on CPU.
+    """``torch.autocast`` for ``amp`` in {"off", "bf16", "fp16", "auto"} on ``device``, or a no-op.
 
-    "auto" is bf16 where the GPU supports it, else fp16 (which needs a GradScaler when training).
+    On CUDA "auto" is bf16 where the GPU supports it, else fp16 (which needs a GradScaler when
+    training). On the CPU only an explicit "bf16" or "fp16" turns autocast on, so the CPU suite runs
+    the same mixed-precision code paths as a GPU; "auto" stays full precision there.
     """
-    if device.type != "cuda" or amp == "off":
+    dtype = resolve_amp_dtype(device, amp)
+    if dtype is None:
         return nullcontext()
-    return torch.autocast("cuda", dtype=resolve_amp_dtype(device, amp))
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def resolve_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """The autocast dtype ``amp`` means on ``device``; ``None`` for full precision."""
+    """The autocast dtype ``amp`` means on ``device``; ``None`` for full precision.
+
+    CUDA: "auto" -> bf16 if supported, else fp16. CPU: "bf16"/"fp16" as asked, "auto" -> ``None``
+    (full precision, as "auto" has always meant on the CPU: low precision only when asked for). Other
+    device types are not set up for autocast here and run in full precision.
+    """
     if amp not in ("off", "bf16", "fp16", "auto"):
         raise ValueError(f"amp must be one of off, bf16, fp16, auto; got {amp!r}")
-    if device.type != "cuda" or amp == "off":
+    if amp == "off" or device.type not in ("cuda", "cpu"):
         return None
     if amp == "auto":
+        if device.type == "cpu":
+            return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
 

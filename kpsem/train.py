@@ -96,7 +96,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # more create_model keywords (MF-KPSEM's)
     init: str | None = None  # checkpoint to start from (ours or published MFNet)
     reinit_classifier: bool = False  # drop init's classifier (another class count)
-    amp: str = "auto"  # mixed precision on CUDA: auto (bf16, else fp16), bf16, fp16, off; CPU: off
+    amp: str = "auto"  # mixed precision: auto (CUDA: bf16, else fp16; CPU: off), bf16, fp16 (+ GradScaler), off
     sync_bn: bool = False  # SyncBatchNorm across GPUs (CUDA + torchrun only)
     seed: int = 0  # seeds model init, data order and augmentation
     workers: int = 4  # data loader processes per training process
@@ -422,7 +422,8 @@ def train(
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_steps), gamma=config.lr_factor)
     amp_dtype = resolve_amp_dtype(device, config.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    # fp16's narrow range underflows small gradients; bf16 has fp32's range and needs no scaling.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     state: dict[str, Any] = {"epoch": 0, "epoch_step": 0, "step": 0, "metrics": [], "running": None}
     if payload is not None:

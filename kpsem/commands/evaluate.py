@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", default=None, help="annotation file or folder, if not in the standard place")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="data loader processes per evaluating process")
-    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto", help="autocast on CUDA")
+    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                        help="autocast (auto: bf16 or fp16 on CUDA, off on the CPU; bf16/fp16 also on the CPU)")
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 

@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="extra multiplier for KPSEM's centre MLPs (kpsem.centre_*), e.g. 0.1")
     opt.add_argument("--classifier-lr-mult", type=float, default=d.classifier_lr_mult)
     opt.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=d.amp,
-                     help="mixed precision on CUDA (auto: bf16 if supported, else fp16 + GradScaler); CPU: off")
+                     help="mixed precision (auto: on CUDA bf16 if supported, else fp16 + GradScaler; on the CPU off); "
+                          "bf16 and fp16 (+ GradScaler) also run on the CPU when asked for")
     opt.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs under torchrun")
     opt.add_argument("--seed", type=int, default=d.seed)
 
