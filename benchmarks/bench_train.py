@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=10, help="classifier outputs")
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds per model (default 8)")
     parser.add_argument("--steps", type=int, default=3, help="optimiser steps per round (default 3)")
-    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast on CUDA")
+    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast: auto (CUDA only), bf16 or fp16 (also on the CPU), off")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default; 1 gives steadier figures on a shared CPU)")
@@ -81,7 +81,7 @@ def bench_models(args: argparse.Namespace, device: torch.device) -> dict[str, di
         model.to(device).train()
         optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=0.9, nesterov=True,
                                     weight_decay=1e-4)
-        scaler = torch.amp.GradScaler("cuda", enabled=resolve_amp_dtype(device, args.amp) == torch.float16)
+        scaler = torch.amp.GradScaler(device.type, enabled=resolve_amp_dtype(device, args.amp) == torch.float16)
         clips = torch.randn(args.batch_size, 3, args.frames, args.size, args.size, device=device)  # (N, 3, T, S, S)
         labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
 
