@@ -227,3 +227,32 @@ def test_key_point_frame_has_exactly_scale_pixels_per_frame_pixel(tiny_pair, tin
     analysis = analyse_clip(tiny_pair[1], tiny_clip)
     image, _ = render_keypoint_frame(np.zeros((size, size, 3), np.uint8), analysis, 0, KeyPointOptions(), scale=scale)
     assert image.shape == (size * scale, size * scale, 3)
+
+
+def _disagreeing_pair(tiny_pair):
+    """The tiny MFNet and a copy whose classifier favours class 0: on tiny_clip one predicts 4, the other 0."""
+    import copy
+
+    other = copy.deepcopy(tiny_pair[0])
+    with torch.no_grad():
+        other.classifier.bias[0] += 10.0
+    return tiny_pair[0], other
+
+
+def test_difference_only_for_one_target(tiny_pair, tiny_clip):
+    from kpsem.explain.analysis import common_target
+
+    models = _disagreeing_pair(tiny_pair)
+    pair = analyse_pair(*models, tiny_clip)  # each model's own prediction
+    assert (pair.baseline.target, pair.kpsem.target) == (4, 0)
+    assert not pair.same_target and pair.difference is None and pair.difference_normalised is None
+    names = [f"class_{i}" for i in range(5)]
+    common = common_target(pair.baseline.probs, pair.kpsem.probs, names, true_label=2,
+                           model_names=(pair.baseline.model_name, pair.kpsem.model_name))
+    assert not common.explains(pair)
+    assert common.message() == ("difference for the true class 'class_2'; MFNet (baseline) predicts class_4, "
+                                "MFNet (compared) class_0")
+    again = analyse_pair(*models, tiny_clip, target=common.index)
+    assert common.explains(again) and again.same_target
+    np.testing.assert_allclose(again.difference, again.baseline_shared - again.kpsem_shared)
+    np.testing.assert_allclose(again.baseline.probs, pair.baseline.probs)  # the class explained changes no probability

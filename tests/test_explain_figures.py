@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from kpsem.cli import main
@@ -201,3 +202,68 @@ def test_explain_command_on_a_short_video(tiny_pair, tmp_path, capsys):
     capsys.readouterr()
     assert main([*base, "--clip", str(tmp_path / "missing.avi")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_fig9_difference_row_needs_one_target(tiny_pair, tiny_clip, tmp_path):
+    import copy
+
+    from kpsem.explain.analysis import common_target
+
+    other = copy.deepcopy(tiny_pair[0])
+    with torch.no_grad():
+        other.classifier.bias[0] += 10.0  # predicts class 0 where the baseline predicts 4
+    display = clip_to_display(tiny_clip, (0.5,) * 3, (0.25,) * 3)
+    pair = analyse_pair(tiny_pair[0], other, tiny_clip)
+    with pytest.raises(ValueError, match=r"^the difference row compares two CAMs of one class, but these explain "
+                       r"'class_4' \(MFNet \(baseline\)\) and 'class_0' \(MFNet \(compared\)\); analyse the pair"):
+        figure_gradcam(pair, display, difference_row=True)
+    assert len(figure_gradcam(pair, display).figure.axes) == 2 * 4 + 1  # the CAM rows alone are fine
+    common = common_target(pair.baseline.probs, pair.kpsem.probs, pair.baseline.class_names, true_label=1,
+                           model_names=(pair.baseline.model_name, pair.kpsem.model_name))
+    with pytest.raises(ValueError, match=r"common target 'class_1' is not the class these CAMs explain"):
+        figure_gradcam(analyse_pair(tiny_pair[0], other, tiny_clip, target=3), display, difference_row=True,
+                       common=common)
+    same = analyse_pair(tiny_pair[0], other, tiny_clip, target=common.index)
+    fig = figure_gradcam(same, display, difference_row=True, common=common)
+    message = "difference for the true class 'class_1'; MFNet (baseline) predicts class_4, MFNet (compared) class_0"
+    assert fig.figure.get_suptitle() == message  # the predictions differ: said on the figure
+    sidecar = json.loads(fig.save(tmp_path, formats=("png",), dpi=30)[-1].read_text())
+    assert sidecar["settings"]["difference_target"]["message"] == message
+    assert sidecar["settings"]["difference_target"]["reason"] == "true class"
+    assert sidecar["settings"]["targets"] == [1, 1]
+
+
+def test_explain_difference_figure_uses_the_common_target(tiny_pair, tmp_path, capsys):
+    import copy
+
+    from kpsem.checkpoint import save_checkpoint
+
+    other = copy.deepcopy(tiny_pair[0])
+    with torch.no_grad():
+        other.classifier.bias[0] += 10.0
+    names = [f"c{i}" for i in range(5)]
+    for model, stem in zip((tiny_pair[0], other), ("base", "ours")):
+        save_checkpoint(tmp_path / f"{stem}.pt", model, class_names=names, clip_frames=8, clip_size=64)
+    np.save(tmp_path / "clip.npy", np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8))
+    base = ["explain", "--baseline", str(tmp_path / "base.pt"), "--kpsem", str(tmp_path / "ours.pt"),
+            "--clip", str(tmp_path / "clip.npy"), "--formats", "png", "--dpi", "30"]
+    out = tmp_path / "known"
+    assert main([*base, "--out", str(out), "--target", "c2", "--true-class", "c3"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary["baseline"]["target"] == summary["kpsem"]["target"] == 2  # Fig. 8/9 rows: --target
+    difference = json.loads((out / "fig9_gradcam_difference.json").read_text())["settings"]
+    assert difference["targets"] == [3, 3] and difference["difference_target"]["reason"] == "true class"
+    assert summary["difference_target"]["name"] == "c3"
+    predictions = [summary["baseline"]["prediction_name"], summary["kpsem"]["prediction_name"]]
+    assert predictions[0] != predictions[1]
+    assert (f"Fig. 9 with a difference row: difference for the true class 'c3'; MFNet (baseline) predicts "
+            f"{predictions[0]}, MFNet (compared) {predictions[1]}") in printed
+
+    out2 = tmp_path / "unknown"  # no true class, no target: the class the two models together find most probable
+    assert main([*base, "--out", str(out2)]) == 0
+    target = json.loads((out2 / "analysis.json").read_text())["difference_target"]
+    assert target["reason"] == "most probable" and target["predictions_differ"]
+    assert "no true class given" in capsys.readouterr().out
+    assert main([*base, "--out", str(out2), "--true-class", "dance"]) == 2
+    assert "--true-class 'dance' is neither a class index nor one of the model's classes" in capsys.readouterr().err

@@ -25,12 +25,12 @@ FIGURES = {
 }
 
 
-def _pair(spec: dict[str, Any], clip: list) -> tuple[Any, Any]:
-    """(PairAnalysis, ClipSample) of one clip, through the app's caches."""
+def _pair(spec: dict[str, Any], clip: list, target: int | None = None) -> tuple[Any, Any]:
+    """(PairAnalysis, ClipSample) of one clip, through the app's caches (``target``: default each prediction)."""
     c = spec["clip"]
     run, _ = services.analyse(tuple(spec["baseline"]), tuple(spec["kpsem"]), spec["device"], tuple(clip),
                               frames=c["frames"], size=c["size"], mean=tuple(c["mean"]), std=tuple(c["std"]),
-                              cam_layer=spec["cam_layer"], target=None, weighting=spec["weighting"])
+                              cam_layer=spec["cam_layer"], target=target, weighting=spec["weighting"])
     sample = services.clip_sample(tuple(clip), c["frames"], c["size"], tuple(c["mean"]), tuple(c["std"]))
     return run.pair, sample
 
@@ -83,8 +83,19 @@ def build_figure(spec: dict[str, Any]) -> Any:
     pair, sample = _pair(spec, spec["clips"][0])
     frames = options.get("frames") or None
     if kind == "fig9":
+        common = None
+        if options["difference"]:  # a difference of two CAMs needs one class: the true class when known
+            from kpsem.explain.analysis import common_target
+
+            names = pair.baseline.class_names
+            truth = (spec.get("true_labels") or [None])[0]
+            common = common_target(pair.baseline.probs, pair.kpsem.probs, names,
+                                   true_label=names.index(truth) if truth in names else None,
+                                   model_names=(pair.baseline.model_name, pair.kpsem.model_name))
+            if not common.explains(pair):
+                pair, sample = _pair(spec, spec["clips"][0], target=common.index)
         return figure_gradcam(pair, sample.display[0], frames=frames, shared_scale=options["shared"],
-                              difference_row=options["difference"], style=style)
+                              difference_row=options["difference"], common=common, style=style)
     if kind == "fig10":
         kp = KeyPointOptions(sets=tuple(options["sets"]), top_channels=options["top_channels"],
                              arrow_scale=options["arrow_scale"])

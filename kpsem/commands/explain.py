@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one weight per channel (clip) or per channel and time slice (slice)")
     parser.add_argument("--target", default=None, help="class index or name to explain (default: "
                         "each model's prediction)")
+    parser.add_argument("--true-class", default=None, help="the clip's true class (index or name), if known: the "
+                        "difference figure explains it; without it, --target; without both, the class the two "
+                        "models together find most probable")
     parser.add_argument("--frames", type=_frames, default=None, help="clip frames to show, e.g. "
                         "0,5,10,15 (default: 4 evenly)")
     parser.add_argument("--sets", type=_frames, default=[0], help="KPSEM sets to draw in Fig. 10 (default 0)")
@@ -44,13 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_style_arguments(parser)
 
 
-def _target(text: str | None, class_names: list[str]) -> int | None:
+def _target(text: str | None, class_names: list[str], option: str = "--target") -> int | None:
     if text is None:
         return None
     if text.isdigit():
         return int(text)
     if text not in class_names:
-        raise ValueError(f"--target {text!r} is neither a class index nor one of the model's classes "
+        raise ValueError(f"{option} {text!r} is neither a class index nor one of the model's classes "
                          f"({', '.join(class_names[:8])}{' ...' if len(class_names) > 8 else ''})")
     return class_names.index(text)
 
@@ -87,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kpsem.checkpoint import load_checkpoint
+    from kpsem.explain.analysis import analyse_pair, common_target
     from kpsem.explain.cli_options import formats_from_args, style_from_args
-    from kpsem.explain.analysis import analyse_pair
     from kpsem.explain.draw import KeyPointOptions
     from kpsem.explain.figures import figure_cost_table, figure_gradcam, figure_keypoints, figure_top_predictions
     from kpsem.profile import model_cost
@@ -106,8 +109,15 @@ def run(args: argparse.Namespace) -> int:
     clip, display, facts = _load_clip(args.clip, ki.clip_frames, ki.clip_size, tuple(ki.mean), tuple(ki.std),
                                       args.num_clips, args.clip_index)
     target = _target(args.target, ki.class_names)
-    pair = analyse_pair(base.model, ours.model, clip.to(device), cam_layer=args.cam_layer, target=target,
-                        weighting=args.weighting, class_names=ki.class_names)
+    true_label = _target(args.true_class, ki.class_names, "--true-class")
+    options = {"cam_layer": args.cam_layer, "weighting": args.weighting, "class_names": ki.class_names}
+    pair = analyse_pair(base.model, ours.model, clip.to(device), target=target, **options)
+    # A difference of two CAMs only means something for one class: the difference figure explains the
+    # common target, which may need a second analysis when the rows above explain each model's prediction.
+    common = common_target(pair.baseline.probs, pair.kpsem.probs, ki.class_names, true_label=true_label,
+                           chosen=target, model_names=(pair.baseline.model_name, pair.kpsem.model_name))
+    diff_pair = pair if common.explains(pair) else analyse_pair(base.model, ours.model, clip.to(device),
+                                                                target=common.index, **options)
     inputs = {"baseline": str(args.baseline), "kpsem": str(args.kpsem), "clip": str(args.clip),
               "clip_index": args.clip_index, "num_clips": args.num_clips, "clip_facts": facts,
               "argv": sys.argv[1:]}
@@ -118,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         figure_top_predictions([pair], [display[len(display) // 2]], style=style),
         figure_gradcam(pair, display, frames=args.frames, style=style),
     ]
-    diff = figure_gradcam(pair, display, frames=args.frames, difference_row=True, style=style)
+    diff = figure_gradcam(diff_pair, display, frames=args.frames, difference_row=True, common=common, style=style)
     diff.name = "fig9_gradcam_difference"
     figures.append(diff)
     if pair.kpsem.has_kpsem:
@@ -133,11 +143,12 @@ def run(args: argparse.Namespace) -> int:
     for figure in figures:
         written += figure.save(out, formats=formats, extra=extra)
     summary = {"baseline": pair.baseline.summary(), "kpsem": pair.kpsem.summary(), "shared_cam_max": pair.shared_scale,
-               **extra}
+               "difference_target": common.as_dict(), **extra}
     (out / "analysis.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     written.append(out / "analysis.json")
     for name, analysis in (("baseline", pair.baseline), ("kpsem", pair.kpsem)):
         top = analysis.topk[0]
         print(f"{name}: {analysis.model_name} predicts {top.name} ({top.probability:.1%})")
+    print(f"Fig. 9 with a difference row: {common.message()}")
     print(f"wrote {len(written)} files to {out}")
     return 0

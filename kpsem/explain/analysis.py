@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ __all__ = [
     "TopK",
     "ClipAnalysis",
     "PairAnalysis",
+    "CommonTarget",
+    "common_target",
     "analyse_clip",
     "analyse_pair",
     "model_label",
@@ -95,8 +98,95 @@ class PairAnalysis:
     shared_scale: float  # max of both raw CAMs: divide raw maps by it to share one colour bar
     baseline_shared: np.ndarray  # (T, S, S) baseline cam_raw / shared_scale, in [0, 1]
     kpsem_shared: np.ndarray  # (T, S, S) kpsem cam_raw / shared_scale, in [0, 1]
-    difference: np.ndarray  # (T, S, S) baseline_shared - kpsem_shared, in [-1, 1]
-    difference_normalised: np.ndarray  # (T, S, S) baseline.cam - kpsem.cam (each own maximum), in [-1, 1]
+    # A difference of two CAMs means something only for one class: both are None when the two CAMs
+    # explain different classes (each model's own prediction, and the predictions differ).
+    difference: np.ndarray | None  # (T, S, S) baseline_shared - kpsem_shared, in [-1, 1]
+    difference_normalised: np.ndarray | None  # (T, S, S) baseline.cam - kpsem.cam (each own maximum), in [-1, 1]
+
+    @property
+    def same_target(self) -> bool:
+        """Whether both CAMs explain one class (only then are the difference maps set)."""
+        return self.baseline.target == self.kpsem.target
+
+
+TargetReason = Literal["true class", "chosen", "most probable"]
+
+
+@dataclass(frozen=True)
+class CommonTarget:
+    """The one class a comparison of two models' explanations is made for, and why that class."""
+
+    index: int  # class index both CAMs explain
+    reason: TargetReason  # "true class" (known label), "chosen" (by the user), "most probable" (the default)
+    class_names: tuple[str, ...]  # one per class
+    predictions: tuple[int, int]  # each model's own top-1 (baseline, KPSEM)
+    model_names: tuple[str, str]  # (baseline, KPSEM) labels
+
+    @property
+    def name(self) -> str:
+        return self.class_names[self.index]
+
+    @property
+    def predictions_differ(self) -> bool:
+        return self.predictions[0] != self.predictions[1]
+
+    def explains(self, pair: PairAnalysis) -> bool:
+        """Whether both CAMs of ``pair`` already explain this class (no second analysis needed)."""
+        return pair.baseline.target == pair.kpsem.target == self.index
+
+    def message(self, what: str = "difference") -> str:
+        """One line for the screen and the sidecar, e.g. "difference for the true class 'hop_cw';
+        MFNet predicts hop_ccw, MF-KPSEM hop_cw"."""
+        if self.reason == "true class":
+            head = f"{what} for the true class {self.name!r}"
+        elif self.reason == "chosen":
+            head = f"{what} for the chosen class {self.name!r}"
+        else:
+            head = (f"{what} for {self.name!r}, the class the two models together find most probable "
+                    "(no true class given; choose a class to change it)")
+        names, preds = self.model_names, [self.class_names[p] for p in self.predictions]
+        if self.predictions_differ:
+            return f"{head}; {names[0]} predicts {preds[0]}, {names[1]} {preds[1]}"
+        return f"{head}; both models predict {preds[0]}"
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON sidecars and summaries."""
+        return {"index": self.index, "name": self.name, "reason": self.reason,
+                "predictions": {n: self.class_names[p] for n, p in zip(self.model_names, self.predictions)},
+                "predictions_differ": self.predictions_differ, "message": self.message()}
+
+
+def common_target(
+    baseline_probs: np.ndarray,
+    kpsem_probs: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    true_label: int | None = None,
+    chosen: int | None = None,
+    model_names: tuple[str, str] = ("MFNet", "MF-KPSEM"),
+) -> CommonTarget:
+    """The class two models' explanations are compared for: the true class when it is known, else the
+    class the user chose, else the class with the highest mean of the two models' probabilities.
+
+    Why that default: it is symmetric (neither model's prediction is preferred), and when both models
+    predict one class it is that class."""
+    first, second = np.asarray(baseline_probs, dtype=np.float64), np.asarray(kpsem_probs, dtype=np.float64)
+    names = tuple(class_names)
+    if first.shape != second.shape or first.shape != (len(names),):
+        raise ValueError(f"both models need one probability per class ({len(names)}); got {first.shape} and "
+                         f"{second.shape}")
+    for label, value in (("true_label", true_label), ("chosen", chosen)):
+        if value is not None and not 0 <= int(value) < len(names):
+            raise ValueError(f"{label} {value} is out of range for {len(names)} classes (0..{len(names) - 1})")
+    reason: TargetReason
+    if true_label is not None:
+        index, reason = int(true_label), "true class"
+    elif chosen is not None:
+        index, reason = int(chosen), "chosen"
+    else:
+        index, reason = int(np.argmax(first + second)), "most probable"
+    return CommonTarget(index=index, reason=reason, class_names=names,
+                        predictions=(int(first.argmax()), int(second.argmax())), model_names=model_names)
 
 
 def model_label(model: nn.Module) -> str:
@@ -223,7 +313,10 @@ def analyse_pair(
     class_names: Sequence[str] | None = None,
     kpsem_class_names: Sequence[str] | None = None,
 ) -> PairAnalysis:
-    """Both models on one clip, with a shared colour scale and a baseline-minus-KPSEM difference map."""
+    """Both models on one clip, with a shared colour scale and a baseline-minus-KPSEM difference map.
+
+    ``target`` (default: each model's own prediction) is explained by both CAMs; the difference maps are
+    set only when both CAMs explain one class (see :func:`common_target` for choosing that class)."""
     first = analyse_clip(baseline, clip, cam_layer=cam_layer, target=target, weighting=weighting, topk=topk,
                          class_names=class_names)
     second = analyse_clip(kpsem_model, clip, cam_layer=cam_layer, target=target, weighting=weighting, topk=topk,
@@ -238,6 +331,6 @@ def analyse_pair(
         shared_scale=scale,
         baseline_shared=base_shared,
         kpsem_shared=kpsem_shared,
-        difference=base_shared - kpsem_shared,
-        difference_normalised=first.cam - second.cam,
+        difference=base_shared - kpsem_shared if first.target == second.target else None,
+        difference_normalised=first.cam - second.cam if first.target == second.target else None,
     )

@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from kpsem.explain.analysis import ClipAnalysis, PairAnalysis
+from kpsem.explain.analysis import ClipAnalysis, CommonTarget, PairAnalysis
 from kpsem.explain.compare import ComparedPredictions, confusion_matrix
 from kpsem.explain.draw import (
     REGION_COLOURS,
@@ -149,7 +149,7 @@ def sample_frames(num_frames: int, count: int = 4) -> list[int]:
     """``count`` evenly spaced clip frames, first and last included: 16 frames, 4 -> [0, 5, 10, 15]."""
     if count < 1:
         raise ValueError(f"count must be at least 1; got {count}")
-    return sorted({int(round(v)) for v in np.linspace(0, num_frames - 1, min(count, num_frames))})
+    return sorted({round(float(v)) for v in np.linspace(0, num_frames - 1, min(count, num_frames))})
 
 
 def _check_frames(frames: Sequence[int], num_frames: int) -> list[int]:
@@ -299,14 +299,26 @@ def figure_gradcam(
     num_frames: int = 4,
     shared_scale: bool = True,
     difference_row: bool = False,
+    common: CommonTarget | None = None,
     alpha: float = 0.5,
     style: FigureStyle | None = None,
 ) -> PaperFigure:
     """Fig. 9: Grad-CAM rows, baseline above and KPSEM below, on ``num_frames`` evenly sampled frames
     (or ``frames``). ``shared_scale``: one colour bar for both rows (raw maps over the pair's maximum);
-    otherwise each row is normalised to its own maximum. ``difference_row`` adds baseline minus KPSEM."""
+    otherwise each row is normalised to its own maximum. ``difference_row`` adds baseline minus KPSEM,
+    which needs both CAMs for one class; ``common`` (:func:`~kpsem.explain.analysis.common_target`) says
+    which and why, in the sidecar and, when the models' own predictions differ, on the figure."""
     style = style or FigureStyle()
     _check_display(display, pair.baseline)
+    if difference_row and not pair.same_target:
+        names = pair.baseline.class_names
+        raise ValueError(
+            f"the difference row compares two CAMs of one class, but these explain {names[pair.baseline.target]!r} "
+            f"({pair.baseline.model_name}) and {names[pair.kpsem.target]!r} ({pair.kpsem.model_name}); analyse the "
+            "pair for one target (kpsem.explain.analysis.common_target)")
+    if difference_row and common is not None and not common.explains(pair):
+        raise ValueError(f"common target {common.name!r} is not the class these CAMs explain "
+                         f"({pair.baseline.class_names[pair.baseline.target]!r})")
     total = pair.baseline.num_frames
     chosen = _check_frames(frames, total) if frames is not None else sample_frames(total, num_frames)
     maps = (pair.baseline_shared, pair.kpsem_shared) if shared_scale else (pair.baseline.cam, pair.kpsem.cam)
@@ -334,12 +346,19 @@ def figure_gradcam(
                 signed = pair.difference[f] if shared_scale else pair.difference_normalised[f]
                 ax.imshow(difference_overlay(display[f], signed))
                 _image_axis(ax)
-            axes[2, 0].set_ylabel("baseline\nminus KPSEM")
+            target_name = pair.baseline.class_names[pair.baseline.target]
+            axes[2, 0].set_ylabel(f"baseline\nminus KPSEM\n{target_name}")
             diverging = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(-1, 1), cmap="RdBu_r")
             fig.colorbar(diverging, ax=axes[2:, :], fraction=0.03, pad=0.01, label="difference")
+            if common is not None and common.predictions_differ:  # the reader must not take it for both predictions
+                fig.suptitle(common.message(), fontsize=style.font_size * 0.85)
     settings = {"frames": chosen, "shared_scale": shared_scale, "difference_row": difference_row, "alpha": alpha,
                 "cam_layer": pair.baseline.cam_layer, "weighting": pair.baseline.weighting,
                 "targets": [pair.baseline.target, pair.kpsem.target], "shared_max": pair.shared_scale}
+    if difference_row:
+        settings["difference_target"] = (common.as_dict() if common is not None else
+                                         {"index": pair.baseline.target, "name": target_name,
+                                          "message": f"difference for {target_name!r}, the class both CAMs explain"})
     return PaperFigure("fig9_gradcam", fig, settings, style)
 
 
@@ -453,5 +472,5 @@ def figure_confusion(compared: ComparedPredictions, *, normalise: bool = True, m
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
         axes[0].set_ylabel("true")
     settings = {"normalise": normalise, "level": compared.level, "baseline_id": compared.baseline_id,
-                "kpsem_id": compared.kpsem_id, "items": int(len(labels))}
+                "kpsem_id": compared.kpsem_id, "items": len(labels)}
     return PaperFigure("confusion_matrices", fig, settings, style)
