@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from kpsem.app_support import probe_view, services, ui
+from kpsem.app_support import faithfulness_view, probe_view, services, ui
 from kpsem.app_support.render import (
     MODEL_COLOURS,
     colour_bar,
@@ -15,6 +15,7 @@ from kpsem.app_support.render import (
     topk_chart,
 )
 from kpsem.app_support.sources import VIDEO_UPLOAD_TYPES, file_key
+from kpsem.explain.analysis import common_target
 from kpsem.explain.draw import REGION_NAMES, KeyPointOptions, select_channels
 
 st.header("Explorer", anchor=False)
@@ -135,6 +136,20 @@ if run is None:
     st.stop()
 pair = run.pair
 kp = pair.kpsem
+# A difference of two CAMs (and a comparison of their faithfulness) only means something for one class: the
+# true class when known, else the class picked above, else the class the two models together find most probable.
+common = common_target(pair.baseline.probs, kp.probs, class_names, true_label=true_label, chosen=target,
+                       model_names=(pair.baseline.model_name, kp.model_name))
+
+
+def common_pair():  # noqa: ANN201 - PairAnalysis
+    """The pair for the common target: the one above when both CAMs already explain it, else a cached second one."""
+    if common.explains(pair):
+        return pair
+    second, _ = services.analyse(base.key, ours.key, chosen.device, clip_key, frames=info.clip_frames,
+                                 size=info.clip_size, mean=tuple(info.mean), std=tuple(info.std), cam_layer=cam_layer,
+                                 target=common.index, weighting=weighting)
+    return second.pair
 
 options = None
 with controls:
@@ -209,15 +224,22 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
     no_kp_note = f"{pair.baseline.model_name} has no key points: it has no KPSEM module, so there is nothing to shift."
     with views, ui.guard("Drawing failed"):
         if overlay == "Difference":
+            same = common_pair()  # both CAMs for one class: the views above may explain each model's prediction
+            if common.predictions_differ:
+                st.info(common.message(), icon=":material/info:")
+            else:
+                st.caption(common.message())
+            base_map, kpsem_map = ((same.baseline_shared, same.kpsem_shared) if scale == "shared"
+                                   else (same.baseline.cam, same.kpsem.cam))
             d1, d2, d3 = st.columns(3)
             d1.image(draw_frame(display[frame], cam=base_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
-                     caption=f"{pair.baseline.model_name} Grad-CAM", width="stretch")
-            diff = pair.difference if scale == "shared" else pair.difference_normalised
+                     caption=f"{pair.baseline.model_name} Grad-CAM for {common.name}", width="stretch")
+            diff = same.difference if scale == "shared" else same.difference_normalised
             d2.image(draw_frame(display[frame], difference=diff[frame]).jpeg, output_format="JPEG", width="stretch",
                      caption="baseline minus KPSEM: red where the baseline looks more, blue where KPSEM does")
             d2.image(colour_bar(cmap, diverging=True), caption="-1 (KPSEM) … 0 … +1 (baseline)", width="stretch")
             d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
-                     caption=f"{kp.model_name} Grad-CAM", width="stretch")
+                     caption=f"{kp.model_name} Grad-CAM for {common.name}", width="stretch")
         else:
             show_cam = overlay == "Grad-CAM"
             v1, v2 = st.columns(2, gap="large")
@@ -253,4 +275,5 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
 
 
 frame_viewer(sample, pair, run, options, on_cam=on_cam, scale=scale, cmap=cmap, alpha=alpha)
+faithfulness_view.explorer_section(chosen, clip_key, common, cam_layer=cam_layer, weighting=weighting)
 probe_view.explorer_section(chosen, clip_key, true_label)  # below the views: one clip under the motion probes
