@@ -14,6 +14,7 @@ import kpsem.data.video as video_module
 from kpsem.constants import MFNET_MEAN, MFNET_STD
 from kpsem.data import (
     ClipTransform,
+    ShortVideoError,
     VideoError,
     denormalise,
     load_clip,
@@ -52,10 +53,13 @@ def test_read_frames_returns_the_asked_frames_in_the_asked_order(ramp_mp4: Path)
     assert frame_numbers(frames) == [0, 7, 3, 7, 19]
 
 
-def test_indices_past_a_too_high_count_repeat_the_last_frame(ramp_mp4: Path) -> None:
+def test_indices_past_a_too_high_count_are_refused_not_repeated(ramp_mp4: Path) -> None:
     info = probe_video(ramp_mp4)
-    info.num_frames = 25  # as if estimated from the duration
-    assert frame_numbers(read_frames(ramp_mp4, [18, 19, 22], info=info)) == [18, 19, 19]
+    info.num_frames, info.exact = 21, False  # as if estimated from the duration, one frame high
+    message = r"only 20 of about 21 frames \(a count estimated from its duration\) could be decoded"
+    with pytest.raises(ShortVideoError, match=message) as caught:
+        read_frames(ramp_mp4, [18, 19, 20], info=info)
+    assert (caught.value.decoded, caught.value.truncated) == (20, False)  # within an estimate's slack
 
 
 def test_seeking_into_a_long_video_gives_the_same_frames_as_streaming(tmp_path: Path, monkeypatch) -> None:

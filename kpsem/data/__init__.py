@@ -13,7 +13,7 @@ from kpsem.data.datasets import (
 from kpsem.data.sampling import KINETICS_INTERVALS, sample_indices
 from kpsem.data.synth import SynthConfig, SynthSummary, generate, write_video
 from kpsem.data.transforms import ClipTransform, TransformedClip, denormalise, mirrored_labels, normalise
-from kpsem.data.video import VideoError, VideoInfo, probe_video, read_frames
+from kpsem.data.video import ShortVideoError, VideoError, VideoInfo, probe_video, read_frames
 
 __all__ = [
     "AnnotationError",
@@ -25,6 +25,7 @@ __all__ = [
     "KINETICS_INTERVALS",
     "LAYOUTS",
     "SPLITS",
+    "ShortVideoError",
     "SynthConfig",
     "SynthSummary",
     "TransformedClip",

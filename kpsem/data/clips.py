@@ -8,14 +8,19 @@ the same items every time). The substitute item carries its own label and video_
 substitutions even when the items come from DataLoader worker processes (which keep their own
 ``failures``). If no video of the index decodes, the original :class:`VideoError` is raised.
 ``open_dataset(..., verify=True)`` finds broken files before training instead.
+
+Frame numbers are real: a video that decodes fewer frames than its header claims is a bad video
+(:class:`~kpsem.data.video.ShortVideoError`), while a count only estimated from the duration is
+corrected to the frames that decoded and the clip sampled again. A video shorter than a clip repeats
+frames (MFNet's rule); ``ClipSample.repeated`` says how many, so the app can say so.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,15 @@ from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, FRAME_INTERVAL, MFNET_MEAN, 
 from kpsem.data.datasets import DatasetIndex
 from kpsem.data.sampling import sample_indices
 from kpsem.data.transforms import ClipTransform, TransformedClip, mirrored_labels
-from kpsem.data.video import DEFAULT_SHORT_SIDE_CAP, VideoError, VideoInfo, probe_video, read_frames
+from kpsem.data.video import (
+    DEFAULT_SHORT_SIDE_CAP,
+    DecodedFrames,
+    ShortVideoError,
+    VideoError,
+    VideoInfo,
+    decode_frames,
+    probe_video,
+)
 
 __all__ = ["FLIP_MODES", "ClipDataset", "ClipSample", "load_clip"]
 
@@ -42,13 +55,16 @@ class ClipSample:
 
     clips: torch.Tensor  # (num_clips, 3, T, size, size) float32, normalised
     display: np.ndarray  # (num_clips, T, size, size, 3) uint8: the pixels of ``clips`` before normalisation
-    indices: list[list[int]]  # sampled frame numbers of each clip, in the original video
-    fps: float  # frames per second of the video
-    num_frames: int  # frames in the video
+    indices: list[list[int]]  # sampled frame numbers of each clip, in the original video (0 = its first frame)
+    fps: float  # frames per second of the video (the average for a variable frame rate)
+    num_frames: int  # frames in the video (decoded, where the header only estimated them)
     original_size: tuple[int, int]  # (height, width) of the video's frames
     crop_box: tuple[int, int, int, int]  # (top, left, height, width) in the resized frame
     resize_scale: float  # resized / original pixels (decoding cap and test resize together)
     path: Path | None = None  # the video file or frame folder
+    times: list[list[float]] | None = None  # seconds from the video's start of each sampled frame (timestamps)
+    repeated: int = 0  # frames of the first clip that repeat an earlier one: the video is shorter than a clip
+    constant_rate: bool = True  # False for a variable frame rate (times are then not index / fps)
 
     def original_box(self) -> tuple[float, float, float, float]:
         """``crop_box`` in original pixels: (top, left, height, width)."""
@@ -57,6 +73,24 @@ class ClipSample:
 
 def _decode_cap(transform: ClipTransform) -> int:
     return max(DEFAULT_SHORT_SIDE_CAP, transform.needed_short_side)
+
+
+def _decode_sampled(
+    path: str | os.PathLike, info: VideoInfo, sample: Callable[[int], list[int]], cap: int
+) -> tuple[DecodedFrames, list[int], VideoInfo]:
+    """Sample frame numbers from ``info.num_frames`` and decode them: (frames, numbers, info).
+
+    A count estimated from the duration that proves a few frames high is replaced by the frames that
+    decoded and the numbers are sampled again (so no frame is a stand-in); a real shortfall raises."""
+    indices = sample(info.num_frames)
+    try:
+        return decode_frames(path, indices, short_side_cap=cap, info=info), indices, info
+    except ShortVideoError as short:
+        if short.truncated:
+            raise
+        info = replace(info, num_frames=short.decoded, exact=True)
+        indices = sample(info.num_frames)
+        return decode_frames(path, indices, short_side_cap=cap, info=info), indices, info
 
 
 def load_clip(
@@ -71,19 +105,20 @@ def load_clip(
 ) -> ClipSample:
     """Test-time clips of one video file or frame folder (resize short side, centre crop, even clips).
 
-    Raises :class:`VideoError` for a missing, empty, corrupt or zero-frame video.
+    Raises :class:`VideoError` for a missing, empty, corrupt or zero-frame video, and
+    :class:`~kpsem.data.video.ShortVideoError` for one that decodes fewer frames than it claims.
     """
     if num_clips < 1:
         raise ValueError(f"num_clips must be at least 1; got {num_clips}")
     transform = ClipTransform(train=False, size=size, mean=mean, std=std)
-    info = probe_video(path)
-    indices = [
-        sample_indices(info.num_frames, frames=frames, interval=interval, train=False, clip_index=k,
-                       num_clips=num_clips)
-        for k in range(num_clips)
-    ]
-    flat = [i for clip in indices for i in clip]
-    decoded = read_frames(path, flat, short_side_cap=_decode_cap(transform), info=info)  # (num_clips*T, h, w, 3)
+
+    def sample(count: int) -> list[int]:  # every clip's frame numbers, one after the other
+        return [i for k in range(num_clips) for i in sample_indices(
+            count, frames=frames, interval=interval, train=False, clip_index=k, num_clips=num_clips)]
+
+    result, flat, info = _decode_sampled(path, probe_video(path), sample, _decode_cap(transform))
+    decoded = result.frames  # (num_clips*T, h, w, 3)
+    indices = [flat[k * frames:(k + 1) * frames] for k in range(num_clips)]
     outs = [transform.apply(decoded[k * frames:(k + 1) * frames]) for k in range(num_clips)]
     decode_scale = decoded.shape[1] / info.height  # 1.0 unless the decoding cap downscaled
     return ClipSample(
@@ -96,6 +131,9 @@ def load_clip(
         crop_box=outs[0].crop_box,
         resize_scale=decode_scale * outs[0].scale[0],
         path=Path(path),
+        times=[result.times[k * frames:(k + 1) * frames] for k in range(num_clips)],
+        repeated=frames - len(set(indices[0])),
+        constant_rate=info.constant_rate,
     )
 
 
@@ -168,12 +206,13 @@ class ClipDataset(Dataset):
     def _clip(self, video: int, clip_index: int, rng: np.random.Generator | None) -> TransformedClip:
         record = self.index.videos[video]
         info = self._infos.get(video) or self._infos.setdefault(video, probe_video(record.path))
-        indices = sample_indices(
-            info.num_frames, frames=self.frames, interval=self.interval, train=self.train,
-            clip_index=clip_index, num_clips=self.clips_per_video, rng=rng,
-        )
-        decoded = read_frames(record.path, indices, short_side_cap=_decode_cap(self.transform), info=info)
-        return self.transform.apply(decoded, rng=rng)  # clip: (3, T, size, size)
+
+        def sample(count: int) -> list[int]:
+            return sample_indices(count, frames=self.frames, interval=self.interval, train=self.train,
+                                  clip_index=clip_index, num_clips=self.clips_per_video, rng=rng)
+
+        decoded, _, self._infos[video] = _decode_sampled(record.path, info, sample, _decode_cap(self.transform))
+        return self.transform.apply(decoded.frames, rng=rng)  # clip: (3, T, size, size)
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         if not 0 <= item < len(self):

@@ -3,7 +3,13 @@
 Videos are read with PyAV: frames are streamed from the start (or from a keyframe found by seeking
 when the first wanted frame lies far in), only the wanted frames are converted to RGB, and decoding
 stops after the last wanted frame. Frame folders (Something-Something, extracted UCF/HMDB frames)
-are listed by name and only the wanted images are read, with OpenCV.
+are listed by frame number and only the wanted images are read, with OpenCV.
+
+Frame numbers are the frames that exist: a video whose header claims more frames than decode raises
+:class:`ShortVideoError` (never padded with repeats), a variable-frame-rate video is counted from its
+start (frame numbers cannot be computed from timestamps there), every decoded frame carries its
+presentation time, and a frame folder with a gap in its numbering (00001, 00002, 00004) is refused,
+since closing the gap would shift every later frame in time.
 
 Every frame is returned as uint8 RGB; grey-scale sources become three equal channels, and frames
 whose short side exceeds ``short_side_cap`` are downscaled while decoding, so that a 4K video costs
@@ -13,9 +19,11 @@ with the path, what is wrong and what to do; data sets catch it and skip or subs
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +32,9 @@ import numpy as np
 
 __all__ = [
     "VideoError",
+    "ShortVideoError",
     "VideoInfo",
+    "DecodedFrames",
     "VIDEO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "DEFAULT_SHORT_SIDE_CAP",
@@ -34,6 +44,7 @@ __all__ = [
     "list_frame_files",
     "probe_video",
     "read_frames",
+    "decode_frames",
     "decoded_size",
 ]
 
@@ -44,10 +55,33 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_SHORT_SIDE_CAP = 320  # frames are downscaled on decode to this short side (train scales reach 288)
 FRAME_FOLDER_FPS = 12.0  # frame folders carry no rate; Something-Something v1 was extracted at 12 fps
 _SEEK_AFTER = 64  # seek (instead of streaming from frame 0) when the first wanted frame is further in
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")  # a frame file's stem: a prefix and its frame number
 
 
 class VideoError(ValueError):
     """A single clip that cannot be used; the message names the file, the problem and what to do."""
+
+
+class ShortVideoError(VideoError):
+    """Fewer frames decode than the video claims (truncated or corrupt past ``decoded``).
+
+    A count estimated from the duration (``estimated``) may be a few frames high without the file
+    being damaged: :attr:`truncated` is False then, and a caller may sample again from ``decoded``.
+    """
+
+    def __init__(self, path: Path, *, decoded: int, claimed: int, estimated: bool, reason: str | None = None) -> None:
+        self.path, self.decoded, self.claimed, self.estimated, self.reason = path, decoded, claimed, estimated, reason
+        what = (f"about {claimed} frames (a count estimated from its duration)" if estimated
+                else f"the {claimed} frames its header claims")
+        why = f" (decoding frame {decoded} failed: {reason})" if reason else ""
+        super().__init__(f"{path}: only {decoded} of {what} could be decoded{why}; the file is truncated or "
+                         "corrupt: re-encode it or remove it")
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the shortfall is damage rather than the slack of a count estimated from the duration."""
+        slack = max(2, round(0.02 * self.claimed))  # duration x rate rounds, and the last frame's duration varies
+        return self.reason is not None or not self.estimated or self.decoded < self.claimed - slack or self.decoded == 0
 
 
 @dataclass
@@ -61,6 +95,15 @@ class VideoInfo:
     width: int  # original frame width in pixels
     kind: str  # "video" (a file decoded with PyAV) or "frames" (a folder of images)
     exact: bool = True  # False when num_frames was estimated from duration x fps (may be off by a few)
+    constant_rate: bool = True  # False for a variable frame rate: fps is then the average, times differ
+
+
+@dataclass
+class DecodedFrames:
+    """Frames and when they are shown."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB, in the order asked for
+    times: list[float]  # presentation time of each frame in seconds from the video's start (its timestamp)
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
@@ -69,13 +112,41 @@ def is_video_file(path: str | os.PathLike) -> bool:
 
 
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
-    """Images in ``folder`` sorted by name (``00001.jpg`` ...), hidden files left out."""
+    """Images in ``folder`` in frame order, hidden files left out; :class:`VideoError` for a gap.
+
+    Numbered names (``00001.jpg``, ``img_7.png``: one prefix, then digits) are ordered by number, not
+    by name (``10.jpg`` after ``9.jpg``), and must be consecutive: a missing or doubled number is
+    refused, because indexing past the gap would show frame 00004 as frame 3 and shift the motion in
+    time. Names without a common numbering keep their sorted order.
+    """
     with os.scandir(folder) as entries:
         names = sorted(
             e.name for e in entries
             if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
         )
+    matches = [_NUMBERED.match(os.path.splitext(name)[0]) for name in names]
+    if names and all(matches) and len({m.group(1) for m in matches}) == 1:
+        numbered = sorted(zip((int(m.group(2)) for m in matches), names))
+        _check_numbering(Path(folder), numbered, width=len(matches[0].group(2)))
+        names = [name for _, name in numbered]
     return [Path(folder) / name for name in names]
+
+
+def _check_numbering(folder: Path, numbered: list[tuple[int, str]], *, width: int) -> None:
+    """Refuse doubled or missing frame numbers, naming the first one."""
+    for (previous, name_a), (number, name_b) in itertools.pairwise(numbered):
+        if number == previous:
+            raise VideoError(f"{folder} has two files for frame {number} ({name_a} and {name_b}); "
+                             "keep one and re-extract the frames")
+        if number != previous + 1:
+            prefix, ext = _NUMBERED.match(os.path.splitext(name_a)[0]).group(1), os.path.splitext(name_a)[1]
+            missing = f"{prefix}{str(previous + 1).zfill(width)}{ext}"
+            gaps = len(set(range(numbered[0][0], numbered[-1][0] + 1)) - {n for n, _ in numbered})
+            raise VideoError(
+                f"{folder} is missing frame {missing} ({gaps} of the numbers {numbered[0][1]}..{numbered[-1][1]} "
+                "absent); indexing past a gap would shift every later frame in time: re-extract the frames "
+                "or remove the folder"
+            )
 
 
 def is_frame_folder(path: str | os.PathLike) -> bool:
@@ -124,10 +195,13 @@ def _probe_file(path: Path) -> VideoInfo:
     container = _open(path)
     try:
         stream = container.streams.video[0]
+        if stream.codec_context is None:  # e.g. an mp4 cut before its index: a stream with no codec parameters
+            raise VideoError(f"{path} has a video stream that cannot be decoded (no codec parameters: truncated "
+                             "or an unknown codec); re-encode it or remove it")
         height, width = stream.codec_context.height, stream.codec_context.width
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 25.0
-        exact = True
+        exact, constant = True, _constant_rate(stream)
         num_frames = int(stream.frames or 0)
         if num_frames <= 0:
             seconds = None
@@ -147,7 +221,16 @@ def _probe_file(path: Path) -> VideoInfo:
         raise VideoError(f"{path} cannot be read ({error.strerror or error}); re-encode it or remove it") from None
     finally:
         container.close()
-    return VideoInfo(path=path, num_frames=num_frames, fps=fps, height=height, width=width, kind="video", exact=exact)
+    return VideoInfo(path=path, num_frames=num_frames, fps=fps, height=height, width=width, kind="video", exact=exact,
+                     constant_rate=constant)
+
+
+def _constant_rate(stream) -> bool:  # noqa: ANN001 - av.VideoStream
+    """Whether the stream's frames are evenly spaced: its average rate (frames / duration) agrees with
+    the rate every timestamp is a multiple of (FFmpeg's r_frame_rate). Only then does a timestamp
+    tell a frame's number; unknown counts as variable."""
+    average, base = stream.average_rate, stream.base_rate
+    return bool(average) and bool(base) and abs(float(average) - float(base)) <= 0.01 * float(base)
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -184,68 +267,92 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
+def _frame_time(frame, stream, position: int, fps: float) -> float:  # noqa: ANN001 - av.VideoFrame, av.VideoStream
+    """Seconds from the stream's start to when ``frame`` is shown: its timestamp (which is what a
+    variable frame rate needs), or ``position / fps`` for a frame without one."""
+    if frame.pts is None or not stream.time_base:
+        return position / fps
+    return float((frame.pts - (stream.start_time or 0)) * stream.time_base)
+
+
 def _frame_index(frame, stream, fps: float) -> int | None:  # noqa: ANN001 - av.VideoFrame, av.VideoStream
+    """A frame's number from its timestamp; right only for a constant frame rate."""
     if frame.pts is None or not stream.time_base:
         return None
-    start = stream.start_time or 0
-    return int(math.floor(float((frame.pts - start) * stream.time_base) * fps + 0.5))
+    return int(math.floor(_frame_time(frame, stream, 0, fps) * fps + 0.5))
+
+
+@dataclass
+class _Decoded:
+    """What one pass over a video found."""
+
+    found: dict[int, tuple[np.ndarray, float]]  # frame number -> (RGB frame, presentation time)
+    decoded: int  # frames the stream yielded before it ended (or failed); the last wanted + 1 if it did not
+    error: str | None = None  # the decoder's message when decoding failed part way
 
 
 def _decode_wanted(
     path: Path, wanted: list[int], info: VideoInfo, size: tuple[int, int], *, allow_seek: bool = True
-) -> dict[int, np.ndarray]:
-    """Decode the frames numbered in ``wanted`` (sorted, unique); stops after the last one."""
+) -> _Decoded:
+    """Decode the frames numbered in ``wanted`` (sorted, unique); stops after the last one.
+
+    Seeking is used only for a constant frame rate, where a timestamp gives a frame's number; after a
+    seek every frame's timestamp must step by one frame, or decoding starts over from frame 0 (a
+    variable rate that reports a constant one would otherwise label frames wrongly)."""
     import av
 
-    found: dict[int, np.ndarray] = {}
+    found: dict[int, tuple[np.ndarray, float]] = {}
     container = _open(path)
+    position = 0  # number of the next frame ``frames`` yields (counted from the start, or set after a seek)
+    counted = True  # False until the first frame after a seek has given the position
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         frames = container.decode(stream)
-        position = 0  # index of the next frame ``frames`` yields when counting from the start
-        counted = True
-        if allow_seek and wanted[0] >= _SEEK_AFTER and stream.time_base:
+        if allow_seek and info.constant_rate and wanted[0] >= _SEEK_AFTER and stream.time_base:
             target = wanted[0] / info.fps / float(stream.time_base) + (stream.start_time or 0)
             container.seek(int(target), stream=stream, backward=True, any_frame=False)
             frames, counted = container.decode(stream), False
         last = wanted[-1]
         want = set(wanted)
+        seeked = not counted
         for frame in frames:
-            if not counted:  # after a seek, frame numbers come from timestamps
+            if seeked:  # after a seek, frame numbers come from timestamps; check each against the count
                 index = _frame_index(frame, stream, info.fps)
-                if index is None or index > wanted[0]:  # no timestamps, or the seek overshot: start over
+                overshot = not counted and index is not None and index > wanted[0]
+                if index is None or overshot or (counted and index != position):
                     container.close()
                     return _decode_wanted(path, wanted, info, size, allow_seek=False)
                 position, counted = index, True
             if position in want:
-                found[position] = frame.to_ndarray(
-                    width=size[1], height=size[0], format="rgb24", interpolation="AREA"
-                )
+                image = frame.to_ndarray(width=size[1], height=size[0], format="rgb24", interpolation="AREA")
+                found[position] = (image, _frame_time(frame, stream, position, info.fps))
             if position >= last:
-                break
+                return _Decoded(found, last + 1)
             position += 1
     except av.error.FFmpegError as error:
-        raise VideoError(
-            f"{path} failed to decode near frame {position} ({error.strerror or error}); the file is corrupt: "
-            "re-encode it or remove it"
-        ) from None
+        if not counted:  # failed before the first frame after a seek: count from the start instead
+            container.close()
+            return _decode_wanted(path, wanted, info, size, allow_seek=False)
+        return _Decoded(found, position, str(error.strerror or error))
     finally:
         container.close()
-    return found
+    return _Decoded(found, position)
 
 
-def read_frames(
+def decode_frames(
     path: str | os.PathLike,
     indices: Sequence[int],
     *,
     short_side_cap: int | None = DEFAULT_SHORT_SIDE_CAP,
     info: VideoInfo | None = None,
-) -> np.ndarray:
-    """Frames ``indices`` (any order, repeats allowed) of a video or frame folder as (T, H, W, 3) uint8 RGB.
+) -> DecodedFrames:
+    """Frames ``indices`` (any order, repeats allowed) of a video or frame folder, with their times.
 
-    Indices past the end (a frame count estimated from the duration can be a few frames too high)
-    repeat the last frame that exists. ``info`` (from :func:`probe_video`) saves probing twice.
+    Every frame returned is the frame of that number: an index past the frames that decode raises
+    :class:`ShortVideoError` (with how many decoded out of how many claimed), never a repeat of an
+    earlier frame. ``info`` (from :func:`probe_video`) saves probing twice. Times of a frame folder
+    are nominal: frame number / ``FRAME_FOLDER_FPS``.
     """
     path = Path(path)
     if len(indices) == 0:
@@ -257,20 +364,28 @@ def read_frames(
     wanted = sorted(set(int(i) for i in indices))
     if info.kind == "frames":
         files = list_frame_files(path)
-        found = {i: _resize(_read_image(files[min(i, len(files) - 1)]), size) for i in wanted}
+        if wanted[-1] >= len(files):
+            raise VideoError(f"{path} holds {len(files)} frames, not the {info.num_frames} it held when it was "
+                             f"probed (frame {wanted[-1]} was asked for); it changed: open it again")
+        found = {i: (_resize(_read_image(files[i]), size), i / info.fps) for i in wanted}
     else:
-        found = _decode_wanted(path, wanted, info, size)
-        if not found:
-            raise VideoError(
-                f"{path} yielded no frames (wanted frames {wanted[0]}..{wanted[-1]} of {info.num_frames}); "
-                "the file is truncated or corrupt: re-encode it or remove it"
-            )
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            available = sorted(found)
-            log.debug("%s: frames %s not decoded (video shorter than declared); repeating earlier frames",
-                      path, missing)
-            for i in missing:
-                earlier = [j for j in available if j < i]
-                found[i] = found[earlier[-1] if earlier else available[0]]
-    return np.stack([found[int(i)] for i in indices])  # (T, H, W, 3)
+        result = _decode_wanted(path, wanted, info, size)
+        if len(result.found) < len(wanted):
+            raise ShortVideoError(path, decoded=result.decoded, claimed=info.num_frames, estimated=not info.exact,
+                                  reason=result.error)
+        found = result.found
+    return DecodedFrames(
+        frames=np.stack([found[int(i)][0] for i in indices]),  # (T, H, W, 3)
+        times=[found[int(i)][1] for i in indices],
+    )
+
+
+def read_frames(
+    path: str | os.PathLike,
+    indices: Sequence[int],
+    *,
+    short_side_cap: int | None = DEFAULT_SHORT_SIDE_CAP,
+    info: VideoInfo | None = None,
+) -> np.ndarray:
+    """Frames ``indices`` as (T, H, W, 3) uint8 RGB: :func:`decode_frames` without the times."""
+    return decode_frames(path, indices, short_side_cap=short_side_cap, info=info).frames
