@@ -8,6 +8,7 @@ from kpsem.app_support.render import confusion_heatmap, per_class_chart
 from kpsem.app_support.services import MODEL_LOCK, read_table
 from kpsem.app_support.sources import file_key, user_path
 from kpsem.app_support.tables import RUN_COLUMNS, headline, runs_table, table_source
+from kpsem.app_support.text import escape_markdown
 
 st.header("Class comparison", anchor=False)
 chosen = ui.selection() if "_selection" in st.session_state else None
@@ -48,7 +49,7 @@ with ui.guard("Predictions"):
             runs = [(a, b, f"{name_a} vs {name_b}") for (a, name_a), (b, name_b) in zip(*found)]
     elif ui.require_models(chosen):
         if chosen.data.index is None:
-            st.info(f"Choose a data set in the sidebar ({chosen.data.error or 'none chosen'}).")
+            st.info(f"Choose a data set in the sidebar ({escape_markdown(chosen.data.error or 'none chosen')}).")
         else:
             clips = int(st.number_input("Clips per video (when computing)", 1, 10, 1, key="cmp_clips"))
             sources = [table_source(chosen, role, clips) for role in ("baseline", "kpsem")]
@@ -57,7 +58,8 @@ with ui.guard("Predictions"):
                 st.warning("The computation was stopped; nothing was saved.", icon=":material/stop_circle:")
             if missing:
                 names = ", ".join(chosen.baseline.name if s.role == "baseline" else chosen.kpsem.name for s in missing)
-                st.info(f"No predictions table yet for {names} on {chosen.data.index.summary().split(' from ')[0]}. "
+                where = chosen.data.index.summary().split(" from ")[0]
+                st.info(f"No predictions table yet for {escape_markdown(names)} on {escape_markdown(where)}. "
                         "Compute them here (kept on disk for next time), or give Parquet files.")
                 if st.button("Compute predictions", type="primary", key="cmp_compute", icon=":material/play_arrow:"):
                     st.button("Cancel", key="cmp_cancel", icon=":material/stop:")
@@ -68,7 +70,7 @@ with ui.guard("Predictions"):
                         model_id = f"{slot.name.rsplit('.', 1)[0]}:{slot.info.arch}"
 
                         def tick(done: int, total: int, name: str = slot.name) -> None:
-                            bar.progress(done / total, text=f"{name}: {done} of {total} clips")
+                            bar.progress(done / total, text=f"{escape_markdown(name)}: {done} of {total} clips")
 
                         compute_predictions(slot.model, slot.info, chosen.data.index, model_id=model_id, clips=clips,
                                             out=s.path, progress=tick, lock=MODEL_LOCK)
@@ -76,7 +78,7 @@ with ui.guard("Predictions"):
                     st.rerun()
             else:
                 runs = [(sources[0].read(), sources[1].read(), " vs ".join(s.path.name for s in sources))]
-                st.caption(" · ".join(f"`{s.path.name}`"
+                st.caption(" · ".join(escape_markdown(s.path.name, code=True)
                                       + (" (bundled)" if s.bundled else " (computed, cached on disk)")
                                       for s in sources))
 
@@ -137,20 +139,23 @@ compared, result = compared_runs[shown_run], results[shown_run]
 tables = runs[shown_run][:2]
 st.session_state["_compared"] = compared
 
-names = (compared.baseline_id, compared.kpsem_id)
+names = (compared.baseline_id, compared.kpsem_id)  # model ids from the tables: plain data (escape where shown)
+shown_names = tuple(escape_markdown(name) for name in names)
 numbers = headline(compared)
 split = tables[0].attrs.get("kpsem", {}).get("split") or chosen.data.split
 st.subheader("Headline", anchor=False)
 m = st.columns(6)
-m[0].metric(f"top-1 {names[0]}", f"{numbers.top1[0]:.1%}")
-m[1].metric(f"top-1 {names[1]}", f"{numbers.top1[1]:.1%}", f"{(numbers.top1[1] - numbers.top1[0]) * 100:+.1f} pts")
-m[2].metric(f"top-5 {names[0]}", f"{numbers.top5[0]:.1%}")
-m[3].metric(f"top-5 {names[1]}", f"{numbers.top5[1]:.1%}", f"{(numbers.top5[1] - numbers.top5[0]) * 100:+.1f} pts")
-m[4].metric("split", split)
+m[0].metric(f"top-1 {shown_names[0]}", f"{numbers.top1[0]:.1%}")
+m[1].metric(f"top-1 {shown_names[1]}", f"{numbers.top1[1]:.1%}",
+            f"{(numbers.top1[1] - numbers.top1[0]) * 100:+.1f} pts")
+m[2].metric(f"top-5 {shown_names[0]}", f"{numbers.top5[0]:.1%}")
+m[3].metric(f"top-5 {shown_names[1]}", f"{numbers.top5[1]:.1%}",
+            f"{(numbers.top5[1] - numbers.top5[0]) * 100:+.1f} pts")
+m[4].metric("split", escape_markdown(split))
 m[5].metric(f"{compared.level}s compared", f"{numbers.items}")
 st.markdown(f"**Is the difference real?** {result.sentence}.")
-st.caption(f"{result.interval_text}. Mean class accuracy: {names[0]} {result.mean_class_baseline:.1%}, "
-           f"{names[1]} {result.mean_class_kpsem:.1%} ({result.mean_class_difference * 100:+.1f} points). "
+st.caption(f"{result.interval_text}. Mean class accuracy: {shown_names[0]} {result.mean_class_baseline:.1%}, "
+           f"{shown_names[1]} {result.mean_class_kpsem:.1%} ({result.mean_class_difference * 100:+.1f} points). "
            f"McNemar's exact test reads only the {compared.level}s on which the two models disagree.")
 for note in result.caveats:
     st.caption(f"Note: {note}.")
@@ -198,8 +203,8 @@ with ui.guard("Confusion matrices"):
     h[2].plotly_chart(confusion_heatmap(mats[1] - mats[0], compared.class_names, title="KPSEM minus baseline",
                                         diverging=True), key="cm_diff")
     p1, p2, p3 = st.columns(3)
-    cell_model = p1.radio("Cell of", ("baseline", "kpsem"), key="cm_model", horizontal=True,
-                          format_func=lambda r: names[0] if r == "baseline" else names[1])
+    cell_model = p1.radio("Cell of", ("baseline", "kpsem"), key="cm_model", horizontal=True,  # options are Markdown
+                          format_func=lambda r: shown_names[0] if r == "baseline" else shown_names[1])
     cell_true = p2.selectbox("true class", compared.class_names, key="cm_true")
     cell_pred = p3.selectbox("predicted class", compared.class_names, key="cm_pred")
     items = compared.items
@@ -219,8 +224,9 @@ with ui.guard("Fixed and broken clips"):
             st.markdown(f"**{title}** ({len(rows)})")
             for i, row in enumerate(rows.head(limit).itertuples()):
                 a, b = st.columns([4, 1])
-                a.markdown(f"`{row.video_id}` · true **{row.true_class}** · {names[0]}: {row.baseline_class} · "
-                           f"{names[1]}: {row.kpsem_class}")
+                a.markdown(f"{escape_markdown(row.video_id, code=True)} · true **{escape_markdown(row.true_class)}** · "
+                           f"{shown_names[0]}: {escape_markdown(row.baseline_class)} · "
+                           f"{shown_names[1]}: {escape_markdown(row.kpsem_class)}")
                 if b.button("Open", key=f"open_{title[:5]}_{i}", icon=":material/open_in_new:",
                             help="open this clip in the Explorer"):
                     st.session_state["explorer_request"] = row.video_id

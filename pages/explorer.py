@@ -15,6 +15,7 @@ from kpsem.app_support.render import (
     topk_chart,
 )
 from kpsem.app_support.sources import VIDEO_UPLOAD_TYPES, file_key
+from kpsem.app_support.text import escape_markdown
 from kpsem.explain.analysis import common_target
 from kpsem.explain.draw import REGION_NAMES, KeyPointOptions, select_channels
 
@@ -34,8 +35,8 @@ def _open_request() -> None:
     if request is None:
         return
     if chosen.data.index is None or request not in {r.video_id for r in chosen.data.index.videos}:
-        st.warning(f"Clip {request!r} is not in the sidebar's data set; choose the data set the predictions "
-                   "were made on.")
+        st.warning(f"Clip {escape_markdown(repr(request))} is not in the sidebar's data set; choose the data set the "
+                   "predictions were made on.")
         return
     st.session_state["ex_source"] = "data set"
     st.session_state["ex_class"] = "All classes"
@@ -56,7 +57,8 @@ with pick_col, ui.guard("Clip"):
     if source == "data set":
         index = chosen.data.index
         if index is None:
-            st.info(f"Choose a data set in the sidebar ({chosen.data.error or 'none chosen'}), or upload a video.")
+            why = escape_markdown(chosen.data.error or "none chosen")
+            st.info(f"Choose a data set in the sidebar ({why}), or upload a video.")
         elif not index.videos:
             st.info("The chosen split has no usable videos; choose another split or data set in the sidebar.")
         else:
@@ -67,8 +69,8 @@ with pick_col, ui.guard("Clip"):
             ids = [r.video_id for r in records]
             if st.session_state.get("ex_clip") not in ids:
                 st.session_state["ex_clip"] = ids[0]
-            video_id = st.selectbox(f"Clip ({len(ids)} in {'the split' if cls == 'All classes' else cls})", ids,
-                                    key="ex_clip")
+            where = "the split" if cls == "All classes" else escape_markdown(cls)  # a label is Markdown
+            video_id = st.selectbox(f"Clip ({len(ids)} in {where})", ids, key="ex_clip")
             record = records[ids.index(video_id)]
             path = record.path
             true_label = record.label if labels_match else None
@@ -91,15 +93,21 @@ with facts_col, ui.guard("Could not read the clip"):
     sample = services.clip_sample(clip_key, info.clip_frames, info.clip_size, tuple(info.mean), tuple(info.std))
     frames_used = sample.indices[0]
     height, width = sample.original_size
+    times = sample.times[0] if sample.times else [i / sample.fps for i in frames_used]
+    rate = f"{sample.fps:.1f} fps" + ("" if sample.constant_rate else " on average (variable frame rate)")
     facts = {
-        "true label": class_names[true_label] if true_label is not None else "unknown",
-        "video": f"{sample.num_frames} frames at {sample.fps:.1f} fps ({sample.num_frames / max(sample.fps, 1e-6):.1f} s), "
+        "true label": escape_markdown(class_names[true_label]) if true_label is not None else "unknown",
+        "video": f"{sample.num_frames} frames at {rate} ({sample.num_frames / max(sample.fps, 1e-6):.1f} s), "
                  f"{width}×{height} px",
         "model input": f"{info.clip_frames} frames, centre crop {info.clip_size}×{info.clip_size} px",
-        "sampled frames": ", ".join(str(i) for i in frames_used),
+        "sampled frames": ", ".join(str(i) for i in frames_used) + f" (at {times[0]:.2f} … {times[-1]:.2f} s)",
     }
     st.markdown("\n".join(f"- **{k}**: {v}" for k, v in facts.items()))
-    st.caption(f"`{path}`")
+    if sample.repeated:  # MFNet's rule for short videos; the user must know the clip is not all distinct frames
+        st.warning(f"The video has only {sample.num_frames} frames, fewer than the {info.clip_frames} the models "
+                   f"read: {sample.repeated} of the clip's frames repeat the frame before them.",
+                   icon=":material/content_copy:")
+    st.caption(escape_markdown(path, code=True))
 if sample is None:
     st.stop()
 
@@ -192,8 +200,9 @@ for column, analysis, slot, colour in ((left, pair.baseline, base, MODEL_COLOURS
         if true_label is not None:
             verdict = " · :green[**right**]" if top1.index == true_label else " · :red[**wrong**]"
         st.subheader(analysis.model_name, anchor=False)
-        st.caption(f"`{slot.name}` · predicts **{top1.name}** ({top1.probability:.1%}){verdict} · "
-                   f"CAM for {analysis.class_names[analysis.target]}")
+        explained = escape_markdown(analysis.class_names[analysis.target])
+        st.caption(f"{escape_markdown(slot.name, code=True)} · predicts **{escape_markdown(top1.name)}** "
+                   f"({top1.probability:.1%}){verdict} · CAM for {explained}")
         st.plotly_chart(topk_chart(analysis, true_label=true_label, colour=colour), key=f"topk_{slot.role}",
                         config={"displayModeBar": False})
 
@@ -214,8 +223,10 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
     frame_number = st.slider("Frame", 1, num_frames, 1, key="frame",
                              help="moves both columns; only the drawing is redone, never the models")
     frame = frame_number - 1
+    when = sample.times[0][frame] if sample.times else sample.indices[0][frame] / sample.fps
     st.image(encode_jpeg(filmstrip(sample.display[0], frame)), output_format="JPEG",
-             caption=f"sampled frames; frame {frame_number} is video frame {sample.indices[0][frame]}")
+             caption=f"sampled frames; frame {frame_number} is video frame {sample.indices[0][frame]} "
+                     f"(counted from 0), shown at {when:.2f} s")
     st.pills("Jump to frame", list(range(num_frames)), format_func=lambda t: str(t + 1), key="frame_jump",
              on_change=_jump)
 
@@ -226,20 +237,22 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
         if overlay == "Difference":
             same = common_pair()  # both CAMs for one class: the views above may explain each model's prediction
             if common.predictions_differ:
-                st.info(common.message(), icon=":material/info:")
+                st.info(escape_markdown(common.message()), icon=":material/info:")
             else:
-                st.caption(common.message())
+                st.caption(escape_markdown(common.message()))
             base_map, kpsem_map = ((same.baseline_shared, same.kpsem_shared) if scale == "shared"
                                    else (same.baseline.cam, same.kpsem.cam))
             d1, d2, d3 = st.columns(3)
             d1.image(draw_frame(display[frame], cam=base_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
-                     caption=f"{pair.baseline.model_name} Grad-CAM for {common.name}", width="stretch")
+                     caption=f"{pair.baseline.model_name} Grad-CAM for {escape_markdown(common.name)}",
+                     width="stretch")
             diff = same.difference if scale == "shared" else same.difference_normalised
             d2.image(draw_frame(display[frame], difference=diff[frame]).jpeg, output_format="JPEG", width="stretch",
                      caption="baseline minus KPSEM: red where the baseline looks more, blue where KPSEM does")
             d2.image(colour_bar(cmap, diverging=True), caption="-1 (KPSEM) … 0 … +1 (baseline)", width="stretch")
             d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
-                     caption=f"{kp.model_name} Grad-CAM for {common.name}", width="stretch")
+                     caption=f"{kp.model_name} Grad-CAM for {escape_markdown(common.name)}",
+                     width="stretch")
         else:
             show_cam = overlay == "Grad-CAM"
             v1, v2 = st.columns(2, gap="large")

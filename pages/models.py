@@ -3,6 +3,7 @@
 import streamlit as st
 
 from kpsem.app_support import services, ui
+from kpsem.app_support.text import escape_markdown
 from kpsem.explain.figures import cost_table
 
 st.header("Models", anchor=False)
@@ -16,16 +17,16 @@ for column, slot in zip(columns, slots):
     with column, ui.guard(ui.ROLES[slot.role]):
         st.subheader(ui.ROLES[slot.role], anchor=False)
         if slot.loaded is None:
-            st.warning(slot.error or "no checkpoint chosen")
+            st.warning(escape_markdown(slot.error or "no checkpoint chosen"))
             continue
         info, report = slot.info, slot.loaded.report
         st.markdown(
-            f"- **file**: `{slot.key[0]}` ({slot.key[1] / 2**20:.2f} MB)\n"
-            f"- **architecture**: {info.arch} (format {info.source_format})\n"
+            f"- **file**: {escape_markdown(slot.key[0], code=True)} ({slot.key[1] / 2**20:.2f} MB)\n"
+            f"- **architecture**: {escape_markdown(info.arch)} (format {escape_markdown(info.source_format)})\n"
             f"- **classes**: {info.num_classes}\n"
             f"- **clip**: {info.clip_frames} frames × {info.clip_size}×{info.clip_size} px\n"
             f"- **normalisation**: mean {tuple(round(v, 4) for v in info.mean)}, std {tuple(round(v, 4) for v in info.std)}\n"
-            f"- **loading**: {report.summary()}")
+            f"- **loading**: {escape_markdown(report.summary())}")
         with st.expander("Config"):
             st.json(info.config)
         with st.expander("How it was made (provenance)"):
@@ -49,4 +50,5 @@ with ui.guard("Table 1"):
         if len(costs) == 2 and costs[0].total.macs:
             extra = costs[1].total.macs / costs[0].total.macs - 1
             params = costs[1].total.parameters / costs[0].total.parameters - 1
-            st.caption(f"{slots[1].name} vs {slots[0].name}: parameters {params:+.2%}, multiply-adds {extra:+.2%}")
+            st.caption(f"{escape_markdown(slots[1].name)} vs {escape_markdown(slots[0].name)}: "
+                       f"parameters {params:+.2%}, multiply-adds {extra:+.2%}")

@@ -4,6 +4,7 @@ import streamlit as st
 
 from kpsem.app_support import probe_view, ui
 from kpsem.app_support.sources import file_key, user_path
+from kpsem.app_support.text import escape_markdown
 
 st.header("Motion probes", anchor=False)
 chosen = ui.selection() if "_selection" in st.session_state else None
@@ -35,7 +36,7 @@ with ui.guard("Probe table"):
             result = probe_view.read_probe_table(file_key(path))
     elif ui.require_models(chosen):
         if chosen.data.index is None:
-            st.info(f"Choose a data set in the sidebar ({chosen.data.error or 'none chosen'}).")
+            st.info(f"Choose a data set in the sidebar ({escape_markdown(chosen.data.error or 'none chosen')}).")
         else:
             clips = int(st.number_input("Clips per video (when computing)", 1, 10, 1, key="pr_clips"))
             found = probe_view.probe_source(chosen, clips)
@@ -43,11 +44,12 @@ with ui.guard("Probe table"):
                 st.warning("The computation was stopped; nothing was saved.", icon=":material/stop_circle:")
             if found.exists:
                 result = probe_view.read_probe_table(file_key(found.path))
-                st.caption(f"`{found.path.name}` · " + (f"bundled, {found.clips} clips per video" if found.bundled
-                                                        else f"computed here, {found.clips} clip(s) per video"))
+                made = (f"bundled, {found.clips} clips per video" if found.bundled
+                        else f"computed here, {found.clips} clip(s) per video")
+                st.caption(f"{escape_markdown(found.path.name, code=True)} · {made}")
             else:
                 where = chosen.data.index.summary().split(" from ")[0]
-                st.info(f"No probe table yet for these checkpoints on {where}. "
+                st.info(f"No probe table yet for these checkpoints on {escape_markdown(where)}. "
                         "Compute it here (kept on disk for next time), or give a Parquet file.")
                 if st.button("Compute probes", type="primary", key="pr_compute", icon=":material/play_arrow:"):
                     st.button("Cancel", key="pr_cancel", icon=":material/stop:")
@@ -55,7 +57,7 @@ with ui.guard("Probe table"):
                     bar = st.progress(0.0, text="starting ...")
 
                     def tick(model: str, done: int, total: int) -> None:
-                        bar.progress(done / total, text=f"{model}: {done} of {total} clips")
+                        bar.progress(done / total, text=f"{escape_markdown(model)}: {done} of {total} clips")
 
                     probe_view.compute_probes(chosen, found, tick)
                     st.session_state.pop("_pr_running", None)
@@ -70,9 +72,10 @@ with ui.guard("Summary"):
     summary = summarise_probes(result)
     videos = result.table["video_id"].nunique()
     st.subheader("What the probes show", anchor=False)
-    st.markdown("\n".join(f"- {s}" for s in probe_sentences(result)))
-    st.caption(f"{videos} videos, {result.info.get('clips_per_video', '?')} clip(s) each; shuffle order "
-               f"{result.info.get('shuffle_order', 'not run')} (seed {result.info.get('seed', '?')}).")
+    st.markdown("\n".join(f"- {escape_markdown(s)}" for s in probe_sentences(result)))  # they name classes
+    stored = result.info  # read from the file: shown as text
+    st.caption(escape_markdown(f"{videos} videos, {stored.get('clips_per_video', '?')} clip(s) each; shuffle order "
+                               f"{stored.get('shuffle_order', 'not run')} (seed {stored.get('seed', '?')})."))
     st.plotly_chart(probe_view.accuracy_chart(summary), key="pr_chart", config={"displayModeBar": False})
     st.dataframe(probe_view.summary_display(summary), hide_index=True, width="stretch")
 

@@ -9,6 +9,8 @@ import zipfile
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from kpsem.app_support.text import escape_markdown
+
 
 
 def _clean(at: AppTest) -> None:
@@ -76,7 +78,7 @@ def test_explorer_class_filter_and_filmstrip_jump(app):
     assert clips and all(c.startswith(target + "/") for c in clips)
     at.selectbox(key="ex_clip").set_value(clips[-1]).run()
     _clean(at)
-    assert f"**true label**: {target}" in " ".join(m.value for m in at.markdown)
+    assert f"**true label**: {escape_markdown(target)}" in " ".join(m.value for m in at.markdown)
     assert at.slider(key="frame").value == 1
     at.session_state["frame_jump"] = 11  # what clicking the 12th filmstrip pill does
     at.run()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from kpsem.app_support.text import escape_markdown
+
 
 
 def _errors(at: AppTest) -> str:
@@ -81,7 +83,7 @@ def test_video_upload_plays(app, app_demo, monkeypatch):
     assert not _errors(at)
     assert [s.value for s in at.subheader] == ["MFNet", "MF-KPSEM"]
     at.selectbox(key="ex_upload_truth").set_value(truth).run()
-    assert f"**true label**: {truth}" in " ".join(m.value for m in at.markdown)
+    assert f"**true label**: {escape_markdown(truth)}" in " ".join(m.value for m in at.markdown)
     at.slider(key="frame").set_value(5).run()
     assert not _errors(at) and "(cached)" in next(c.value for c in at.caption if c.value.startswith("Device "))
     assert written == [video.name]  # written once, not again on every rerun

@@ -17,6 +17,7 @@ import streamlit as st
 from kpsem.app_support import services
 from kpsem.app_support.render import MODEL_COLOURS
 from kpsem.app_support.sources import FileKey
+from kpsem.app_support.text import escape_markdown, escape_plotly
 from kpsem.probes import INPUT_PROBES, KNOCKOUTS, PROBES, REFERENCE, ProbeResult
 
 __all__ = [
@@ -114,13 +115,14 @@ def accuracy_chart(summary: pd.DataFrame) -> dict:
     data = []
     for number, (model, rows) in enumerate(summary.groupby("model_id", sort=False)):
         shown = rows[rows["applicable"]]
-        data.append(dict(
-            type="bar", name=model, x=shown["probe"].tolist(), y=shown["accuracy"].tolist(),
+        data.append(dict(  # model ids and probe names come from the table: plotly reads tags in them
+            type="bar", name=escape_plotly(model), x=[escape_plotly(p) for p in shown["probe"]],
+            y=shown["accuracy"].tolist(),
             marker=dict(color=MODEL_COLOURS[min(number, len(MODEL_COLOURS) - 1)]),
             error_y=dict(type="data", symmetric=False, array=(shown["ci_high"] - shown["accuracy"]).tolist(),
                          arrayminus=(shown["accuracy"] - shown["ci_low"]).tolist()),
             text=[f"{v:.0%}" for v in shown["accuracy"]], textposition="inside",
-            hovertemplate="%{x}: %{y:.1%}<extra>" + model + "</extra>"))
+            hovertemplate="%{x}: %{y:.1%}<extra>%{fullData.name}</extra>"))
     layout = dict(barmode="group", height=340, margin=dict(l=4, r=4, t=24, b=4), legend=dict(orientation="h", y=1.12),
                   xaxis=dict(categoryorder="array", categoryarray=[REFERENCE, *PROBES]),
                   yaxis=dict(range=[0, 1], tickformat=".0%", title="video top-1 accuracy"))
@@ -177,6 +179,6 @@ def explorer_section(chosen, clip: FileKey, true_label: int | None) -> None:  # 
             names = list(chosen.kpsem.info.class_names)
             mirror = tables[0].loc[tables[0]["probe"] == "mirror", "target_class"]
             if len(mirror) and mirror.iloc[0] != names[true_label]:
-                st.caption(f"Mirrored, this clip should read **{mirror.iloc[0]}** (the mirror image of "
-                           f"{names[true_label]}).")
+                st.caption(f"Mirrored, this clip should read **{escape_markdown(mirror.iloc[0])}** (the mirror image "
+                           f"of {escape_markdown(names[true_label])}).")
         st.dataframe(shown, hide_index=True, width="stretch")

@@ -1,8 +1,10 @@
 """Images and charts for the app, drawn from the library's analyses (no computation of models here).
 
 Frames come back as uint8 RGB arrays, and as JPEG bytes for ``st.image``; charts as plotly figures
-(the top-k bars as a figure dict). Key points and arrows are drawn by
-:func:`kpsem.explain.draw.draw_keypoints`, the code the paper figures use.
+(the top-k bars as a figure dict), every name in them escaped with
+:func:`~kpsem.app_support.text.escape_plotly` (class names and model ids come from files, and plotly
+reads tags in them). Key points and arrows are drawn by :func:`kpsem.explain.draw.draw_keypoints`,
+the code the paper figures use.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from matplotlib import colormaps
-from PIL import Image
 from matplotlib.patches import FancyArrow
+from PIL import Image
 
+from kpsem.app_support.text import escape_plotly
 from kpsem.explain.analysis import ClipAnalysis, PairAnalysis
 from kpsem.explain.draw import (
     REGION_COLOURS,
@@ -139,7 +142,7 @@ def topk_chart(analysis: ClipAnalysis, *, true_label: int | None, colour: str, k
     figure as a plain dict, which ``st.plotly_chart`` validates once (a ``go.Figure`` would be built,
     copied to a dict and validated again, several milliseconds a chart on every redraw)."""
     top = analysis.topk[:k]
-    names = [t.name for t in top][::-1]
+    names = [escape_plotly(t.name) for t in top][::-1]
     probs = [t.probability for t in top][::-1]
     colours = [TRUE_COLOUR if true_label is not None and t.index == true_label else colour for t in top][::-1]
     bar = dict(type="bar", x=probs, y=names, orientation="h", marker=dict(color=colours),
@@ -152,10 +155,11 @@ def topk_chart(analysis: ClipAnalysis, *, true_label: int | None, colour: str, k
 def per_class_chart(table: pd.DataFrame, *, names: tuple[str, str]) -> go.Figure:
     """Grouped bars of per-class accuracy, in the table's order (Fig. 7 on screen)."""
     fig = go.Figure()
+    classes = [escape_plotly(name) for name in table["class_name"]]
     for column, name, colour in (("baseline", names[0], MODEL_COLOURS[0]), ("kpsem", names[1], MODEL_COLOURS[1])):
-        fig.add_bar(x=table["class_name"], y=table[column], name=name, marker_color=colour,
+        fig.add_bar(x=classes, y=table[column], name=escape_plotly(name), marker_color=colour,
                     customdata=np.stack([table["difference"], table["count"]], axis=1),
-                    hovertemplate="%{x}<br>" + name + ": %{y:.1%}<br>difference %{customdata[0]:+.1%}"
+                    hovertemplate="%{x}<br>%{fullData.name}: %{y:.1%}<br>difference %{customdata[0]:+.1%}"
                                   "<br>%{customdata[1]} items<extra></extra>")
     fig.update_layout(barmode="group", height=340, margin=dict(l=4, r=4, t=24, b=4),
                       yaxis=dict(range=[0, 1], tickformat=".0%", title="top-1 accuracy"),
@@ -166,11 +170,12 @@ def per_class_chart(table: pd.DataFrame, *, names: tuple[str, str]) -> go.Figure
 def confusion_heatmap(matrix: np.ndarray, class_names: list[str], *, title: str, diverging: bool = False) -> go.Figure:
     """A confusion matrix (rows: true class, columns: predicted) with counts on hover."""
     limit = float(np.abs(matrix).max()) or 1.0
+    names = [escape_plotly(name) for name in class_names]
     fig = go.Figure(go.Heatmap(
-        z=matrix, x=class_names, y=class_names, colorscale="RdBu" if diverging else "Blues",
+        z=matrix, x=names, y=names, colorscale="RdBu" if diverging else "Blues",
         zmin=-limit if diverging else 0, zmax=limit, zmid=0 if diverging else None,
         hovertemplate="true %{y}<br>predicted %{x}<br>" + ("change" if diverging else "count") + " %{z}<extra></extra>"))
-    fig.update_layout(title=dict(text=title, font=dict(size=13)), height=360, margin=dict(l=4, r=4, t=32, b=4),
+    fig.update_layout(title=dict(text=escape_plotly(title), font=dict(size=13)), height=360, margin=dict(l=4, r=4, t=32, b=4),
                       yaxis=dict(autorange="reversed", title="true"), xaxis=dict(title="predicted"))
     return fig
 

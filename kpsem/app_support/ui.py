@@ -30,6 +30,7 @@ from kpsem.app_support.sources import (
     save_upload,
     user_path,
 )
+from kpsem.app_support.text import escape_markdown
 
 __all__ = ["ModelSlot", "DataChoice", "Selection", "ROLES", "guard", "friendly", "sidebar", "selection",
            "require_models", "session_folder", "stored_upload", "settings"]
@@ -125,7 +126,7 @@ def guard(what: str) -> Iterator[None]:
         yield
     except Exception as error:  # noqa: BLE001 - the whole point: no page ever shows a traceback
         log.warning("%s failed: %s\n%s", what, error, traceback.format_exc())
-        st.error(f"{what}: {friendly(error)}", icon=":material/error:")
+        st.error(f"{what}: {escape_markdown(friendly(error))}", icon=":material/error:")
 
 
 def settings() -> ServerSettings:
@@ -180,11 +181,12 @@ def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device:
         slot.key = file_key(path)
         slot.loaded = services.load_model(slot.key, device)
         info = slot.info
-        box.caption(f"**{info.arch}** · {info.num_classes} classes · clip {info.clip_frames}×{info.clip_size}×"
-                    f"{info.clip_size} · `{slot.name}`" + (" · stand-in" if source == "bundled demo" and demo.standin else ""))
+        box.caption(f"**{escape_markdown(info.arch)}** · {info.num_classes} classes · clip {info.clip_frames}×"
+                    f"{info.clip_size}×{info.clip_size} · {escape_markdown(slot.name, code=True)}"
+                    + (" · stand-in" if source == "bundled demo" and demo.standin else ""))
     except Exception as error:  # noqa: BLE001 - shown in the sidebar; pages then say what is missing
         slot.key, slot.loaded, slot.error = None, None, friendly(error)
-        box.error(slot.error, icon=":material/error:")
+        box.error(escape_markdown(slot.error), icon=":material/error:")
     return slot
 
 
@@ -219,14 +221,14 @@ def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
         if index.skipped or index.notes:
             with box.expander(f"Skipped ({len(index.skipped)}) and notes"):
                 for note in index.notes:
-                    st.caption(note)
+                    st.caption(escape_markdown(note))
                 for path, reason in index.skipped[:50]:
-                    st.caption(f"`{path}`: {reason}")
+                    st.caption(f"{escape_markdown(path, code=True)}: {escape_markdown(reason)}")
         if not index.videos:
             box.warning("this split has no usable videos")
     except Exception as error:  # noqa: BLE001
         choice.index, choice.error = None, friendly(error)
-        box.error(choice.error, icon=":material/error:")
+        box.error(escape_markdown(choice.error), icon=":material/error:")
     return choice
 
 
@@ -239,7 +241,7 @@ def sidebar() -> Selection:
     try:
         device = resolve_device(option)
     except ValueError as error:
-        st.sidebar.error(str(error))
+        st.sidebar.error(escape_markdown(error))
         device = "cpu"
     baseline = _checkpoint_slot("baseline", demo, config, device)
     kpsem = _checkpoint_slot("kpsem", demo, config, device)
@@ -248,15 +250,16 @@ def sidebar() -> Selection:
     if baseline.loaded is not None and kpsem.loaded is not None:
         chosen.pair = check_pair(baseline.info, kpsem.info)
         for message in chosen.pair.errors:
-            st.sidebar.error(message, icon=":material/error:")
+            st.sidebar.error(escape_markdown(message), icon=":material/error:")
         for message in chosen.pair.warnings:
-            st.sidebar.warning(message, icon=":material/warning:")
+            st.sidebar.warning(escape_markdown(message), icon=":material/warning:")
         if data.index is not None:
             chosen.data_warning = check_data_classes(kpsem.info.class_names, data.index.class_names)
             if chosen.data_warning:
-                st.sidebar.warning(chosen.data_warning, icon=":material/warning:")
+                st.sidebar.warning(escape_markdown(chosen.data_warning), icon=":material/warning:")
     if config.restricted:
-        st.sidebar.caption("Paths are limited to: " + ", ".join(f"`{r}`" for r in config.browse_roots))
+        roots = ", ".join(escape_markdown(root, code=True) for root in config.browse_roots)
+        st.sidebar.caption(f"Paths are limited to: {roots}")
     st.session_state["_selection"] = chosen
     return chosen
 
@@ -270,8 +273,8 @@ def require_models(chosen: Selection) -> bool:
     """Say plainly what is missing when the two models cannot be used; True when they can."""
     missing = [f"{ROLES[s.role]}: {s.error}" for s in (chosen.baseline, chosen.kpsem) if s.loaded is None]
     for message in missing:
-        st.warning(message, icon=":material/arrow_back:")
+        st.warning(escape_markdown(message), icon=":material/arrow_back:")
     for message in chosen.pair.errors:
-        st.error(message, icon=":material/error:")
+        st.error(escape_markdown(message), icon=":material/error:")
     return not missing and chosen.pair.ok
 
