@@ -229,7 +229,7 @@ def test_key_point_frame_has_exactly_scale_pixels_per_frame_pixel(tiny_pair, tin
     assert image.shape == (size * scale, size * scale, 3)
 
 
-def _disagreeing_pair(tiny_pair):
+def _disagreeing_pair(tiny_pair: tuple[torch.nn.Module, torch.nn.Module]) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The tiny MFNet and a copy whose classifier favours class 0: on tiny_clip one predicts 4, the other 0."""
     import copy
 

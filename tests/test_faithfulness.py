@@ -266,14 +266,18 @@ def test_explorer_difference_and_curves_for_the_true_class(app):
     at.selectbox(key="ex_clip").set_value("hop_cw/hop_cw_test_000").run()
     at.radio(key="overlay").set_value("Difference").run()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    from kpsem.app_support.text import escape_markdown  # class names reach the page as escaped Markdown
+
     infos = [i.value for i in at.info]
-    assert "difference for the true class 'hop_cw'; MFNet predicts hop_ccw, MF-KPSEM hop_cw" in infos
+    assert escape_markdown("difference for the true class 'hop_cw'; MFNet predicts hop_ccw, MF-KPSEM hop_cw") in infos
     captions = " ".join(c for i in at.get("image") for c in i.captions)
-    assert "MFNet Grad-CAM for hop_cw" in captions and "MF-KPSEM Grad-CAM for hop_cw" in captions
+    cls = escape_markdown("hop_cw")
+    assert f"MFNet Grad-CAM for {cls}" in captions and f"MF-KPSEM Grad-CAM for {cls}" in captions
     charts = len(at.get("plotly_chart"))
     at.toggle(key="faith_on").set_value(True).run()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
-    assert "curves for the true class 'hop_cw'; MFNet predicts hop_ccw, MF-KPSEM hop_cw" in [i.value for i in at.info]
+    curves = escape_markdown("curves for the true class 'hop_cw'; MFNet predicts hop_ccw, MF-KPSEM hop_cw")
+    assert curves in [i.value for i in at.info]
     assert len(at.get("plotly_chart")) == charts + 1
     text = " ".join(m.value for m in at.markdown)
     assert "**MFNet**: deletion AUC" in text and "**MF-KPSEM**: deletion AUC" in text
