@@ -9,6 +9,9 @@ Everything configurable lives here, in two typed dataclasses:
   (``KPSEM_MAX_UPLOAD_MB``) and the cache folder (``KPSEM_CACHE_DIR``). Each is read from the
   environment first, then from ``[kpsem]`` in ``.streamlit/secrets.toml`` (``browse_roots``,
   ``max_upload_mb``, ``cache_dir``), then the defaults below.
+
+``python -m kpsem.app_support.config`` prints the upload cap in MB (``./studio app`` hands it to Streamlit's
+``server.maxUploadSize`` before the server starts) and says on stderr what the settings allow.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ __all__ = [
     "load_settings",
     "check_path",
     "default_cache_dir",
+    "apply_upload_limit",
+    "NO_ROOTS",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: app.py, assets/, pages/
@@ -68,21 +73,22 @@ def default_cache_dir() -> Path:
     return (base / "kpsem-studio").resolve()
 
 
-class PathNotAllowed(ValueError):
+class PathNotAllowed(ValueError):  # noqa: N818 - a refusal the user reads, not a program error
     """A path the server's settings do not let users open; the message names the allowed roots."""
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What a lab server restricts. With no browse roots, any readable path may be opened (local use)."""
+    """What a lab server restricts. Without browse roots any readable path may be opened (local use);
+    browse roots that name no folder open none (only the bundled demo and uploads)."""
 
-    browse_roots: tuple[Path, ...] = ()  # folders users may open paths under; () = no restriction
-    max_upload_mb: int = 200  # largest upload, in MB (checkpoints and videos)
+    browse_roots: tuple[Path, ...] | None = None  # folders users may open paths under; None = no restriction
+    max_upload_mb: int = 200  # largest upload, in MB (checkpoints, videos, tables)
     cache_dir: Path = field(default_factory=default_cache_dir)  # predictions and the demo stand-in
 
     @property
     def restricted(self) -> bool:
-        return bool(self.browse_roots)
+        return self.browse_roots is not None
 
 
 def _secrets() -> dict:
@@ -102,16 +108,18 @@ def _secrets() -> dict:
 def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
     """Read the settings from ``environ`` (default ``os.environ``), then secrets, then defaults.
 
-    ``KPSEM_BROWSE_ROOTS`` lists folders separated by ``os.pathsep`` (``:`` on Linux).
+    ``KPSEM_BROWSE_ROOTS`` lists folders separated by ``os.pathsep`` (``:`` on Linux). Set but naming no
+    folder (empty, ``:``, spaces) it opens no typed path at all: whoever set it meant to restrict, and an
+    empty value must not open the whole disk.
     """
     env = os.environ if environ is None else environ
     secrets = _secrets()
-    roots_text = env.get("KPSEM_BROWSE_ROOTS")
-    if roots_text is not None:
-        roots = [r for r in roots_text.split(os.pathsep) if r.strip()]
-    else:
-        value = secrets.get("browse_roots", [])
-        roots = [value] if isinstance(value, str) else list(value)
+    roots: list[str] | None = None  # None: not set anywhere, no restriction
+    if env.get("KPSEM_BROWSE_ROOTS") is not None:
+        roots = env["KPSEM_BROWSE_ROOTS"].split(os.pathsep)
+    elif "browse_roots" in secrets:
+        value = secrets["browse_roots"]
+        roots = [value] if isinstance(value, str) else [str(r) for r in value]
     upload = env.get("KPSEM_MAX_UPLOAD_MB") or secrets.get("max_upload_mb") or ServerSettings.max_upload_mb
     try:
         upload_mb = int(upload)
@@ -121,24 +129,71 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
         raise ValueError(f"KPSEM_MAX_UPLOAD_MB must be at least 1; got {upload_mb}")
     cache = env.get("KPSEM_CACHE_DIR") or secrets.get("cache_dir")
     return ServerSettings(
-        browse_roots=tuple(Path(r).expanduser().resolve() for r in roots),
+        browse_roots=None if roots is None else tuple(Path(r.strip()).expanduser().resolve()
+                                                      for r in roots if r.strip()),
         max_upload_mb=upload_mb,
         cache_dir=Path(cache).expanduser().resolve() if cache else default_cache_dir(),
     )
+
+
+NO_ROOTS = ("this server opens no typed paths: its browse roots (KPSEM_BROWSE_ROOTS, or browse_roots in "
+            ".streamlit/secrets.toml) name no folder; use the bundled demo or upload the file")
 
 
 def check_path(text: str | os.PathLike, settings: ServerSettings, *, what: str = "path") -> Path:
     """The resolved path ``text`` names (symlinks followed), or :class:`PathNotAllowed`.
 
     Under browse roots, the resolved path must lie inside one of them, so ``..`` and symlinks cannot
-    leave them. Existence is the caller's to check (with its own message).
+    leave them. Existence is the caller's to check (with its own message). A refusal names the path as
+    typed, not where its symlinks lead: it tells nothing about what exists outside the roots.
     """
     raw = str(text).strip()
     if not raw:
         raise PathNotAllowed(f"the {what} is empty; type a path")
-    path = Path(raw).expanduser().resolve()
-    if settings.restricted and not any(path.is_relative_to(root) for root in settings.browse_roots):
+    if settings.browse_roots == ():
+        raise PathNotAllowed(NO_ROOTS)
+    typed = Path(os.path.normpath(Path(raw).expanduser().absolute()))
+    path = typed.resolve()
+    if settings.browse_roots is not None and not any(path.is_relative_to(root) for root in settings.browse_roots):
         allowed = ", ".join(str(r) for r in settings.browse_roots)
-        raise PathNotAllowed(f"{path} is outside the folders this server lets you open ({allowed}); "
+        raise PathNotAllowed(f"{typed} is outside the folders this server lets you open ({allowed}); "
                              "choose a path inside one of them or upload the file")
     return path
+
+
+def apply_upload_limit(settings: ServerSettings) -> None:
+    """Make Streamlit's own upload endpoint refuse bodies over the cap.
+
+    Why: ``file_uploader(max_upload_size=)`` is checked in the browser only; a client that posts straight
+    to ``/_stcore/upload_file/<session>/<file>`` meets ``server.maxUploadSize`` alone. The endpoint reads
+    the option on every request, so setting it on every run also covers ``streamlit run app.py`` started
+    without ``./studio app`` (which sets it before the server starts).
+    """
+    from streamlit import config as streamlit_config
+
+    if streamlit_config.get_option("server.maxUploadSize") != settings.max_upload_mb:
+        streamlit_config.set_option("server.maxUploadSize", settings.max_upload_mb, "KPSEM_MAX_UPLOAD_MB")
+
+
+def _main() -> int:
+    """For ``./studio app``: the upload cap on stdout, what the settings allow on stderr; 2 when invalid."""
+    import sys
+
+    try:
+        settings = load_settings()
+    except ValueError as error:
+        print(f"kpsem studio: {error}", file=sys.stderr)
+        return 2
+    if settings.browse_roots is None:
+        paths = "any path this account can read (set KPSEM_BROWSE_ROOTS on a shared server)"
+    elif not settings.browse_roots:
+        paths = "none, the browse roots name no folder (only the bundled demo and uploads)"
+    else:
+        paths = "only under " + os.pathsep.join(str(r) for r in settings.browse_roots)
+    print(f"kpsem studio: typed paths: {paths}; uploads up to {settings.max_upload_mb} MB", file=sys.stderr)
+    print(settings.max_upload_mb)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -65,22 +65,27 @@ def load_model(key: FileKey, device: str):  # noqa: ANN201 - kpsem.checkpoint.Lo
 
 
 @st.cache_data(max_entries=32, show_spinner=False, ttl=600)
-def detect_data_layout(root: str, stamp: int) -> str:
-    """The layout of a data set root (``stamp``: the root's mtime); scanning it on every rerun costs."""
-    from kpsem.data import detect_layout
+def detect_data_layout(root: str, stamp: int, roots: tuple[str, ...] | None = None) -> str:
+    """The layout of a data set root (``stamp``: the root's mtime); scanning it on every rerun costs.
+    ``roots``: the server's browse roots, outside which nothing is looked at (None: no limit)."""
+    from kpsem.data.datasets import confined_to, detect_layout
 
-    return detect_layout(root)
+    with confined_to(roots):
+        return detect_layout(root)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False, ttl=600)
-def open_data(root: str, layout: str | None, split: str, split_id: int, stamp: int):  # noqa: ANN201 - DatasetIndex
-    """The index of one split (``stamp``: the root's mtime, so new annotation files are seen).
+def open_data(root: str, layout: str | None, split: str, split_id: int, stamp: int,  # noqa: ANN201 - DatasetIndex
+              roots: tuple[str, ...] | None = None):
+    """The index of one split (``stamp``: the root's mtime, so new annotation files are seen). ``roots``:
+    the server's browse roots; entries leading outside them are skipped, never opened (None: no limit).
 
     A resource, read-only by convention: ``st.cache_data`` would unpickle thousands of records on every rerun.
     """
-    from kpsem.data import open_dataset
+    from kpsem.data.datasets import confined_to, open_dataset
 
-    return open_dataset(root, split=split, layout=layout, split_id=split_id)
+    with confined_to(roots):
+        return open_dataset(root, split=split, layout=layout, split_id=split_id)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)

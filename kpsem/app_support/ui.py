@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import shutil
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,19 +15,23 @@ from pathlib import Path
 import streamlit as st
 
 from kpsem.app_support import services
-from kpsem.app_support.config import DemoPaths, PathNotAllowed, ServerSettings, load_settings
+from kpsem.app_support.config import DemoPaths, PathNotAllowed, ServerSettings, apply_upload_limit, load_settings
 from kpsem.app_support.sources import (
     CHECKPOINT_UPLOAD_TYPES,
+    UPLOAD_TYPES,
     FileKey,
     PairCheck,
     UploadError,
     check_data_classes,
     check_pair,
+    check_upload,
     device_label,
     device_options,
     file_key,
     resolve_device,
     save_upload,
+    session_uploads,
+    sweep_uploads,
     user_path,
 )
 from kpsem.app_support.text import escape_markdown
@@ -131,15 +135,69 @@ def guard(what: str) -> Iterator[None]:
 
 def settings() -> ServerSettings:
     """Server settings (environment, then .streamlit/secrets.toml), read on every run: cheap, and a
-    changed setting takes effect without restarting the server."""
-    return load_settings()
+    changed setting takes effect without restarting the server (Streamlit's upload cap included)."""
+    config = load_settings()
+    apply_upload_limit(config)
+    _startup_sweep()
+    return config
+
+
+@st.cache_resource(show_spinner=False)
+def _startup_sweep() -> None:
+    """Once per server: remove the uploads that servers killed earlier left behind."""
+    try:
+        sweep_uploads()
+    except (OSError, UploadError) as error:  # uploads say so when used; the rest of the app works on
+        log.warning("could not sweep old uploads: %s", error)
+
+
+def _active_session(session_id: str) -> bool:
+    from streamlit.runtime import Runtime
+
+    return not Runtime.exists() or Runtime.instance().is_active_session(session_id)
+
+
+@st.cache_resource(scope="session", show_spinner=False,
+                   on_release=lambda folder: shutil.rmtree(folder, ignore_errors=True))
+def _session_uploads() -> Path:
+    """This session's upload folder. Streamlit releases session-scoped resources when the session
+    disconnects or shuts down, so the folder goes with the session, not only at a clean server exit.
+    Making one also removes this server's folders of sessions that have ended, should a release be missed."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    sweep_uploads(_active_session)
+    ctx = get_script_run_ctx()
+    return session_uploads(ctx.session_id if ctx is not None else f"bare-{os.getpid()}")
 
 
 def session_folder() -> Path:
-    """This session's upload folder, removed when the session's state is dropped (or at exit)."""
-    if "_upload_dir" not in st.session_state:
-        st.session_state["_upload_dir"] = tempfile.TemporaryDirectory(prefix="kpsem-upload-")
-    return Path(st.session_state["_upload_dir"].name)
+    """This session's upload folder (``<temp>/kpsem-uploads-<uid>/<server>/<session>``), removed when
+    the session ends, at a clean exit, or by the next server after a crash."""
+    folder = _session_uploads()
+    return folder if folder.is_dir() else session_uploads(folder.name)  # a temp cleaner may have removed it
+
+
+def _type_checked_later(filename: str, allowed_types: Sequence[str]) -> None:
+    """Stands in for Streamlit's server-side check of an uploaded file's extension: :func:`stored_upload`
+    makes it instead (every upload here goes through it).
+
+    Why: Streamlit checks while it reads the widget states, before the script runs, so its refusal of a
+    file of the wrong type (from a client that skips the browser's check) would replace the whole page with
+    "This app has encountered an error". stored_upload refuses it with a message in the section that asked
+    for the file.
+    """
+
+
+def _check_types_in_stored_upload() -> None:
+    from streamlit.elements.widgets import file_uploader
+
+    if hasattr(file_uploader, "enforce_filename_restriction"):
+        file_uploader.enforce_filename_restriction = _type_checked_later
+    else:  # another Streamlit: its own check stays (tests/test_server_settings.py says what changed)
+        log.warning("streamlit.elements.widgets.file_uploader has no enforce_filename_restriction any more")
+
+
+_check_types_in_stored_upload()
 
 
 def stored_upload(upload, kind: str, max_mb: int) -> Path:  # noqa: ANN001 - streamlit UploadedFile
@@ -151,6 +209,7 @@ def stored_upload(upload, kind: str, max_mb: int) -> Path:  # noqa: ANN001 - str
     key = (kind, upload.file_id)
     path = stored.get(key)
     if path is None or not path.is_file():
+        check_upload(upload.name, upload.size, max_mb=max_mb, types=UPLOAD_TYPES.get(kind))  # before copying
         path = save_upload(upload.getvalue(), upload.name, session_folder() / kind, max_mb=max_mb)
         stored[key] = path
     return path
@@ -210,11 +269,16 @@ def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
         cols = box.columns(2)
         choice.split = cols[0].selectbox("Split", SPLITS, index=SPLITS.index("test"), key="data_split")
         stamp = int(os.stat(choice.root).st_mtime_ns)
-        choice.layout = services.detect_data_layout(str(choice.root), stamp) if layout_pick == "detect" else layout_pick
+        # what a typed data set points at stays inside the browse roots too; the bundled demo is trusted
+        roots = (tuple(str(r) for r in config.browse_roots)
+                 if source == "path" and config.browse_roots is not None else None)
+        choice.layout = (services.detect_data_layout(str(choice.root), stamp, roots) if layout_pick == "detect"
+                         else layout_pick)
         choice.detected = layout_pick == "detect"
         if choice.layout in ("hmdb51", "ucf101"):
             choice.split_id = int(cols[1].selectbox("Official split", (1, 2, 3), key="data_split_id"))
-        choice.index = services.open_data(str(choice.root), choice.layout, choice.split, choice.split_id, stamp)
+        choice.index = services.open_data(str(choice.root), choice.layout, choice.split, choice.split_id, stamp,
+                                          roots)
         index = choice.index
         box.caption(f"**{index.layout}** layout ({'detected' if choice.detected else 'chosen'}) · {index.split} split · "
                     f"**{len(index.videos)}** clips found, {len(index.skipped)} skipped · {index.num_classes} classes")
@@ -257,7 +321,9 @@ def sidebar() -> Selection:
             chosen.data_warning = check_data_classes(kpsem.info.class_names, data.index.class_names)
             if chosen.data_warning:
                 st.sidebar.warning(escape_markdown(chosen.data_warning), icon=":material/warning:")
-    if config.restricted:
+    if config.browse_roots == ():
+        st.sidebar.caption("Typed paths are off on this server: the bundled demo and uploads only")
+    elif config.restricted:
         roots = ", ".join(escape_markdown(root, code=True) for root in config.browse_roots)
         st.sidebar.caption(f"Paths are limited to: {roots}")
     st.session_state["_selection"] = chosen

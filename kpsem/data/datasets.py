@@ -17,6 +17,9 @@ import csv
 import logging
 import os
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,8 @@ __all__ = [
     "SPLITS",
     "detect_layout",
     "open_dataset",
+    "confined_to",
+    "OUTSIDE_ROOTS",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,12 +94,81 @@ class DatasetIndex:
             text += f" (first: {path}: {reason})"
         return text + "".join(f"; {note}" for note in self.notes)
 
+# ---------------------------------------------------------------------------------------------- confinement
+
+OUTSIDE_ROOTS = "outside the folders this server lets you open"  # one reason, whether the target exists or not
+_ROOTS: ContextVar[tuple[tuple[Path, ...], tuple[Path, ...]] | None] = ContextVar("kpsem_data_roots", default=None)
+
+
+@contextmanager
+def confined_to(roots: Iterable[str | os.PathLike] | None) -> Iterator[None]:
+    """Inside this block the readers below list no folder and read no file outside ``roots`` (None: no limit).
+
+    Entries that lead outside (absolute paths or ``..`` in annotation files, symlinked class folders or
+    files) are skipped with :data:`OUTSIDE_ROOTS` whether or not what they name exists, so an index tells
+    nothing about the disk outside. A context rather than a parameter: every layout reads through the
+    same few helpers, so the check sits there once instead of in each reader.
+    """
+    if roots is None:
+        yield
+        return
+    given = tuple(Path(os.path.normpath(os.path.abspath(r))) for r in roots)
+    token = _ROOTS.set((given, tuple(r.resolve() for r in given)))
+    try:
+        yield
+    finally:
+        _ROOTS.reset(token)
+
+
+def _outside(path: str | os.PathLike) -> bool:
+    """Under :func:`confined_to`: whether ``path`` leaves the roots as written (``..``) or through symlinks."""
+    limits = _ROOTS.get()
+    if limits is None:
+        return False
+    given, resolved = limits
+    written = Path(os.path.normpath(os.path.abspath(path)))
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return True
+    return not (any(written.is_relative_to(r) for r in given + resolved)
+                and any(real.is_relative_to(r) for r in resolved))
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False outside the roots (never asked of the disk there)."""
+    return not _outside(path) and path.is_dir()
+
+
+def _drop_outside(index: DatasetIndex) -> None:
+    """Under :func:`confined_to`: entries found or listed outside the roots move to ``skipped``.
+
+    Found and missing ones get the same reason and go, sorted, after the other skips: neither the reason
+    nor the order says which of them exist.
+    """
+    if _ROOTS.get() is None:
+        return
+    videos, skipped, outside = [], [], []
+    for record in index.videos:
+        if _outside(record.path):
+            outside.append(str(record.path))
+        else:
+            videos.append(record)
+    for path, reason in index.skipped:
+        if _outside(path):
+            outside.append(path)
+        else:
+            skipped.append((path, reason))
+    index.videos, index.skipped = videos, skipped + [(path, OUTSIDE_ROOTS) for path in sorted(outside)]
+
 
 # ---------------------------------------------------------------------------------------------- helpers
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
     """(line number, stripped text) of the non-blank lines of an annotation file."""
+    if _outside(path):
+        raise AnnotationError(f"annotation file {path} is {OUTSIDE_ROOTS}")
     if not path.is_file():
         raise AnnotationError(f"annotation file {path} not found; pass annotations=<folder or file> "
                               "pointing at the data set's split files")
@@ -107,10 +181,15 @@ def _bad_line(path: Path, number: int, line: str, expected: str) -> AnnotationEr
 
 
 def _scan(folder: Path) -> dict[str, bool]:
-    """Names in ``folder`` -> whether each is a folder (one scandir; {} when it does not exist)."""
+    """Names in ``folder`` -> whether each is a folder (one scandir; {} when it does not exist or lies
+    outside the roots). A symlink leading outside counts as a folder whatever it points at, so a listing
+    never tells an outside file from an outside folder or from nothing."""
+    if _outside(folder):
+        return {}
     try:
         with os.scandir(folder) as entries:
-            return {e.name: e.is_dir() for e in entries if not e.name.startswith(".")}
+            return {e.name: (e.is_symlink() and _outside(e.path)) or e.is_dir()
+                    for e in entries if not e.name.startswith(".")}
     except (FileNotFoundError, NotADirectoryError):
         return {}
 
@@ -148,10 +227,10 @@ def _search_dirs(root: Path, annotations: Path | None, extra: tuple[str, ...] = 
     """Where annotation files may live: ``annotations``, else root, its named helpers, its sub-folders."""
     if annotations is not None:
         annotations = Path(annotations)
-        if not annotations.exists():
+        if _outside(annotations) or not annotations.exists():
             raise AnnotationError(f"annotations path {annotations} does not exist")
         return [annotations if annotations.is_dir() else annotations.parent]
-    dirs = [root, *(root / name for name in extra if (root / name).is_dir())]
+    dirs = [root, *(root / name for name in extra if _is_dir(root / name))]
     return dirs + [root / name for name, is_dir in sorted(_scan(root).items()) if is_dir and not name.isdigit()]
 
 
@@ -166,10 +245,10 @@ def _find_file(dirs: list[Path], pattern: str) -> Path | None:
 
 def _video_root(root: Path, first_class: str, candidates: tuple[str, ...] = ()) -> Path:
     """``root``, or the sub-folder of root that holds the class folders (e.g. UCF-101/)."""
-    if (root / first_class).is_dir():
+    if _is_dir(root / first_class):
         return root
     for name in candidates + tuple(sorted(n for n, d in _scan(root).items() if d)):
-        if (root / name / first_class).is_dir():
+        if _is_dir(root / name / first_class):
             return root / name
     return root
 
@@ -242,6 +321,9 @@ def _open_ucf101(root: Path, split: str, split_id: int, annotations: Path | None
         if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(class_names) + 1:
             raise _bad_line(class_file, number, line, f"'<index> <class>' with index {len(class_names) + 1}")
         class_names.append(parts[1])
+    if not class_names:  # every later step needs a class; say so here rather than fail on the first lookup
+        raise AnnotationError(f"{class_file} lists no classes (it is empty or blank); expected lines "
+                              "'<index> <class>' from 1 to 101: restore it from UCF101's ucfTrainTestlist")
     labels = {name.lower(): i for i, name in enumerate(class_names)}
     list_file = class_file.parent / f"{list_kind}list{split_id:02d}.txt"
     video_root = _video_root(root, class_names[0], ("UCF-101", "UCF101"))
@@ -271,13 +353,13 @@ _KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 
 def _split_dir(root: Path, split: str) -> Path | None:
     for name in _SPLIT_DIRS[split]:
-        if (root / name).is_dir():
+        if _is_dir(root / name):
             return root / name
     return None
 
 
 def _kinetics_csvs(root: Path, annotations: Path | None) -> list[Path]:
-    if annotations is not None and Path(annotations).is_file():
+    if annotations is not None and not _outside(annotations) and Path(annotations).is_file():
         return [Path(annotations)]
     found = []
     for folder in _search_dirs(root, annotations, ("annotations",))[:2 if annotations is None else 1]:
@@ -290,6 +372,8 @@ def _kinetics_csvs(root: Path, annotations: Path | None) -> list[Path]:
 
 
 def _csv_header(path: Path) -> list[str]:
+    if _outside(path):
+        raise AnnotationError(f"annotation file {path} is {OUTSIDE_ROOTS}")
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         return [cell.strip().lower() for cell in handle.readline().split(",")]
 
@@ -332,9 +416,12 @@ def _kinetics_rows(path: Path, split: str | None) -> list[tuple[int, str, str]]:
 def _walk_clips(folder: Path) -> dict[str, Path]:
     """file stem -> path of every video file below ``folder``."""
     found: dict[str, Path] = {}
+    if _outside(folder):
+        return found
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
+        # a symlinked folder leading outside is listed like a file (then refused), as _scan does
+        for name in filenames + [d for d in dirnames if _outside(os.path.join(dirpath, d))]:
             stem, ext = os.path.splitext(name)
             if ext.lower() in VIDEO_EXTENSIONS:
                 found.setdefault(stem, Path(dirpath) / name)
@@ -394,7 +481,7 @@ def _open_ssv1(root: Path, split: str, annotations: Path | None) -> DatasetIndex
     labels = {name: i for i, name in enumerate(class_names)}
     frames_root = root
     for name in ("20bn-something-something-v1", "frames", "rawframes"):
-        if (root / name).is_dir():
+        if _is_dir(root / name):
             frames_root = root / name
     listing = _scan(frames_root)
     videos, skipped = [], []
@@ -417,6 +504,9 @@ def _index_class_folders(root: Path, video_root: Path, class_names: list[str], l
                          notes: list[str] | None = None) -> DatasetIndex:
     videos, skipped = [], []
     for label, name in enumerate(class_names):
+        if _outside(video_root / name):  # a symlinked class folder (or a class named ../x): not listed
+            skipped.append((str(video_root / name), OUTSIDE_ROOTS))
+            continue
         for entry, is_dir in sorted(_scan(video_root / name).items()):
             if _is_clip_name(entry, is_dir):
                 path = video_root / name / entry
@@ -478,7 +568,8 @@ def detect_layout(root: str | os.PathLike) -> str:
     if not root.is_dir():
         raise FileNotFoundError(f"data set root {root} does not exist or is not a folder")
     listing = _scan(root)
-    if (root / "ucfTrainTestlist" / "classInd.txt").is_file() or "classInd.txt" in listing:
+    ucf_classes = root / "ucfTrainTestlist" / "classInd.txt"
+    if (not _outside(ucf_classes) and ucf_classes.is_file()) or "classInd.txt" in listing:
         return "ucf101"
     helpers = [root] + [root / n for n in ("annotations", "labels") if listing.get(n)]
     if any(_find_file([d], re.escape(_SSV1_PREFIX) + r"-labels\.csv") for d in helpers):
@@ -533,6 +624,7 @@ def open_dataset(
     else:
         index = _open_folders(root, split, ann)
     index.split = split
+    _drop_outside(index)  # before verify: nothing outside the roots is ever opened
     if verify:
         usable = []
         for record in index.videos:
