@@ -39,7 +39,7 @@ def _navigation_mode() -> None:
 
     original = pages_manager.PagesManager.__init__
 
-    def init(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def init(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
         original(self, *args, **kwargs)
         pages_manager.PagesManager.uses_pages_directory = False
 
@@ -197,9 +197,11 @@ def main() -> int:
         overlay_times.append(_timed(lambda m=mode: at.radio(key="overlay").set_value(m).run()))
         _check(at)
 
-    lib_main = [library(video_id, fresh_thread=False) for video_id in ids[1:1 + args.repeats]]  # after the app: no interleaving
+    # after the app: no interleaving
+    lib_main = [library(video_id, fresh_thread=False) for video_id in ids[1:1 + args.repeats]]
 
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {threads} threads"
     med = statistics.median
     print(f"device: {name}; demo: {'stand-in (tiny models)' if demo.standin else 'bundled'} "
           f"{info.clip_frames}x{info.clip_size}x{info.clip_size} clips; AppTest script runs; medians of {args.repeats}")

@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kpsem import create_model  # noqa: E402
-from kpsem.explain.analysis import analyse_pair  # noqa: E402
+from kpsem import create_model
+from kpsem.explain.analysis import analyse_pair
 
 
 def _sync(device: torch.device) -> None:

@@ -34,7 +34,8 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int,
+                device: torch.device) -> dict[str, list[float]]:
     """Time each function once per round, alternating their order every round."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
@@ -70,7 +71,8 @@ def bench_device(device: torch.device, args: argparse.Namespace) -> None:
     labels = torch.randint(0, args.num_classes, (args.train_batch,), device=device)
     train_models = {
         "mfnet": kpsem.create_model("mfnet", num_classes=args.num_classes).to(device).train(),
-        "mf_kpsem": kpsem.create_model("mf_kpsem", num_classes=args.num_classes, num_frames=args.train_clip[0]).to(device).train(),
+        "mf_kpsem": kpsem.create_model("mf_kpsem", num_classes=args.num_classes,
+                                       num_frames=args.train_clip[0]).to(device).train(),
     }
 
     def train_step(model: torch.nn.Module) -> Callable[[], object]:
@@ -87,7 +89,8 @@ def bench_device(device: torch.device, args: argparse.Namespace) -> None:
 
     times = interleaved({n: train_step(m) for n, m in train_models.items()}, args.train_rounds, 1, device)
     _report(
-        f"train step {args.train_batch}x3x{'x'.join(map(str, args.train_clip))} ({device.type}, SGD, straight-through KPSEM)",
+        f"train step {args.train_batch}x3x{'x'.join(map(str, args.train_clip))} "
+        f"({device.type}, SGD, straight-through KPSEM)",
         times,
     )
 

@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=10, help="classifier outputs")
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds per model (default 8)")
     parser.add_argument("--steps", type=int, default=3, help="optimiser steps per round (default 3)")
-    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast: auto (CUDA only), bf16 or fp16 (also on the CPU), off")
+    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                        help="autocast: auto (CUDA only), bf16 or fp16 (also on the CPU), off")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default; 1 gives steadier figures on a shared CPU)")
@@ -85,7 +86,9 @@ def bench_models(args: argparse.Namespace, device: torch.device) -> dict[str, di
         clips = torch.randn(args.batch_size, 3, args.frames, args.size, args.size, device=device)  # (N, 3, T, S, S)
         labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
 
-        def step(model=model, optimizer=optimizer, scaler=scaler, clips=clips, labels=labels) -> None:
+        def step(model: torch.nn.Module = model, optimizer: torch.optim.Optimizer = optimizer,
+                 scaler: torch.amp.GradScaler = scaler, clips: torch.Tensor = clips,
+                 labels: torch.Tensor = labels) -> None:
             with autocast_context(device, args.amp):
                 loss = F.cross_entropy(model(clips).float(), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -98,7 +101,7 @@ def bench_models(args: argparse.Namespace, device: torch.device) -> dict[str, di
         step()
         step()
     wall: dict[str, list[float]] = {arch: [] for arch in steps}
-    cpu: dict[str, float] = {arch: 0.0 for arch in steps}
+    cpu: dict[str, float] = dict.fromkeys(steps, 0.0)
     order = list(steps)
     for round_ in range(args.rounds):
         for arch in order if round_ % 2 == 0 else order[::-1]:  # ABBA: neither model always goes first

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,7 +37,7 @@ class DistInfo:
     rank: int = 0  # global rank, 0 .. world_size - 1
     world_size: int = 1  # number of processes
     local_rank: int = 0  # rank on this machine: picks the GPU
-    device: torch.device = torch.device("cpu")  # where this process computes
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where this process computes
     owns_group: bool = False  # whether this process created the group (and must destroy it)
 
     @property

@@ -42,7 +42,7 @@ def _part_of(name: str) -> str:
 
 def model_cost(model: nn.Module, *, name: str, clip: tuple[int, int, int] = (16, 224, 224)) -> ModelCost:
     """Count parameters and multiply-adds of ``model`` for one ``(T, H, W)`` clip."""
-    params = {part: 0 for part in PARTS}
+    params = dict.fromkeys(PARTS, 0)
     for key, parameter in model.named_parameters():
         params[_part_of(key)] += parameter.numel()
     was_training = model.training
@@ -53,7 +53,7 @@ def model_cost(model: nn.Module, *, name: str, clip: tuple[int, int, int] = (16,
         model(torch.zeros(1, 3, *clip, device=device))
     model.train(was_training)
     root = type(model).__name__
-    macs = {part: 0 for part in PARTS}
+    macs = dict.fromkeys(PARTS, 0)
     for module_name, counts in counter.get_flop_counts().items():
         if module_name in ("Global", root) or not module_name.startswith(root + "."):
             continue

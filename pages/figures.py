@@ -32,7 +32,7 @@ style = {
     "cmap": s4.selectbox("Colour map", ("jet", "turbo", "inferno", "viridis"), key="fig_cmap"),
 }
 spec = {"kind": kind, "style": style, "baseline": list(base.key), "kpsem": list(ours.key), "device": chosen.device,
-        "names": [pair_name for pair_name in ("MFNet", "MF-KPSEM")],
+        "names": ["MFNet", "MF-KPSEM"],
         "clip": {"frames": info.clip_frames, "size": info.clip_size, "mean": list(info.mean), "std": list(info.std)},
         "cam_layer": st.session_state.get("cam_layer", "tail"), "weighting": st.session_state.get("weighting", "clip"),
         "clips": [], "true_labels": [], "options": {}}
@@ -40,7 +40,8 @@ ready = True
 with ui.guard("Figure settings"):
     o1, o2, o3 = st.columns(3)
     if kind in ("fig7", "confusion"):
-        sources = [table_source(chosen, role, int(st.session_state.get("cmp_clips", 1))) for role in ("baseline", "kpsem")]
+        clips = int(st.session_state.get("cmp_clips", 1))
+        sources = [table_source(chosen, role, clips) for role in ("baseline", "kpsem")]
         if not all(s.exists for s in sources) or chosen.data.index is None:
             st.info("This figure needs both models' predictions on the sidebar's data set: compute them on the "
                     "Class comparison page first.")
@@ -51,7 +52,8 @@ with ui.guard("Figure settings"):
         if kind == "fig7":
             spec["options"] = {"margin": o1.slider("KPSEM wins (or loses) by at least", 0, 100, 0, 5, format="%d%%",
                                                    key="fig_margin") / 100,
-                               "mode": o2.radio("Classes where KPSEM", ("wins", "losses"), key="fig_mode", horizontal=True)}
+                               "mode": o2.radio("Classes where KPSEM", ("wins", "losses"), key="fig_mode",
+                                                horizontal=True)}
         else:
             spec["options"] = {"normalise": o1.checkbox("Normalise rows", True, key="fig_normalise")}
     elif kind != "table1":
@@ -72,7 +74,8 @@ with ui.guard("Figure settings"):
             frames = info.clip_frames
             if kind == "fig8":
                 spec["options"] = {"topk": int(o2.number_input("Top classes", 1, 5, 3, key="fig_topk")),
-                                   "frame": int(o3.slider("Frame shown", 1, frames, frames // 2 + 1, key="fig_frame")) - 1}
+                                   "frame": int(o3.slider("Frame shown", 1, frames, frames // 2 + 1,
+                                                          key="fig_frame")) - 1}
             else:
                 from kpsem.explain.figures import sample_frames
 

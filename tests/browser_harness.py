@@ -134,14 +134,14 @@ def chromium_page(width: int = 1400, height: int = 1800, *, evidence: Path | Non
             browser.close()
 
 
-def _keep_evidence(page, context, folder: Path) -> None:  # noqa: ANN001
+def _keep_evidence(page, context, folder: Path) -> None:
     """Save what a failed browser test saw; never mask the failure itself."""
     folder.mkdir(parents=True, exist_ok=True)
     for save in (lambda: page.screenshot(path=str(folder / "screenshot.png"), full_page=True),
                  lambda: context.tracing.stop(path=str(folder / "trace.zip"))):
         try:
             save()
-        except Exception as error:  # the page may be gone: keep whatever else can be saved
+        except Exception as error:  # noqa: BLE001  (the page may be gone: keep whatever else can be saved)
             print(f"could not save browser evidence: {error}", file=sys.stderr)
     print(f"browser evidence (trace.zip, screenshot.png, streamlit.log) in {folder}", file=sys.stderr)
 
@@ -154,7 +154,7 @@ def _condition(images: int, unlike: str | None) -> tuple[str, list]:
     }}""", [images, unlike]
 
 
-def wait_rendered(page, *, images: int, unlike: str | None = None, timeout_ms: int = 180_000,  # noqa: ANN001
+def wait_rendered(page, *, images: int, unlike: str | None = None, timeout_ms: int = 180_000,
                   settle_ms: int = 500, polling_ms: int = 250) -> str:
     """Wait until a run has finished and ``images`` pictures are decoded (and, with ``unlike``, the page's
     signature differs from that one); return the signature: every caption and image caption shown.
@@ -170,7 +170,7 @@ def wait_rendered(page, *, images: int, unlike: str | None = None, timeout_ms: i
     return handle.json_value()["signature"]
 
 
-def timed_click(page, target, *, images: int, unlike: str, polling_ms: int = 16,  # noqa: ANN001
+def timed_click(page, target, *, images: int, unlike: str, polling_ms: int = 16,
                 timeout_ms: int = 180_000) -> tuple[str, float]:
     """Click ``target`` (a locator) and time, on the page's own clock, from the click reaching the page
     until the run it starts has finished and every picture is decoded. Returns (signature, seconds).

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-
 _BROWSER_SKIPS: list[str] = []  # browser tests skipped in this run, reported again at the very end
 
 
@@ -168,7 +167,7 @@ def app_navigation_only(monkeypatch):
 
     original = pages_manager.PagesManager.__init__
 
-    def init(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
         pages_manager.PagesManager.uses_pages_directory = False
 

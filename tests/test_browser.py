@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from browser_harness import chromium_page, footer, served_app, wait_rendered
 
 SCREENSHOT_COPY = Path("/tmp/kpsem-explorer.png")
@@ -86,7 +85,8 @@ def test_cancelling_a_predictions_computation_in_chromium(app_demo, tmp_path, ev
     with served_app(evidence / "streamlit.log", env=env) as url, chromium_page(evidence=evidence) as page:
         page.goto(url, wait_until="domcontentloaded")
         signature = wait_rendered(page, images=4)
-        for number, (role, name) in enumerate((("Baseline checkpoint", "mfnet.pt"), ("KPSEM checkpoint", "mf_kpsem.pt"))):
+        roles = (("Baseline checkpoint", "mfnet.pt"), ("KPSEM checkpoint", "mf_kpsem.pt"))
+        for number, (role, name) in enumerate(roles):
             copy = tmp_path / f"copy_{name}"  # not the bundled demo: no bundled table applies
             shutil.copy(app_demo.root / name, copy)
             page.locator('[data-testid="stRadio"]', has_text=role).get_by_text("path", exact=True).click()

@@ -17,12 +17,12 @@ TINY = dict(videos_per_class=5, frames=16, size=32, workers=1)  # per class: 3 t
 
 
 @pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def tiny_set(tmp_path_factory: pytest.TempPathFactory):
     config = SynthConfig(classes=("rise", "fall", "hop_cw"), **TINY)
     return generate(tmp_path_factory.mktemp("synth") / "set", config)
 
 
-def test_layout_lists_and_counts(tiny_set) -> None:  # noqa: ANN001
+def test_layout_lists_and_counts(tiny_set) -> None:
     # 5 videos: round(0.6 * 5) = 3 train, round(0.2 * 5) = 1 val, 1 test per class
     assert tiny_set.counts == {"train": 9, "val": 3, "test": 3} and tiny_set.format == "mp4"
     root = tiny_set.out_dir
@@ -41,7 +41,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*.mp4"))}
 
 
-def test_same_seed_same_files_other_seed_other_files(tmp_path: Path, tiny_set) -> None:  # noqa: ANN001
+def test_same_seed_same_files_other_seed_other_files(tmp_path: Path, tiny_set) -> None:
     # `again` is written later in the same process, after other tests decoded and encoded other videos,
     # and by two worker processes instead of one: the bytes must not depend on either
     again = generate(tmp_path / "again", SynthConfig(classes=("rise", "fall", "hop_cw"), **{**TINY, "workers": 2}))
@@ -145,7 +145,7 @@ def test_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 # ---------------------------------------------------------------------------------------------- ClipDataset
 
 
-def test_clip_dataset_items(tiny_set) -> None:  # noqa: ANN001
+def test_clip_dataset_items(tiny_set) -> None:
     test = ClipDataset(tiny_set.index("test"), train=False, frames=8, size=32, clips_per_video=2)
     assert len(test) == 6
     item = test[3]  # video 1, clip 1

@@ -105,7 +105,7 @@ def test_evaluate_refuses_a_data_set_with_other_classes(tmp_path):
     with pytest.raises(ValueError, match=r"name their classes differently .*0: 'run' vs 'class0'"):
         evaluate_checkpoint(ckpt, dataset=ToyClips(3, train=False), class_names=CLASSES, workers=0)
     with pytest.raises(ValueError, match="predicts 3 classes but the data set has 4"):
-        evaluate_checkpoint(ckpt, dataset=ToyClips(3, train=False), class_names=CLASSES + ["x"], workers=0)
+        evaluate_checkpoint(ckpt, dataset=ToyClips(3, train=False), class_names=[*CLASSES, "x"], workers=0)
 
 
 class _OneUndecodable(ToyClips):
@@ -136,7 +136,7 @@ class _FakeKPSEM(torch.nn.Module):
         super().__init__()
         self.centres = centres
 
-    def forward(self, x: torch.Tensor):  # noqa: ANN201
+    def forward(self, x: torch.Tensor):
         from types import SimpleNamespace
 
         return x, SimpleNamespace(centres=self.centres, feature_size=(4, 4))

@@ -220,7 +220,7 @@ def test_key_point_frame_matches_the_figure_drawing_path(tiny_pair, tiny_clip):
     assert difference.max() <= 3 and (image != upscale(frame_rgb, 3)).any()  # something was drawn
 
 
-@pytest.mark.parametrize("size, scale", [(464, 1), (304, 3), (23, 5)])
+@pytest.mark.parametrize(("size", "scale"), [(464, 1), (304, 3), (23, 5)])
 def test_key_point_frame_has_exactly_scale_pixels_per_frame_pixel(tiny_pair, tiny_clip, size, scale):
     """Sizes where figsize * dpi falls just short of a whole number (464 / 100 * 100 = 463.99...): the layer
     must still cover the frame exactly, or the blend refuses it."""

@@ -117,18 +117,16 @@ def test_explainer_leaves_model_untouched(tiny_pair, tiny_clip):
 def test_hooks_released_after_an_exception(tiny_pair, tiny_clip, error):
     """Released in __exit__ and the exception still propagates (BaseCAM's own __exit__ swallows IndexError)."""
     model = tiny_pair[0]
-    with pytest.raises(error, match="boom"):
-        with VideoGradCAM(model, layer="conv4"):
-            assert _hooks(model) == 3  # our leaf hook and the package's two
-            raise error("boom")
+    with pytest.raises(error, match="boom"), VideoGradCAM(model, layer="conv4"):  # noqa: PT012  (hooks checked inside)
+        assert _hooks(model) == 3  # our leaf hook and the package's two
+        raise error("boom")
     assert _hooks(model) == 0
 
 
 def test_hooks_released_when_explain_fails(tiny_pair):
     model = tiny_pair[1]
-    with pytest.raises(ValueError, match="this MF-KPSEM was built for 8-frame clips"):
-        with VideoGradCAM(model) as cam:
-            cam.explain(torch.zeros(1, 3, 4, 64, 64))
+    with pytest.raises(ValueError, match="this MF-KPSEM was built for 8-frame clips"), VideoGradCAM(model) as cam:
+        cam.explain(torch.zeros(1, 3, 4, 64, 64))
     assert _hooks(model) == 0
     assert torch.is_grad_enabled()
 
@@ -140,7 +138,7 @@ def test_clear_errors(tiny_pair, tiny_clip):
         VideoGradCAM(model, layer="conv9")
     with pytest.raises(ValueError, match=r"weighting must be one of \('clip', 'slice'\); got 'frame'"):
         VideoGradCAM(model, weighting="frame")  # type: ignore[arg-type]
-    with VideoGradCAM(model) as cam:
-        with pytest.raises(ValueError, match=r"target class 7 is out of range for a model with 5 classes \(0..4\)"):
-            cam.explain(tiny_clip, targets=[7])
+    out_of_range = r"target class 7 is out of range for a model with 5 classes \(0..4\)"
+    with VideoGradCAM(model) as cam, pytest.raises(ValueError, match=out_of_range):
+        cam.explain(tiny_clip, targets=[7])
     assert _hooks(model) == 0

@@ -73,7 +73,8 @@ def test_published_state_dict_key_names() -> None:
 def test_mf_kpsem_shapes_at_16x224x224_follow_spec_section_2() -> None:
     model = kpsem.create_model("mf_kpsem", num_classes=7).eval()
     with torch.no_grad():
-        spatial_map, temporal, internals = model.forward_features(torch.randn(2, 3, 16, 224, 224), return_internals=True)
+        clip = torch.randn(2, 3, 16, 224, 224)
+        spatial_map, temporal, internals = model.forward_features(clip, return_internals=True)
         logits = model.forward_head((spatial_map, temporal))
     assert spatial_map.shape == (2, 768, 8, 7, 7)
     assert temporal.shape == (2, 672)
@@ -95,7 +96,7 @@ def test_mf_kpsem_shapes_at_16x224x224_follow_spec_section_2() -> None:
 def test_other_clip_sizes(frames: int, size: int, temporal: int) -> None:
     model = kpsem.create_model("mf_kpsem", num_classes=3, num_frames=frames).eval()
     with torch.no_grad():
-        spatial_map, features = model.forward_features(torch.randn(1, 3, frames, size, size))
+        _, features = model.forward_features(torch.randn(1, 3, frames, size, size))
     assert features.shape == (1, temporal)
     assert model(torch.randn(1, 3, frames, size, size)).shape == (1, 3)
 
@@ -186,7 +187,8 @@ def test_internals_detach_for_drawing() -> None:
 
 def test_wrong_frame_count_is_refused_with_the_built_length() -> None:
     model = kpsem.create_model("mf_kpsem", num_classes=3)
-    with pytest.raises(ValueError, match=r"built for 16-frame clips \(its temporal feature has 672 values\); got a clip of 8 frames"):
+    with pytest.raises(ValueError, match=r"built for 16-frame clips \(its temporal feature has 672 values\); "
+                                         r"got a clip of 8 frames"):
         model(torch.randn(1, 3, 8, 64, 64))
 
 

@@ -26,14 +26,14 @@ def _data(val: bool = False) -> TrainData:
                      ToyClips(1).class_names, {"name": "toy"})
 
 
-class _Crash(RuntimeError):
+class _CrashError(RuntimeError):
     pass
 
 
 def _crash_at(step: int):
     def hook(current: int) -> None:
         if current == step:
-            raise _Crash(f"simulated crash after step {step}")
+            raise _CrashError(f"simulated crash after step {step}")
     return hook
 
 
@@ -42,7 +42,7 @@ def _weights(path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    "save_every, crash_step, workers", [(0, 4, 0), (2, 5, 0), (2, 5, 2)],
+    ("save_every", "crash_step", "workers"), [(0, 4, 0), (2, 5, 0), (2, 5, 2)],
     ids=["from-epoch-end", "mid-epoch", "mid-epoch-2-workers"],
 )
 def test_resumed_run_matches_uninterrupted_run_bit_for_bit(tmp_path, save_every, crash_step, workers):
@@ -50,7 +50,7 @@ def test_resumed_run_matches_uninterrupted_run_bit_for_bit(tmp_path, save_every,
     assert straight.steps == 6 and straight.epochs == 2
 
     crashed = _config(tmp_path, "crashed", save_every=save_every, workers=workers)
-    with pytest.raises(_Crash):
+    with pytest.raises(_CrashError):
         train(crashed, data=_data(), on_step=_crash_at(crash_step))
     torch.manual_seed(12345)  # the crash left the RNGs somewhere else; the resume must not care
     resumed = train(_config(tmp_path, "crashed", save_every=save_every, workers=workers, resume="auto"), data=_data())
@@ -89,7 +89,7 @@ def test_run_folder_checkpoints_carry_full_metadata(tmp_path):
     state = read_checkpoint(run / "checkpoints" / "epoch_001.pt")["training_state"]
     assert {"optimizer", "scheduler", "rng", "metrics", "epoch", "step"} <= set(state)
     assert "training_state" not in read_checkpoint(run / "final.pt")
-    epoch_record = [m for m in result.metrics if m["event"] == "epoch"][0]
+    epoch_record = next(m for m in result.metrics if m["event"] == "epoch")
     assert {"train_loss", "train_top1", "val_top1", "val_top5", "val_video_top1"} <= set(epoch_record)
     assert 0 <= epoch_record["centre_near_bound"] <= 1 and epoch_record["centre_std_clips"] >= 0  # centre watch
 
@@ -131,7 +131,7 @@ def test_init_from_a_published_mfnet_file_fills_the_backbone(tmp_path):
 
 
 def test_resume_refuses_changed_settings(tmp_path):
-    with pytest.raises(_Crash):
+    with pytest.raises(_CrashError):
         train(_config(tmp_path, "run"), data=_data(), on_step=_crash_at(4))  # epoch 1 was saved
     with pytest.raises(ResumeError, match=r"settings differ .*lr: 0\.005 -> 0\.01"):
         train(_config(tmp_path, "run", lr=0.01, resume="auto"), data=_data())

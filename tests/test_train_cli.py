@@ -84,7 +84,7 @@ def test_torchrun_two_processes_train_and_evaluate_with_gloo(frame_folders, tmp_
     config = json.loads((out / "config.json").read_text())
     assert config["world_size"] == 2
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    epoch = [r for r in records if r["event"] == "epoch"][0]
+    epoch = next(r for r in records if r["event"] == "epoch")
     # 9 videos over 2 ranks -> 5 per rank (one padded) -> 1 step of 4 clips each; validation sees every clip once
     assert epoch["step"] == 1 and "val_top1" in epoch
     state = read_checkpoint(out / "checkpoints" / "epoch_001.pt")["training_state"]

@@ -18,8 +18,8 @@ import argparse
 import json
 import os
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -148,7 +148,8 @@ def build_standin(out: str | os.PathLike | None = None, config: StandinConfig | 
         clips = torch.stack([item["clip"] for item in items])  # (N, 3, T, S, S)
         labels = torch.tensor([item["label"] for item in items])
         tiny = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
-        provenance = {"note": "stand-in demo: tiny MFNet after a few SGD steps; MF-KPSEM on its backbone, classifiers fitted on frozen features",
+        provenance = {"note": "stand-in demo: tiny MFNet after a few SGD steps; MF-KPSEM on its backbone, "
+                              "classifiers fitted on frozen features",
                       "generator": "kpsem.app_support.demo", "steps": config.steps}
         torch.manual_seed(config.seed)
         baseline = create_model("mfnet", num_classes=len(config.classes), widths=tiny["widths"], depths=tiny["depths"])

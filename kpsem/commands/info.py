@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         clip = args.clip or (16, 224, 224)
         for name in args.model:
-            model = create_model(name, num_classes=args.num_classes, **({"num_frames": clip[0]} if name == "mf_kpsem" else {}))
+            clip_options = {"num_frames": clip[0]} if name == "mf_kpsem" else {}
+            model = create_model(name, num_classes=args.num_classes, **clip_options)
             costs.append(model_cost(model, name=name, clip=clip))
     if args.json:
         print(json.dumps({"models": [c.as_dict() for c in costs], "checkpoints": described}, indent=2))

@@ -17,16 +17,16 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)  # headless by default; a caller's own backend choice wins
 
-import numpy as np  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
-from matplotlib.artist import Artist  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import FancyArrow  # noqa: E402
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrow
 
-from kpsem.explain.analysis import ClipAnalysis  # noqa: E402
+from kpsem.explain.analysis import ClipAnalysis
 
 __all__ = [
     "REGION_COLOURS",
@@ -118,7 +118,8 @@ def channel_scores(analysis: ClipAnalysis, set_index: int = 0) -> np.ndarray:
     pairs of sum_k W_R[k] * |S[k]| (eq. 12 before the regions' vectors can cancel out)."""
     _require_kpsem(analysis)
     internals = analysis.internals
-    assert internals is not None and analysis.shifts_px is not None
+    assert internals is not None
+    assert analysis.shifts_px is not None
     num_sets = internals.centres.shape[1]
     if not 0 <= set_index < num_sets:
         raise ValueError(f"set {set_index} does not exist; this model has sets 0..{num_sets - 1}")
@@ -145,7 +146,9 @@ def crossing_shifts(analysis: ClipAnalysis, set_index: int, feature_frame: int) 
     """(K, C) bool: the shift of region k's key point, drawn from feature frame t' (unscaled), ends
     in another quadrant of that frame's split. False everywhere on the last frame (no shift)."""
     _require_kpsem(analysis)
-    assert analysis.key_points_px is not None and analysis.shifts_px is not None and analysis.centres_px is not None
+    assert analysis.key_points_px is not None
+    assert analysis.shifts_px is not None
+    assert analysis.centres_px is not None
     num_regions, channels = analysis.key_points_px.shape[1:3]
     if feature_frame >= analysis.shifts_px.shape[3] or num_regions == 1:
         return np.zeros((num_regions, channels), dtype=bool)
@@ -199,7 +202,8 @@ def draw_keypoints(
     options = options or KeyPointOptions()
     _require_kpsem(analysis)
     _check_frame_index(analysis, frame)
-    assert analysis.key_points_px is not None and analysis.shifts_px is not None
+    assert analysis.key_points_px is not None
+    assert analysis.shifts_px is not None
     num_sets, num_regions, channels = analysis.key_points_px.shape[:3]
     t = int(analysis.frame_to_feature[frame])
     artists: list[Artist] = []
