@@ -3,6 +3,7 @@ literally on every page (escaped for Markdown, and for plotly), and never make t
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -13,18 +14,11 @@ from streamlit.testing.v1 import AppTest
 from kpsem.app_support.render import confusion_heatmap, per_class_chart, topk_chart
 from kpsem.app_support.text import escape_markdown, escape_plotly
 
-# One hostile name per kind of markup: a Markdown image (a fetch), raw HTML (a fetch), emphasis, a
-# Streamlit colour directive and a formula. Eight, one per class of the demo.
-HOSTILE = [
-    "![c0](http://example.invalid/0.png)",
-    "<img src=http://example.invalid/1.png>",
-    "**bold2**",
-    ":red[red3] $x^3$",
-    "![c4](http://example.invalid/4.png)",
-    "<img src=http://example.invalid/5.png>",
-    "**bold6**",
-    "[link7](http://example.invalid/7)",
-]
+# Each name holds a kind of Markdown (an image is a fetch, then emphasis, a Streamlit colour directive and a
+# formula, a link) and an HTML image (a fetch, and a tag plotly would read). Eight, one per class of the demo.
+_MARKDOWN = ("![c{i}](http://example.invalid/{i}.png)", "**bold{i}**", ":red[red{i}] $x^{i}$",
+             "[link{i}](http://example.invalid/{i})")
+HOSTILE = [f"{_MARKDOWN[i % 4].format(i=i)} <img src=http://example.invalid/{i}.png>" for i in range(8)]
 RAW_MARKS = ("![c", "<img", "**bold", ":red[", "$x", "[link")  # none of these may reach a Markdown element
 
 
@@ -51,9 +45,13 @@ def _assert_literal(at: AppTest, shown: list[str]) -> None:
     joined = "\n".join(texts)
     for name in shown:
         assert escape_markdown(name) in joined, name
-    for chart in at.get("plotly_chart"):
-        spec = chart.proto.spec
-        assert "<img" not in spec and "example.invalid/1.png>" not in spec, spec[:300]
+    for spec in _chart_specs(at):
+        assert "<img" not in spec, spec[:300]
+
+
+def _chart_specs(at: AppTest) -> list[str]:
+    """Every plotly chart's figure as JSON text (Streamlit sends "<" as \\u003c; read back here)."""
+    return [json.dumps(json.loads(chart.proto.spec)) for chart in at.get("plotly_chart")]
 
 
 def _hostile_checkpoint(source: Path, target: Path) -> Path:
@@ -110,10 +108,16 @@ def test_hostile_class_names_from_a_checkpoint_render_literally(app, app_demo, t
     shown = [n for n in HOSTILE if escape_markdown(n) in "\n".join(_markdown_texts(at))]
     assert len(shown) >= 2
     _assert_literal(at, shown)
+    assert all(escape_plotly(HOSTILE[0]) in spec for spec in _chart_specs(at))  # the top-5 bars name every class
     texts = "\n".join(_markdown_texts(at))
     assert "`kpsem_<img src=x>.pt`" in texts and "`![b](b.png)_base.pt`" in texts  # file names: code spans
     at.radio(key="overlay").set_value("Difference").run()
     _assert_literal(at, [])
+    at.toggle(key="faith_on").set_value(True).run()  # the faithfulness curves: a plotly axis names the class
+    assert len(at.get("plotly_chart")) == 3, [e.value for e in at.error]
+    _assert_literal(at, [])
+    axis = re.search(r'"text": "p\((.*?)\)"', _chart_specs(at)[-1])  # p(the class both curves are for)
+    assert axis is not None and axis.group(1) in {escape_plotly(name) for name in HOSTILE}
     at.switch_page("pages/models.py").run()
     _assert_literal(at, [])
 

@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 from kpsem.app_support import services
 from kpsem.app_support.render import MODEL_COLOURS
 from kpsem.app_support.sources import FileKey
+from kpsem.app_support.text import escape_markdown, escape_plotly
 from kpsem.explain.analysis import CommonTarget, PairAnalysis
 from kpsem.explain.faithfulness import PairFaithfulness
 
@@ -78,7 +79,7 @@ def curves_chart(result: PairFaithfulness) -> go.Figure:
                                         legendgroup=curves.model_name, showlegend=col == 1), row=1, col=col)
     figure.update_xaxes(title_text="% of cells removed", range=[0, 100], row=1, col=1)
     figure.update_xaxes(title_text="% of cells shown", range=[0, 100], row=1, col=2)
-    figure.update_yaxes(title_text=f"p({result.common.name})", range=[0, 1.02], row=1, col=1)
+    figure.update_yaxes(title_text=f"p({escape_plotly(result.common.name)})", range=[0, 1.02], row=1, col=1)
     figure.update_yaxes(range=[0, 1.02], row=1, col=2)
     figure.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                          legend={"orientation": "h", "y": -0.3, "font": {"size": 11}})
@@ -115,10 +116,10 @@ def explorer_section(chosen, clip_key: FileKey, common: CommonTarget, *, cam_lay
                 run = pair_curves(chosen.baseline.key, chosen.kpsem.key, chosen.device, clip_key, info.clip_frames,
                                   info.clip_size, tuple(info.mean), tuple(info.std), cam_layer, weighting,
                                   common.index, common.reason, int(steps))
-            if common.predictions_differ:
-                st.info(common.message("curves"), icon=":material/info:")
+            if common.predictions_differ:  # the message names classes: text from the checkpoint
+                st.info(escape_markdown(common.message("curves")), icon=":material/info:")
             else:
-                st.caption(common.message("curves"))
+                st.caption(escape_markdown(common.message("curves")))
             st.plotly_chart(curves_chart(run.result), key="faith_chart", config={"displayModeBar": False})
             st.markdown("  \n".join(auc_lines(run.result)))
             st.caption(f"{run.result.baseline.forwards + run.result.kpsem.forwards} batched forward calls on "
