@@ -135,6 +135,8 @@ def default_model_id(checkpoint: str | Path, arch: str) -> str:
 def _predict(
     model: nn.Module, loader: Iterable[dict[str, Any]], device: torch.device, amp: str, progress: Any
 ) -> dict[str, list[Any]]:
+    from kpsem.checkpoint import check_finite_logits
+
     out: dict[str, list[Any]] = {"probs": [], "label": [], "video_id": [], "clip_index": [], "loss": [], "replaced": []}
     for batch in loader:
         # ClipDataset stands a decodable neighbour in for an undecodable video; counting that neighbour
@@ -149,6 +151,8 @@ def _predict(
         with autocast_context(device, amp):
             logits = model(clips)  # (N', classes)
         logits = logits.float()
+        names = [f"{v} clip {int(c)}" for v, c, k in zip(batch["video_id"], batch["clip_index"], keep) if k]
+        check_finite_logits(logits, model=type(model).__name__, items=names)  # a softmax of NaN is no prediction
         out["loss"].append(F.cross_entropy(logits, labels, reduction="sum").item())
         out["probs"].append(F.softmax(logits, dim=1).cpu().numpy())
         out["label"].extend(int(v) for v in labels.cpu())
@@ -264,18 +268,28 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise PredictionsError(f"predictions file {path} is empty (0 bytes); it was not written completely")
     try:
-        arrow = pq.read_table(path)
+        handle = open(path, "rb")  # noqa: SIM115 - closed below; one open for every read (see kpsem.io)
+    except OSError as error:
+        raise PredictionsError(f"predictions file {path} cannot be opened ({error.strerror or error})") from None
+    try:
+        parquet = pq.ParquetFile(handle)
+        names = parquet.schema_arrow.names
+        missing = [c for c in COLUMNS if c not in names]
+        if missing:
+            raise PredictionsError(
+                f"{path} is not a kpsem predictions table: it lacks columns {', '.join(missing)} "
+                f"(it has {', '.join(names) or 'none'})"
+            )
+        text_columns = _check_table_size(parquet, path)
+        arrow = pq.read_table(handle, read_dictionary=text_columns)  # strings stay encoded until measured
     except (pa.ArrowInvalid, OSError) as error:
         raise PredictionsError(
             f"{path} is not a Parquet predictions table ({str(error).splitlines()[0]}); "
             "pass the .parquet file that `python -m kpsem evaluate --out` wrote"
         ) from None
-    missing = [c for c in COLUMNS if c not in arrow.column_names]
-    if missing:
-        raise PredictionsError(
-            f"{path} is not a kpsem predictions table: it lacks columns {', '.join(missing)} "
-            f"(it has {', '.join(arrow.column_names) or 'none'})"
-        )
+    finally:
+        handle.close()
+    arrow = _expand_text(arrow, parquet.schema_arrow, path)
     df = arrow.to_pandas()
     bad_levels = sorted(set(df["level"].unique()) - set(_LEVELS))
     if bad_levels:
@@ -284,6 +298,83 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     df.attrs["format"] = meta.get(b"kpsem_format", b"").decode() or None
     df.attrs["kpsem"] = json.loads(meta[b"kpsem_summary"]) if b"kpsem_summary" in meta else {}
     return df
+
+
+def _check_table_size(parquet: Any, path: Path) -> list[str]:
+    """Refuse a table past :mod:`kpsem.limits` from its Parquet metadata alone, before any data is read;
+    return the paths of its string columns (read dictionary-encoded, see :func:`_expand_text`).
+
+    Why the metadata: a few KB of Parquet can hold a billion run-length-encoded zeros (4 GB once read),
+    and page sizes alone do not show it, so values are counted too."""
+    from kpsem.limits import (
+        MAX_CLASSES,
+        MAX_PREDICTION_BYTES,
+        MAX_PREDICTION_ROWS,
+        MAX_PREDICTION_VALUES,
+        format_bytes,
+    )
+
+    meta = parquet.metadata
+    rows = meta.num_rows
+    if rows > MAX_PREDICTION_ROWS:
+        raise PredictionsError(f"{path} has {rows:,} rows; at most {MAX_PREDICTION_ROWS:,} are read (a 10-clip "
+                               "evaluation of Kinetics-400 has 220,000): split the evaluation into several tables")
+    values: dict[str, int] = {}
+    unpacked = 0
+    for group in range(meta.num_row_groups):
+        row_group = meta.row_group(group)
+        for index in range(row_group.num_columns):
+            column = row_group.column(index)
+            values[column.path_in_schema] = values.get(column.path_in_schema, 0) + column.num_values
+            unpacked += column.total_uncompressed_size
+    probs = sum(count for name, count in values.items() if name.split(".")[0] == "probs")  # list items
+    if rows and probs / rows > MAX_CLASSES:
+        raise PredictionsError(f"{path} holds probability vectors of {probs // rows:,} values on average; at "
+                               f"most {MAX_CLASSES:,} classes are read: it is not a predictions table of a classifier")
+    if sum(values.values()) > MAX_PREDICTION_VALUES:
+        raise PredictionsError(
+            f"{path} holds {sum(values.values()):,} values ({format_bytes(4 * sum(values.values()))} or more once "
+            f"read); at most {MAX_PREDICTION_VALUES:,} are read: split the evaluation into several tables"
+        )
+    leaves = [parquet.schema.column(i) for i in range(len(parquet.schema))]
+    for leaf in leaves:  # dictionary-encoded fixed-size bytes expand to their declared size each
+        if leaf.physical_type == "FIXED_LEN_BYTE_ARRAY":
+            unpacked += values.get(leaf.path, 0) * leaf.length
+    if unpacked > MAX_PREDICTION_BYTES:
+        limit = format_bytes(MAX_PREDICTION_BYTES)
+        raise PredictionsError(f"{path} unpacks to {format_bytes(unpacked)}; at most {limit} is read: split the "
+                               "evaluation into several tables")
+    return [leaf.path for leaf in leaves if leaf.physical_type == "BYTE_ARRAY" and leaf.path in values]
+
+
+def _expand_text(arrow: Any, schema: Any, path: Path) -> Any:
+    """The table with its dictionary-encoded strings expanded, once their expanded size is known to fit.
+
+    Why: one long string referenced from every row is a few bytes per row in the file and its full
+    length per row in memory; the dictionary and the indices tell the expanded size without expanding."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from kpsem.limits import MAX_PREDICTION_TEXT_BYTES, format_bytes
+
+    total = 0
+    for column in arrow.columns:
+        for chunk in column.chunks:
+            array = chunk.flatten() if pa.types.is_list(chunk.type) else chunk
+            if pa.types.is_dictionary(array.type):
+                lengths = pc.binary_length(array.dictionary)
+                total += (pc.sum(pc.take(lengths, array.indices)).as_py() or 0) if len(array) else 0
+    if total > MAX_PREDICTION_TEXT_BYTES:
+        raise PredictionsError(f"{path} holds {format_bytes(total)} of text once its strings are expanded; at most "
+                               f"{format_bytes(MAX_PREDICTION_TEXT_BYTES)} is read: it is not a kpsem predictions "
+                               "table")
+    arrow = arrow.cast(schema)
+    if arrow.num_rows and pa.types.is_list(arrow.schema.field("probs").type):
+        lengths = pc.min_max(pc.list_value_length(arrow["probs"])).as_py()
+        if lengths["min"] != lengths["max"]:
+            raise PredictionsError(f"{path}: its rows hold probability vectors of {lengths['min']} to {lengths['max']} "
+                                   "values; every row of a predictions table has one per class")
+    return arrow
 
 
 def _accuracy(table: pd.DataFrame, level: str, column: str) -> float:

@@ -210,3 +210,19 @@ def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "text.pt").write_text("not a checkpoint at all")
     with pytest.raises(CheckpointError, match=r"text\.pt is truncated or not a PyTorch file"):
         read_checkpoint(tmp_path / "text.pt")
+
+
+def test_saved_checkpoints_carry_a_checksum_of_names_dtypes_shapes_and_bytes(tmp_path: Path) -> None:
+    from kpsem.checkpoint import CHECKSUM_KEY, state_dict_checksum
+
+    model = tiny_mfnet()
+    path = save_checkpoint(tmp_path / "model.pt", model, class_names=list("abcdef"))
+    saved = torch.load(path, weights_only=True)
+    assert saved[CHECKSUM_KEY] == state_dict_checksum(model.state_dict())
+    assert describe_checkpoint(path).integrity == "tensors verified against the SHA-256 checksum saved with them"
+    base = {"w": torch.zeros(2, 3)}
+    variants = [{"v": torch.zeros(2, 3)}, {"w": torch.zeros(3, 2)}, {"w": torch.zeros(2, 3, dtype=torch.float64)},
+                {"w": torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1e-30]])}, {**base, "extra": torch.zeros(0)}]
+    checksums = {state_dict_checksum(base)} | {state_dict_checksum(v) for v in variants}
+    assert len(checksums) == 1 + len(variants)  # a name, a shape, a dtype, one value or one more tensor changes it
+    assert state_dict_checksum({"w": torch.zeros(3, 2).t()}) == state_dict_checksum(base)  # layout does not

@@ -63,6 +63,7 @@ def compute_predictions(
     :class:`Cancelled`. ``lock`` is held around each forward pass (models are shared between sessions).
     Undecodable videos are left out (:class:`kpsem.data.ClipDataset` would substitute a neighbour).
     """
+    from kpsem.checkpoint import check_finite_logits
     from kpsem.data import ClipDataset
     from kpsem.evaluate import predictions_table, write_predictions
 
@@ -83,6 +84,7 @@ def compute_predictions(
             continue
         with lock or nullcontext(), torch.no_grad():
             logits = model(sample["clip"][None].to(device))  # (1, classes)
+        check_finite_logits(logits, model=model_id, items=[f"{sample['video_id']} clip {sample['clip_index']}"])
         probs.append(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
         labels.append(int(sample["label"]))
         video_ids.append(str(sample["video_id"]))

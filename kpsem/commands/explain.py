@@ -85,6 +85,17 @@ def _load_clip(path: str, frames: int, size: int, mean: tuple[float, ...], std: 
     return sample.clips[clip_index:clip_index + 1], sample.display[clip_index], facts
 
 
+def _check_out(out: Path) -> None:
+    """--out is a folder: refuse a path that is, or lies inside, an existing file."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is an existing file" if path == out else f"lies inside {path}, an existing file"
+                raise ValueError(f"--out {out} {what}; --out names a folder for the figures: choose a new or "
+                                 "existing folder")
+            return
+
+
 def run(args: argparse.Namespace) -> int:
     """Analyse the clip with both models and write every per-clip figure to --out."""
     import torch
@@ -96,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from kpsem.explain.figures import figure_cost_table, figure_gradcam, figure_keypoints, figure_top_predictions
     from kpsem.profile import model_cost
 
+    _check_out(Path(args.out))  # before minutes of analysis, not when the first figure is written
     style = style_from_args(args)
     formats = formats_from_args(args)
     device = torch.device(args.device)

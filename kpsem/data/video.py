@@ -233,13 +233,104 @@ def _constant_rate(stream) -> bool:  # noqa: ANN001 - av.VideoStream
     return bool(average) and bool(base) and abs(float(average) - float(base)) <= 0.01 * float(base)
 
 
-def _read_image(path: Path) -> np.ndarray:
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # JPEG start-of-frame (not DHT, JPG, DAC)
+
+
+def _unreadable(path: Path) -> VideoError:
+    return VideoError(f"frame {path} cannot be read as an image (corrupt or truncated); re-extract the frames")
+
+
+def _jpeg_size(handle, path: Path) -> tuple[int, int]:  # noqa: ANN001 - a binary file
+    """(height, width) from a JPEG's start-of-frame segment, skipping the segments before it."""
+    handle.seek(2)
+    for _ in range(1000):  # real files reach SOF within a few segments; a loop of garbage ends here
+        byte = handle.read(1)
+        while byte and byte != b"\xff":
+            byte = handle.read(1)
+        while byte == b"\xff":  # fill bytes before the marker
+            byte = handle.read(1)
+        if not byte:
+            break
+        marker = byte[0]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            break
+        length = int.from_bytes(handle.read(2), "big")
+        if marker in _SOF_MARKERS:
+            header = handle.read(5)  # precision, height, width
+            if len(header) == 5:
+                return int.from_bytes(header[1:3], "big"), int.from_bytes(header[3:5], "big")
+            break
+        if length < 2:
+            break
+        handle.seek(length - 2, os.SEEK_CUR)
+    raise _unreadable(path)
+
+
+def _image_header(path: Path) -> tuple[int, int, str]:
+    """(height, width, "jpeg" | "png" | "bmp") from the image's header, without decoding it; refuses
+    sizes past :data:`kpsem.limits.MAX_FRAME_PIXELS` (a few KB of JPEG can declare 65535 x 65535)."""
+    from kpsem.limits import MAX_FRAME_PIXELS
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+            if head.startswith(b"\xff\xd8\xff"):
+                (height, width), kind = _jpeg_size(handle, path), "jpeg"
+            elif head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+                width, height, kind = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), "png"
+            elif head.startswith(b"BM") and len(head) == 26:
+                if int.from_bytes(head[14:18], "little") == 12:  # OS/2 header: 16-bit sizes
+                    width, height = int.from_bytes(head[18:20], "little"), int.from_bytes(head[20:22], "little")
+                else:  # height is negative for top-down rows
+                    width, height = (abs(int.from_bytes(head[i:i + 4], "little", signed=True)) for i in (18, 22))
+                kind = "bmp"
+            else:
+                raise VideoError(f"frame {path} cannot be read as an image (not a JPEG, PNG or BMP, or truncated); "
+                                 "re-extract the frames")
+    except OSError as error:
+        raise VideoError(f"frame {path} cannot be opened ({error.strerror or error}); check the folder") from None
+    if height <= 0 or width <= 0:
+        raise _unreadable(path)
+    if height * width > MAX_FRAME_PIXELS:
+        raise VideoError(
+            f"frame {path} declares {width}x{height} pixels; at most {MAX_FRAME_PIXELS:,} pixels are accepted "
+            "(a decompression bomb, or no video frame): remove it or re-extract the frames"
+        )
+    return height, width, kind
+
+
+def _read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """A frame image as uint8 RGB of ``size`` (height, width), never decoded larger than it must be.
+
+    A JPEG is decoded at 1/2, 1/4 or 1/8 scale straight from the file (libjpeg's DCT scaling) when that
+    still covers ``size``, as videos are downscaled while decoding, so a 16k x 16k frame costs 12 MB, not
+    768 MB. PNG and BMP decode whole, so their size is capped by :data:`kpsem.limits.MAX_DECODED_FRAME_PIXELS`.
+    """
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey, 16-bit and RGBA files become 8-bit BGR
+    from kpsem.limits import MAX_DECODED_FRAME_PIXELS
+
+    height, width, kind = _image_header(path)
+    if size[0] * size[1] > MAX_DECODED_FRAME_PIXELS:
+        raise VideoError(f"frame {path} would be read at {size[1]}x{size[0]} pixels; at most "
+                         f"{MAX_DECODED_FRAME_PIXELS:,} pixels are decoded per frame: read it with a short side cap")
+    scale = 1
+    while kind == "jpeg" and scale < 8 and height // (2 * scale) >= size[0] and width // (2 * scale) >= size[1]:
+        scale *= 2
+    if math.ceil(height / scale) * math.ceil(width / scale) > MAX_DECODED_FRAME_PIXELS:
+        raise VideoError(
+            f"frame {path} is {width}x{height} pixels, too large to decode (at most {MAX_DECODED_FRAME_PIXELS:,} "
+            "pixels; a JPEG is decoded at up to 1/8 scale, a PNG or BMP whole): re-extract the frames smaller"
+        )
+    reduced = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+               8: cv2.IMREAD_REDUCED_COLOR_8}[scale]
+    # EXIF rotation is ignored so that the decoded size is the header's (video frames carry none)
+    image = cv2.imread(str(path), reduced | cv2.IMREAD_IGNORE_ORIENTATION)  # grey, 16-bit, RGBA -> 8-bit BGR
     if image is None:
-        raise VideoError(f"frame {path} cannot be read as an image (corrupt or truncated); re-extract the frames")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        raise _unreadable(path)
+    return _resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), size)
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -253,9 +344,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
                 f"{path} is a folder without images ({', '.join(IMAGE_EXTENSIONS)}); "
                 "a frame folder must hold 00001.jpg, 00002.jpg, ..."
             )
-        first = _read_image(files[0])
-        return VideoInfo(path=path, num_frames=len(files), fps=FRAME_FOLDER_FPS, height=first.shape[0],
-                         width=first.shape[1], kind="frames")
+        height, width, _ = _image_header(files[0])  # the header is enough: frames are decoded when read
+        return VideoInfo(path=path, num_frames=len(files), fps=FRAME_FOLDER_FPS, height=height, width=width,
+                         kind="frames")
     return _probe_file(path)
 
 
@@ -367,7 +458,7 @@ def decode_frames(
         if wanted[-1] >= len(files):
             raise VideoError(f"{path} holds {len(files)} frames, not the {info.num_frames} it held when it was "
                              f"probed (frame {wanted[-1]} was asked for); it changed: open it again")
-        found = {i: (_resize(_read_image(files[i]), size), i / info.fps) for i in wanted}
+        found = {i: (_read_image(files[i], size), i / info.fps) for i in wanted}
     else:
         result = _decode_wanted(path, wanted, info, size)
         if len(result.found) < len(wanted):

@@ -270,6 +270,9 @@ def analyse_clip(
     device = next(model.parameters()).device
     with VideoGradCAM(model, layer=cam_layer, weighting=weighting) as explainer:
         result = explainer.explain(clip.to(device), None if target is None else [target])
+    from kpsem.checkpoint import check_finite_logits
+
+    check_finite_logits(result.logits, model=name or model_label(model))  # a softmax of NaN is no result to show
     logits = result.logits[0].double()
     num_classes = logits.numel()
     names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
