@@ -42,6 +42,7 @@ from torch import nn
 
 from kpsem import limits
 from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, MFNET_MEAN, MFNET_STD
+from kpsem.io import atomic_path
 from kpsem.limits import format_bytes
 from kpsem.models._registry import create_model
 from kpsem.models.mf_kpsem import MFKPSEM
@@ -573,9 +574,8 @@ def save_checkpoint(
     payload[CHECKSUM_KEY] = state_dict_checksum(payload["state_dict"])
     if training_state is not None:
         payload["training_state"] = training_state
-    partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        torch.save(payload, partial)
     return path
 
 

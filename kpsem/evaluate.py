@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kpsem.constants import FRAME_INTERVAL
 from kpsem.distributed import DistInfo, ShardSampler, current, gather_to_main
+from kpsem.io import atomic_path, atomic_write_text
 
 __all__ = [
     "COLUMNS",
@@ -244,9 +245,8 @@ def write_predictions(table: pd.DataFrame, path: str | Path, *, summary: dict[st
     if summary is not None:
         meta[b"kpsem_summary"] = json.dumps(summary).encode()
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **meta})
-    partial = path.with_name(path.name + ".partial")
-    pq.write_table(arrow, partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        pq.write_table(arrow, partial)
     return path
 
 
@@ -584,6 +584,6 @@ def evaluate_checkpoint(
         summary = result.summary()
         write_predictions(result.predictions, out, summary=summary)
         summary_file = Path(summary_path) if summary_path else Path(out).with_suffix(".json")
-        summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(summary_file, json.dumps(summary, indent=2) + "\n")
         result.info["predictions"], result.info["summary"] = str(out), str(summary_file)
     return result

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kpsem.data.transforms import mirrored_labels
+from kpsem.io import atomic_path
 from kpsem.models.mf_kpsem import KNOCKOUTS, MFKPSEM
 
 __all__ = [
@@ -687,9 +688,8 @@ def write_probes(result: ProbeResult, path: str | Path) -> Path:
     meta = {"format": PROBES_FORMAT, "probes": result.probes, "models": result.models,
             "class_names": result.class_names, "info": result.info}
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), b"kpsem_probes": json.dumps(meta).encode()})
-    partial = path.with_name(path.name + ".partial")
-    pq.write_table(arrow, partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        pq.write_table(arrow, partial)
     return path
 
 
@@ -705,7 +705,8 @@ def read_probes(path: str | Path) -> ProbeResult:
     if path.stat().st_size == 0:
         raise ProbeError(f"probes file {path} is empty (0 bytes); it was not written completely")
     try:
-        arrow = pq.read_table(path)
+        with open(path, "rb") as handle:  # one open: a file replaced meanwhile is read whole (see kpsem.io)
+            arrow = pq.read_table(handle)
     except (pa.ArrowInvalid, OSError) as error:
         raise ProbeError(f"{path} is not a Parquet probes table ({str(error).splitlines()[0]}); {make}") from None
     meta = (arrow.schema.metadata or {}).get(b"kpsem_probes")

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, FRAME_INTERVAL, MFNET_MEAN, MFNET_STD
 from kpsem.distributed import DistInfo, all_reduce_sums, barrier, current, gather_to_main, pick_device
 from kpsem.evaluate import CentreStats, autocast_context, evaluate_model, resolve_amp_dtype
+from kpsem.io import atomic_write_text
 
 __all__ = [
     "TrainConfig",
@@ -353,7 +354,7 @@ class _MetricsLog:
     def __init__(self, path: Path, enabled: bool, records: list[dict[str, Any]]) -> None:
         self.path, self.enabled, self.records = path, enabled, list(records)
         if enabled:  # rewrite from the checkpoint: records of a lost partial epoch disappear
-            path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -468,7 +469,7 @@ def train(
 
     if is_main:
         checkpoints.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(
+        atomic_write_text(out / "config.json", json.dumps(
             {"config": config.to_dict(), "classes": data.class_names, "data": data.info, "init": init_info,
              "world_size": dist_info.world_size, "device": str(device),
              "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
@@ -503,9 +504,8 @@ def train(
                         mean=MFNET_MEAN, std=MFNET_STD, provenance=provenance(state["epoch"], epoch_metrics),
                         training_state=training_state)
         if with_state:
-            partial = checkpoints / "latest.json.partial"
-            partial.write_text(json.dumps({"file": path.name, "epoch": state["epoch"], "step": state["step"]}))
-            partial.replace(checkpoints / "latest.json")
+            atomic_write_text(checkpoints / "latest.json",
+                              json.dumps({"file": path.name, "epoch": state["epoch"], "step": state["step"]}))
 
     centre_stats = CentreStats(model, training=True)
     bar = None
@@ -605,7 +605,7 @@ def train(
     barrier(dist_info)
     if is_main:
         total = time.perf_counter() - started
-        (out / "summary.json").write_text(json.dumps(
+        atomic_write_text(out / "summary.json", json.dumps(
             {"final_checkpoint": str(final), "epochs": state["epoch"], "steps": state["step"], "seconds": total,
              "last_epoch": epoch_metrics, "resumed_from": str(resume_path) if resume_path else None,
              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")

@@ -119,7 +119,7 @@ def test_own_format_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> Non
         clip_size=64,
         provenance={"command": "python -m kpsem train ...", "epoch": 3},
     )
-    assert not path.with_name(path.name + ".partial").exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["epoch_003.pt"]  # no temporary file left behind
     loaded = load_checkpoint(path)
     assert not loaded.model.training
     with torch.no_grad():

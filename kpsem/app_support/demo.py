@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from kpsem.app_support.config import DEMO, DemoPaths, load_settings
+from kpsem.io import atomic_write_text
 
 __all__ = ["StandinConfig", "standin_root", "build_standin", "resolve_demo"]
 
@@ -167,7 +168,7 @@ def build_standin(out: str | os.PathLike | None = None, config: StandinConfig | 
         for checkpoint, table in ((paths.baseline, paths.predictions_baseline), (paths.kpsem, paths.predictions_kpsem)):
             evaluate_checkpoint(checkpoint, data=paths.clips, split=paths.split, clips=config.eval_clips,
                                 batch_size=8, workers=0, out=table)
-        stamp.write_text(json.dumps(wanted, indent=2) + "\n")
+        atomic_write_text(stamp, json.dumps(wanted, indent=2) + "\n")
         if log:
             print(f"stand-in demo written to {root} in {time.perf_counter() - started:.1f} s")
     return paths

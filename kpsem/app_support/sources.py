@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from kpsem.app_support.config import PathNotAllowed, ServerSettings, check_path
+from kpsem.io import atomic_write_bytes
 
 __all__ = [
     "FileKey",
@@ -106,9 +107,7 @@ def save_upload(data: bytes, name: str, folder: str | os.PathLike, *, max_mb: in
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}-{_safe_name(name)}"
     if not path.is_file() or path.stat().st_size != len(data):
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(data)
-        partial.replace(path)
+        atomic_write_bytes(path, data)
     return path
 
 

@@ -66,6 +66,7 @@ def _write_run(compared: Any, out: Path, args: argparse.Namespace, extra: dict[s
     from kpsem.explain.cli_options import formats_from_args, style_from_args
     from kpsem.explain.compare import fixed_and_broken, per_class_accuracy
     from kpsem.explain.figures import figure_confusion, figure_per_class_accuracy
+    from kpsem.io import atomic_path, atomic_write_text
 
     style, formats = style_from_args(args), formats_from_args(args)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,19 +78,21 @@ def _write_run(compared: Any, out: Path, args: argparse.Namespace, extra: dict[s
                                            intervals=args.intervals)
         written += figure.save(out, formats=formats, extra=extra)
     written += figure_confusion(compared, style=style).save(out, formats=formats, extra=extra)
-    table.to_csv(out / "per_class_accuracy.csv", index=False)
+    with atomic_path(out / "per_class_accuracy.csv") as partial:
+        table.to_csv(partial, index=False)
     written.append(out / "per_class_accuracy.csv")
     fixed, broken = fixed_and_broken(compared)
     for name, frame in (("fixed", fixed), ("broken", broken)):
-        frame.to_csv(out / f"{name}_by_kpsem.csv", index=False)
-        (out / f"{name}_by_kpsem.json").write_text(frame.to_json(orient="records", indent=2) + "\n")
+        with atomic_path(out / f"{name}_by_kpsem.csv") as partial:
+            frame.to_csv(partial, index=False)
+        atomic_write_text(out / f"{name}_by_kpsem.json", frame.to_json(orient="records", indent=2) + "\n")
         written += [out / f"{name}_by_kpsem.csv", out / f"{name}_by_kpsem.json"]
     items = compared.items
     acc_b = float((items["baseline_pred"] == items["true_label"]).mean())
     acc_k = float((items["kpsem_pred"] == items["true_label"]).mean())
     summary = {**extra["inputs"], "items": len(items), "top1_baseline": acc_b, "top1_kpsem": acc_k,
                "fixed": len(fixed), "broken": len(broken)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     written.append(out / "summary.json")
     print(f"{compared.level} level, {len(items)} items: top-1 {names[0]} {acc_b:.1%}, {names[1]} {acc_k:.1%} "
           f"({acc_k - acc_b:+.1%}); KPSEM fixes {len(fixed)} and breaks {len(broken)}")
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     """Per run: the comparison files and its significance; then significance.json over all runs."""
     from kpsem.explain.compare import compare_predictions, paired_significance
     from kpsem.explain.significance import ALPHA, summarise_runs
+    from kpsem.io import atomic_write_text
 
     if args.resamples < 1:
         raise ValueError(f"--resamples must be a positive integer; got {args.resamples}")
@@ -144,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         "alpha": ALPHA, "confidence": 0.95, "resamples": args.resamples, "seed": args.seed,
         "runs": records, "across_runs": across.to_dict(),
     }
-    (out / "significance.json").write_text(json.dumps(document, indent=2) + "\n")
+    atomic_write_text(out / "significance.json", json.dumps(document, indent=2) + "\n")
     written.append(out / "significance.json")
     print(f"wrote {len(written)} files to {out}")
     return 0

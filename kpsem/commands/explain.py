@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from kpsem.explain.cli_options import formats_from_args, style_from_args
     from kpsem.explain.draw import KeyPointOptions
     from kpsem.explain.figures import figure_cost_table, figure_gradcam, figure_keypoints, figure_top_predictions
+    from kpsem.io import atomic_write_text
     from kpsem.profile import model_cost
 
     _check_out(Path(args.out))  # before minutes of analysis, not when the first figure is written
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         written += figure.save(out, formats=formats, extra=extra)
     summary = {"baseline": pair.baseline.summary(), "kpsem": pair.kpsem.summary(), "shared_cam_max": pair.shared_scale,
                "difference_target": common.as_dict(), **extra}
-    (out / "analysis.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(out / "analysis.json", json.dumps(summary, indent=2, default=str) + "\n")
     written.append(out / "analysis.json")
     for name, analysis in (("baseline", pair.baseline), ("kpsem", pair.kpsem)):
         top = analysis.topk[0]

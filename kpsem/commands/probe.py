@@ -54,6 +54,7 @@ def _format_summary(summary) -> str:  # noqa: ANN001 - pandas.DataFrame from sum
 
 def run(args: argparse.Namespace) -> int:
     """Probe every checkpoint, write the table and the summary, print the summary and the sentences."""
+    from kpsem.io import atomic_write_text
     from kpsem.probes import parse_probes, probe_checkpoints, probe_report, summarise_probes, write_probes
 
     probes = parse_probes(args.probes)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     out = write_probes(result, args.out)
     report = probe_report(result)
     summary_path = Path(args.summary) if args.summary else out.with_suffix(".json")
-    summary_path.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(summary_path, json.dumps(report, indent=2) + "\n")
     videos = result.table["video_id"].nunique()
     print(f"{len(result.models)} model(s) on {videos} {args.split} videos, {args.clips} clip(s) each")
     print(_format_summary(summarise_probes(result)))

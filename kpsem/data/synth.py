@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from kpsem.data.datasets import DatasetIndex, open_dataset
+from kpsem.io import atomic_write_text
 
 __all__ = ["SYNTH_CLASSES", "DIFFICULTIES", "SynthConfig", "SynthSummary", "generate", "render_video",
            "default_format", "write_video"]
@@ -454,14 +455,14 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig | None = None, *, p
     workers = config.workers or min(2, os.cpu_count() or 1)
     for _ in _progress(_map(jobs, workers), total=len(jobs), enabled=progress):
         pass
-    (out_dir / "classes.txt").write_text("\n".join(config.classes) + "\n")
+    atomic_write_text(out_dir / "classes.txt", "\n".join(config.classes) + "\n")
     for split, lines in lists.items():
-        (out_dir / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        atomic_write_text(out_dir / f"{split}.txt", "\n".join(lines) + "\n")
     seconds = time.perf_counter() - started
     totals = {split: len(lines) for split, lines in lists.items()}
     meta = {"generator": "kpsem.data.synth", "config": asdict(config), "format": fmt, "class_names":
             list(config.classes), "counts": totals, "descriptions": {c: SYNTH_CLASSES[c] for c in config.classes}}
-    (out_dir / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out_dir / "synth.json", json.dumps(meta, indent=2) + "\n")
     return SynthSummary(out_dir, list(config.classes), totals, fmt, seconds, config)
 
 

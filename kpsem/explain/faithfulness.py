@@ -53,7 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kpsem.explain.analysis import CommonTarget, PairAnalysis, analyse_pair, common_target, feature_frame_of
-from kpsem.explain.gradcam import Weighting
+from kpsem.explain.gradcam import Weighting, explaining
+from kpsem.io import atomic_path, atomic_write_text
 
 __all__ = [
     "FILLS",
@@ -255,26 +256,19 @@ def faithfulness_curves(
     index = [torch.as_tensor(feature_frame_of(size, cells), device=device) for size, cells in zip(clip.shape[2:], grid)]
     probs = np.empty(len(unique), dtype=np.float64)
     forwards = 0
-    was_training = model.training
-    if was_training:
-        model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(unique), batch_size):
-                keys = unique[start:start + batch_size]
-                cells = torch.as_tensor(np.stack([_shown_cells(k, orders, n) for k in keys]), device=device)
-                cells = cells.view(len(keys), *grid)  # (B, T', H', W')
-                pixels = cells[:, index[0]][:, :, index[1]][:, :, :, index[2]]  # (B, T, H, W)
-                batch = torch.where(pixels[:, None], clip, filled)  # (B, 3, T, H, W)
-                logits = model(batch)
-                forwards += 1
-                if not 0 <= target < logits.shape[1]:
-                    raise ValueError(f"target class {target} is out of range for a model with {logits.shape[1]} "
-                                     f"classes (0..{logits.shape[1] - 1})")
-                probs[start:start + len(keys)] = torch.softmax(logits.double(), dim=1)[:, target].cpu().numpy()
-    finally:
-        if was_training:
-            model.train()
+    with explaining(model), torch.inference_mode():  # eval mode, the model's lock, every module's mode kept
+        for start in range(0, len(unique), batch_size):
+            keys = unique[start:start + batch_size]
+            cells = torch.as_tensor(np.stack([_shown_cells(k, orders, n) for k in keys]), device=device)
+            cells = cells.view(len(keys), *grid)  # (B, T', H', W')
+            pixels = cells[:, index[0]][:, :, index[1]][:, :, :, index[2]]  # (B, T, H, W)
+            batch = torch.where(pixels[:, None], clip, filled)  # (B, 3, T, H, W)
+            logits = model(batch)
+            forwards += 1
+            if not 0 <= target < logits.shape[1]:
+                raise ValueError(f"target class {target} is out of range for a model with {logits.shape[1]} "
+                                 f"classes (0..{logits.shape[1] - 1})")
+            probs[start:start + len(keys)] = torch.softmax(logits.double(), dim=1)[:, target].cpu().numpy()
     where = {key: i for i, key in enumerate(unique)}
 
     def curve(order: str, kind: str) -> np.ndarray:
@@ -513,8 +507,9 @@ def write_faithfulness(table: pd.DataFrame, out: str | Path, summary: dict[str, 
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out, index=False)
+    with atomic_path(out) as partial:
+        table.to_parquet(partial, index=False)
     json_path = Path(summary_path) if summary_path else out.with_suffix(".json")
-    json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(json_path, json.dumps(summary, indent=2) + "\n")
     return out, json_path
 

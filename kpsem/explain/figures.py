@@ -30,6 +30,7 @@ from kpsem.explain.draw import (
     difference_overlay,
     draw_keypoints,
 )
+from kpsem.io import atomic_path, atomic_write_text
 from kpsem.profile import ModelCost
 
 __all__ = [
@@ -113,7 +114,8 @@ class PaperFigure:
                 metadata = {"Creator": "kpsem-studio"} if fmt != "png" else {"Software": "kpsem-studio"}
                 if fmt in ("pdf", "svg"):
                     metadata["Date"] = None  # reproducible files
-                self.figure.savefig(path, format=fmt, dpi=dpi, metadata=metadata)
+                with atomic_path(path) as partial:  # another run may be writing or reading the same figure
+                    self.figure.savefig(partial, format=fmt, dpi=dpi, metadata=metadata)
                 paths.append(path)
         from kpsem import __version__
 
@@ -128,7 +130,7 @@ class PaperFigure:
             **(_plain(extra) if extra else {}),
         }
         json_path = out / f"{stem}.json"
-        json_path.write_text(json.dumps(sidecar, indent=2) + "\n")
+        atomic_write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
         return [*paths, json_path]
 
 

@@ -11,6 +11,10 @@ So this module keeps the package's activation/gradient capture, weighting and ch
   ``torch.no_grad()``, so nothing below the CAM layer is recorded and the gradient is taken with
   ``torch.autograd.grad`` down to that leaf only (no weight gradients; the model's ``.grad`` stays
   untouched, and the model itself is never mutated, so a cached model can be shared);
+* the model's train/eval mode is never changed as others see it: each forward runs in eval mode inside
+  :func:`explaining`, which holds the model's lock and puts every module's own mode back, so a model in
+  training mode keeps its BatchNorm running statistics, and explanations from several threads neither
+  see one another's switch nor leave the model in the wrong mode;
 * per-time-slice weights (MMAction2 / SlowFast style): gradients averaged over H, W per t;
 * raw (ReLU'd, unnormalised) maps, and a trilinear upsampling to the clip's frames and pixels that
   keeps the cell-centre convention of :mod:`kpsem.models.kpsem_module` (``align_corners=False``).
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,20 +42,45 @@ import_torchvision()  # pytorch-grad-cam imports torchvision; on this CPU torch 
 from pytorch_grad_cam.base_cam import BaseCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-__all__ = ["CAM_LAYERS", "Weighting", "CAMResult", "VideoGradCAM", "upsample_cam", "normalise_cam"]
+__all__ = ["CAM_LAYERS", "Weighting", "CAMResult", "VideoGradCAM", "explaining", "upsample_cam", "normalise_cam"]
 
 CAM_LAYERS = ("tail", "conv5", "conv4", "conv3", "conv2")  # named stages of MFNet / MF-KPSEM, top first
 Weighting = Literal["clip", "slice"]
 _WEIGHTINGS = ("clip", "slice")
-# One explain() at a time per model: the package's hooks record every forward of the layer they sit on,
-# so two threads explaining one cached model (two Streamlit sessions) would read each other's tensors.
-_model_locks: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+# One explanation at a time per model: the package's hooks record every forward of the layer they sit on,
+# so two threads explaining one cached model (two Streamlit sessions) would read each other's tensors, and
+# one thread's switch to eval mode (or back) would change the mode another thread's forward runs in.
+# Re-entrant, so that code already inside explaining() may call explain().
+_model_locks: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
 
-def _lock_for(model: nn.Module) -> threading.Lock:
+def _lock_for(model: nn.Module) -> threading.RLock:
     with _locks_guard:
-        return _model_locks.setdefault(model, threading.Lock())
+        return _model_locks.setdefault(model, threading.RLock())
+
+
+@contextmanager
+def explaining(model: nn.Module) -> Iterator[nn.Module]:
+    """The model's lock held and the model in eval mode for the block; every module's mode put back after.
+
+    Why every module's own flag, not ``model.train(was_training)``: a model being fine-tuned with frozen
+    BatchNorm layers (in eval mode inside a training model) would come back with them training. Why the
+    lock: the switch and the forward must not interleave with another thread's, or one thread's forward
+    runs in training mode (BatchNorm then updates its running statistics) and the last restore wins.
+    For a model already in eval mode (the app's cached models) this is one walk over its modules.
+    """
+    with _lock_for(model):
+        modes = [(module, module.training) for module in model.modules()]
+        changed = any(training for _, training in modes)
+        if changed:
+            model.eval()
+        try:
+            yield model
+        finally:
+            if changed:
+                for module, training in modes:
+                    module.training = training
 
 
 @dataclass
@@ -93,7 +124,8 @@ class VideoGradCAM(BaseCAM):
 
     ``weighting="clip"``: one weight per channel, gradients averaged over T', H', W' (classic
     Grad-CAM). ``weighting="slice"``: one weight per channel and time slice, averaged over H', W'.
-    The model is put in eval mode while the context is open and its mode restored on exit.
+    The model's mode is left as it is; each :meth:`explain` runs the model in eval mode inside
+    :func:`explaining`, so explainers of one model may overlap in time and across threads.
     """
 
     def __init__(self, model: nn.Module, *, layer: str = "tail", weighting: Weighting = "clip") -> None:
@@ -109,16 +141,15 @@ class VideoGradCAM(BaseCAM):
             ) from None
         self.layer_name = layer
         self.weighting: Weighting = weighting
-        self._was_training = model.training
         self._armed = False  # the leaf hook acts only inside explain()
         self._leaf: torch.Tensor | None = None
         # Registered first (prepend) so that the package's hooks see the leaf, not the original output.
         self._leaf_handle = target_layer.register_forward_hook(self._make_leaf, prepend=True)
         try:
-            super().__init__(model, [target_layer], uses_gradients=True, detach=True)  # puts model in eval()
+            with explaining(model):  # BaseCAM.__init__ calls model.eval(): undone at once, seen by no one
+                super().__init__(model, [target_layer], uses_gradients=True, detach=True)
         except BaseException:
             self._leaf_handle.remove()
-            model.train(self._was_training)
             raise
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -134,11 +165,9 @@ class VideoGradCAM(BaseCAM):
         return self._leaf
 
     def release(self) -> None:
-        """Remove every hook this explainer added and restore the model's train/eval mode. Idempotent."""
+        """Remove every hook this explainer added (the model's mode was never changed). Idempotent."""
         self.activations_and_grads.release()
         self._leaf_handle.remove()
-        if self.model.training != self._was_training:  # walking every module costs ~2 ms; skip a no-op
-            self.model.train(self._was_training)
 
     def __enter__(self) -> VideoGradCAM:
         return self
@@ -185,7 +214,7 @@ class VideoGradCAM(BaseCAM):
         """
         if clip.dim() != 5:
             raise ValueError(f"expected a clip batch of shape (N, 3, T, H, W); got {tuple(clip.shape)}")
-        with _lock_for(self.model):
+        with explaining(self.model):
             return self._explain(clip, targets)
 
     def _explain(self, clip: torch.Tensor, targets: list[int] | int | None) -> CAMResult:
