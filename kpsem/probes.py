@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kpsem.checkpoint import check_finite_logits
 from kpsem.data.transforms import mirrored_labels
 from kpsem.io import atomic_path
 from kpsem.models.mf_kpsem import KNOCKOUTS, MFKPSEM
@@ -496,6 +497,7 @@ def probe_model(
             with lock or nullcontext(), autocast_context(device, amp):
                 logits = probe_logits(model, clips, run, seed=seed)
             for probe, value in logits.items():
+                check_finite_logits(value, model=f"{model_id} ({probe})")
                 probs[probe].append(F.softmax(value.float(), dim=1).cpu().numpy())
             labels.extend(int(v) for v in torch.as_tensor(batch["label"])[keep])
             video_ids.extend(str(v) for v, k in zip(batch["video_id"], keep) if k)
@@ -522,6 +524,8 @@ def probe_clip(model: nn.Module, clips: torch.Tensor, *, class_names: Sequence[s
     run = [p for p in probes if applies or p not in KNOCKOUTS]
     model.eval()
     logits = probe_logits(model, clips.to(next(model.parameters()).device), run, seed=seed)
+    for probe, value in logits.items():
+        check_finite_logits(value, model=f"{model_id} ({probe})")
     probs = {p: F.softmax(v.float(), dim=1).cpu().numpy() for p, v in logits.items()}
     n = len(clips)
     table = _video_rows(probs, [true_label if true_label is not None else 0] * n, ["clip"] * n, list(range(n)),

@@ -282,3 +282,14 @@ def test_explorer_difference_and_curves_for_the_true_class(app):
     text = " ".join(m.value for m in at.markdown)
     assert "**MFNet**: deletion AUC" in text and "**MF-KPSEM**: deletion AUC" in text
     assert any("batched forward calls on cpu" in c.value for c in at.caption)
+
+
+def test_non_finite_scores_stop_the_curves() -> None:
+    from kpsem.checkpoint import NonFiniteOutputError
+
+    class NaNScores(torch.nn.Module):
+        def forward(self, clips: torch.Tensor) -> torch.Tensor:
+            return torch.full((len(clips), 3), float("nan"))
+
+    with pytest.raises(NonFiniteOutputError, match="broken gave non-finite scores"):
+        faithfulness_curves(NaNScores(), torch.rand(1, 3, 4, 8, 8), np.ones((2, 2, 2)), 0, steps=4, name="broken")

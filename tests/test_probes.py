@@ -383,3 +383,15 @@ def test_explorer_probe_section_on_one_clip(app):
     mfnet = next(c for c in table.columns if c.endswith(":mfnet"))
     assert (table.set_index("probe").loc[["zero_temporal", "geometric_centres", "zero_spatial"], mfnet]
             == "not applicable").all()
+
+
+
+def test_non_finite_scores_under_a_probe_are_refused_not_tabled(tiny_pair, tiny_clip):
+    from kpsem.checkpoint import NonFiniteOutputError
+
+    model = copy.deepcopy(tiny_pair[0])
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        head.bias.fill_(float("nan"))  # what an overflow or a broken file gives
+    with pytest.raises(NonFiniteOutputError, match=r"broken \(none\) gave non-finite scores"):
+        probe_clip(model, tiny_clip, class_names=list("abcde"), true_label=2, model_id="broken")

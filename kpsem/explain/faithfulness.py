@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kpsem.checkpoint import check_finite_logits
 from kpsem.explain.analysis import CommonTarget, PairAnalysis, analyse_pair, common_target, feature_frame_of
 from kpsem.explain.gradcam import Weighting, explaining
 from kpsem.io import atomic_path, atomic_write_text
@@ -264,6 +265,7 @@ def faithfulness_curves(
             pixels = cells[:, index[0]][:, :, index[1]][:, :, :, index[2]]  # (B, T, H, W)
             batch = torch.where(pixels[:, None], clip, filled)  # (B, 3, T, H, W)
             logits = model(batch)
+            check_finite_logits(logits, model=name or type(model).__name__)
             forwards += 1
             if not 0 <= target < logits.shape[1]:
                 raise ValueError(f"target class {target} is out of range for a model with {logits.shape[1]} "
