@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import re
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from kpsem.app_support.text import escape_markdown
 
 
-
 def _errors(at: AppTest) -> str:
+    """The error messages as the user reads them (the app escapes Markdown in text from files)."""
     assert not at.exception, [e.value for e in at.exception]  # never a traceback
-    return " | ".join(e.value for e in at.error)
+    return re.sub(r"\\(.)", r"\1", " | ".join(e.value for e in at.error))
 
 
 def _explorer_still_works(at: AppTest) -> None:
@@ -44,6 +44,7 @@ def test_corrupt_checkpoint_upload(app):
     at.radio(key="kpsem_source").set_value("upload").run()
     at.file_uploader(key="kpsem_upload").upload("weights.pt", b"this is not a checkpoint" * 50).run()
     assert "truncated or not a PyTorch file" in _errors(at)
+    assert "weights.pt" in _errors(at) and "kpsem-uploads" not in _errors(at)  # the user's name, not the copy's
     _explorer_still_works(at)
 
 
@@ -66,6 +67,7 @@ def test_corrupt_video_upload(app):
     at.radio(key="ex_source").set_value("upload").run()
     at.file_uploader(key="ex_upload").upload("clip.mp4", b"\x00\x00\x00\x18ftypmp42 garbage" * 100).run()
     assert "Could not read the clip" in _errors(at) and "clip.mp4" in _errors(at)
+    assert "kpsem-uploads" not in _errors(at)
     _explorer_still_works(at)
 
 
@@ -74,7 +76,8 @@ def test_video_upload_plays(app, app_demo, monkeypatch):
 
     written = []
     real_save = ui.save_upload
-    monkeypatch.setattr(ui, "save_upload", lambda *args, **kwargs: written.append(args[1]) or real_save(*args, **kwargs))
+    monkeypatch.setattr(ui, "save_upload",
+                        lambda *args, **kwargs: written.append(args[1]) or real_save(*args, **kwargs))
     truth = (app_demo.clips / "classes.txt").read_text().split()[-1]
     video = next((app_demo.clips / truth).iterdir())
     at = app.run()

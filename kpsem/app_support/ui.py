@@ -114,10 +114,22 @@ def friendly(error: BaseException) -> str:
     from kpsem.data import AnnotationError, VideoError
 
     known = (CheckpointError, VideoError, AnnotationError, PathNotAllowed, UploadError, FileNotFoundError, ValueError)
-    text = str(error).strip() or type(error).__name__
+    text = _as_uploaded(str(error).strip() or type(error).__name__)
     if isinstance(error, known):
         return text
     return f"{type(error).__name__}: {text.splitlines()[0]}"
+
+
+def _as_uploaded(text: str) -> str:
+    """A message about an upload names the file the user uploaded, not its stored copy (a temporary
+    folder and a content hash say nothing to the user and reveal the server's layout)."""
+    try:
+        names = dict(st.session_state.get("_upload_names", {}))
+    except Exception:  # noqa: BLE001 - outside a Streamlit session there are no uploads to rename
+        return text
+    for stored, name in sorted(names.items(), key=lambda item: -len(item[0])):  # longest first: no partial hits
+        text = text.replace(stored, name)
+    return text
 
 
 @contextmanager
@@ -212,6 +224,8 @@ def stored_upload(upload, kind: str, max_mb: int) -> Path:  # noqa: ANN001 - str
         check_upload(upload.name, upload.size, max_mb=max_mb, types=UPLOAD_TYPES.get(kind))  # before copying
         path = save_upload(upload.getvalue(), upload.name, session_folder() / kind, max_mb=max_mb)
         stored[key] = path
+        names = st.session_state.setdefault("_upload_names", {})
+        names[str(path)] = names[str(path.resolve())] = upload.name
     return path
 
 
@@ -280,7 +294,8 @@ def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
         choice.index = services.open_data(str(choice.root), choice.layout, choice.split, choice.split_id, stamp,
                                           roots)
         index = choice.index
-        box.caption(f"**{index.layout}** layout ({'detected' if choice.detected else 'chosen'}) · {index.split} split · "
+        how = "detected" if choice.detected else "chosen"
+        box.caption(f"**{index.layout}** layout ({how}) · {index.split} split · "
                     f"**{len(index.videos)}** clips found, {len(index.skipped)} skipped · {index.num_classes} classes")
         if index.skipped or index.notes:
             with box.expander(f"Skipped ({len(index.skipped)}) and notes"):
