@@ -176,7 +176,8 @@ with controls:
         else:
             top = int(k2.number_input("How many", 1, channels, min(3, channels), key="kp_top"))
             channel_choice = None
-        regions = k3.multiselect("Regions", list(range(num_regions)), default=list(range(num_regions)), key="kp_regions",
+        regions = k3.multiselect("Regions", list(range(num_regions)), default=list(range(num_regions)),
+                                 key="kp_regions",
                                  format_func=lambda k: REGION_NAMES[k] if num_regions > 1 else "whole map")
         arrow_scale = k4.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key="kp_arrow")
         k5, k6, k7, _ = st.columns(4)
@@ -193,7 +194,8 @@ with controls:
 
 # ---- top-k, side by side ----------------------------------------------------------------------------
 left, right = st.columns(2, gap="large")
-for column, analysis, slot, colour in ((left, pair.baseline, base, MODEL_COLOURS[0]), (right, kp, ours, MODEL_COLOURS[1])):
+columns = ((left, pair.baseline, base, MODEL_COLOURS[0]), (right, kp, ours, MODEL_COLOURS[1]))
+for column, analysis, slot, colour in columns:
     with column:
         top1 = analysis.topk[0]
         verdict = ""
@@ -231,7 +233,8 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
              on_change=_jump)
 
     display = sample.display[0]
-    base_map, kpsem_map = (pair.baseline_shared, pair.kpsem_shared) if scale == "shared" else (pair.baseline.cam, kp.cam)
+    shared = scale == "shared"
+    base_map, kpsem_map = (pair.baseline_shared, pair.kpsem_shared) if shared else (pair.baseline.cam, kp.cam)
     no_kp_note = f"{pair.baseline.model_name} has no key points: it has no KPSEM module, so there is nothing to shift."
     with views, ui.guard("Drawing failed"):
         if overlay == "Difference":
@@ -250,7 +253,8 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
             d2.image(draw_frame(display[frame], difference=diff[frame]).jpeg, output_format="JPEG", width="stretch",
                      caption="baseline minus KPSEM: red where the baseline looks more, blue where KPSEM does")
             d2.image(colour_bar(cmap, diverging=True), caption="-1 (KPSEM) … 0 … +1 (baseline)", width="stretch")
-            d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
+            d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg,
+                     output_format="JPEG",
                      caption=f"{kp.model_name} Grad-CAM for {escape_markdown(common.name)}",
                      width="stretch")
         else:
@@ -265,7 +269,8 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
             with v2:
                 draw_kp = kp.has_kpsem and options is not None and (overlay == "Key points and shifts" or on_cam)
                 drawn = draw_frame(display[frame], cam=kpsem_map[frame] if show_cam else None, cmap=cmap, alpha=alpha,
-                                   analysis=kp if draw_kp else None, frame=frame, keypoints=options if draw_kp else None)
+                                   analysis=kp if draw_kp else None, frame=frame,
+                                   keypoints=options if draw_kp else None)
                 st.image(drawn.jpeg, output_format="JPEG", width="stretch", caption=f"{kp.model_name}, frame "
                          f"{frame_number} (feature frame {int(kp.frame_to_feature[frame]) + 1})")
                 if draw_kp:

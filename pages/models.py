@@ -25,7 +25,8 @@ for column, slot in zip(columns, slots):
             f"- **architecture**: {escape_markdown(info.arch)} (format {escape_markdown(info.source_format)})\n"
             f"- **classes**: {info.num_classes}\n"
             f"- **clip**: {info.clip_frames} frames × {info.clip_size}×{info.clip_size} px\n"
-            f"- **normalisation**: mean {tuple(round(v, 4) for v in info.mean)}, std {tuple(round(v, 4) for v in info.std)}\n"
+            f"- **normalisation**: mean {tuple(round(v, 4) for v in info.mean)}, "
+            f"std {tuple(round(v, 4) for v in info.std)}\n"
             f"- **loading**: {escape_markdown(report.summary())}")
         with st.expander("Config"):
             st.json(info.config)

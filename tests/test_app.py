@@ -12,7 +12,6 @@ from streamlit.testing.v1 import AppTest
 from kpsem.app_support.text import escape_markdown
 
 
-
 def _clean(at: AppTest) -> None:
     """No traceback and no error box anywhere on the page."""
     assert not at.exception, [e.value for e in at.exception]
@@ -207,14 +206,16 @@ def test_figure_export_zip_holds_every_format_and_the_settings(app_demo):
     spec = {"kind": "fig9", "style": {"column": "single", "font_size": 7.0, "dpi": 150, "cmap": "viridis"},
             "baseline": list(file_key(app_demo.baseline)), "kpsem": list(file_key(app_demo.kpsem)), "device": "cpu",
             "names": ["MFNet", "MF-KPSEM"], "cam_layer": "tail", "weighting": "clip",
-            "clip": {"frames": info.clip_frames, "size": info.clip_size, "mean": list(info.mean), "std": list(info.std)},
+            "clip": {"frames": info.clip_frames, "size": info.clip_size, "mean": list(info.mean),
+                     "std": list(info.std)},
             "clips": [list(file_key(clip))], "true_labels": ["rise"],
             "options": {"frames": [0, 7, 15], "shared": True, "difference": True}}
     files = export_figure(spec)
     assert files["png"].startswith(b"\x89PNG") and files["pdf"].startswith(b"%PDF") and b"<svg" in files["svg"][:500]
     with zipfile.ZipFile(io.BytesIO(files["zip"])) as archive:
         names = set(archive.namelist())
-        assert {"fig9_gradcam.png", "fig9_gradcam.pdf", "fig9_gradcam.svg", "fig9_gradcam.json", "settings.json"} <= names
+        expected = {"fig9_gradcam.png", "fig9_gradcam.pdf", "fig9_gradcam.svg", "fig9_gradcam.json", "settings.json"}
+        assert expected <= names
         assert b'"viridis"' in archive.read("settings.json")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kpsem.app_support.config import load_settings
-from kpsem.app_support.predictions import Cancelled, compute_predictions
+from kpsem.app_support.predictions import CancelledError, compute_predictions
 
 
 def test_settings_come_from_the_environment_then_secrets_then_defaults(tmp_path: Path, monkeypatch) -> None:
@@ -39,7 +39,7 @@ def test_a_stopped_computation_raises_cancelled_and_saves_nothing(app_demo, tmp_
     index = open_dataset(app_demo.clips, split=app_demo.split)
     seen: list[tuple[int, int]] = []
     out = tmp_path / "predictions.parquet"
-    with pytest.raises(Cancelled, match=f"stopped after 3 of {len(index.videos)} clips; nothing was saved"):
+    with pytest.raises(CancelledError, match=f"stopped after 3 of {len(index.videos)} clips; nothing was saved"):
         compute_predictions(loaded.model, loaded.info, index, model_id="mfnet", out=out,
                             progress=lambda done, total: seen.append((done, total)),
                             should_stop=lambda: len(seen) >= 3)

@@ -63,7 +63,8 @@ def test_full_size_published_mfnet_loads_through_create_model(tmp_path: Path) ->
     original = kpsem.create_model("mfnet", num_classes=400)
     path = published_file(tmp_path, original)
     loaded = kpsem.create_model("mfnet", num_classes=400, checkpoint=path)
-    assert torch.equal(loaded.state_dict()["conv5.B03.conv_m2.conv.weight"], original.state_dict()["conv5.B03.conv_m2.conv.weight"])
+    key = "conv5.B03.conv_m2.conv.weight"
+    assert torch.equal(loaded.state_dict()[key], original.state_dict()[key])
     info = describe_checkpoint(path)
     assert (info.arch, info.num_classes, info.source_format) == ("mfnet", 400, "mfnet-published")
 
@@ -82,7 +83,8 @@ def test_published_mfnet_initialises_the_mf_kpsem_backbone(tmp_path: Path) -> No
 
 def test_a_different_class_count_needs_reinit_classifier(tmp_path: Path) -> None:
     path = published_file(tmp_path, tiny_mfnet(num_classes=400))
-    with pytest.raises(CheckpointError, match=r"classifier has shape \(400, 64\).*model's is \(51, 64\); .*reinit_classifier=True"):
+    with pytest.raises(CheckpointError,
+                       match=r"classifier has shape \(400, 64\).*model's is \(51, 64\); .*reinit_classifier=True"):
         kpsem.create_model("mfnet", num_classes=51, checkpoint=path, **TINY)
     model = kpsem.create_model("mfnet", num_classes=51, checkpoint=path, reinit_classifier=True, **TINY)
     assert model.classifier.out_features == 51

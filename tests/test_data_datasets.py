@@ -25,7 +25,7 @@ def put(clip: Path, *paths: Path) -> None:
         shutil.copy(clip, path)
 
 
-def ids(index) -> list[tuple[str, int]]:  # noqa: ANN001
+def ids(index) -> list[tuple[str, int]]:
     return [(r.video_id, r.label) for r in index.videos]
 
 

@@ -272,13 +272,13 @@ def test_decoding_stops_after_the_last_wanted_frame(ramp_mp4: Path, monkeypatch:
     real_open = video_module._open
 
     class Counting:
-        def __init__(self, container) -> None:  # noqa: ANN001
+        def __init__(self, container) -> None:
             self.container = container
 
-        def __getattr__(self, name: str):  # noqa: ANN204
+        def __getattr__(self, name: str):
             return getattr(self.container, name)
 
-        def decode(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        def decode(self, *args, **kwargs):
             for frame in self.container.decode(*args, **kwargs):
                 yielded.append(frame.pts)
                 yield frame

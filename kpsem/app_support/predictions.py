@@ -19,10 +19,10 @@ from torch import nn
 
 from kpsem.app_support.sources import FileKey
 
-__all__ = ["Cancelled", "cache_path", "compute_predictions", "load_or_none"]
+__all__ = ["CancelledError", "cache_path", "compute_predictions", "load_or_none"]
 
 
-class Cancelled(RuntimeError):
+class CancelledError(RuntimeError):
     """The user stopped a computation; nothing was written."""
 
 
@@ -60,7 +60,7 @@ def compute_predictions(
     """Clip and video predictions of ``model`` on every video of ``index`` (the library's table format).
 
     ``progress(done, total)`` is called after every clip; ``should_stop()`` returning True raises
-    :class:`Cancelled`. ``lock`` is held around each forward pass (models are shared between sessions).
+    :class:`CancelledError`. ``lock`` is held around each forward pass (models are shared between sessions).
     Undecodable videos are left out (:class:`kpsem.data.ClipDataset` would substitute a neighbour).
     """
     from kpsem.checkpoint import check_finite_logits
@@ -76,7 +76,7 @@ def compute_predictions(
     probs, labels, video_ids, clip_indices = [], [], [], []
     for item in range(total):
         if should_stop is not None and should_stop():
-            raise Cancelled(f"stopped after {item} of {total} clips; nothing was saved")
+            raise CancelledError(f"stopped after {item} of {total} clips; nothing was saved")
         sample = dataset[item]
         if sample["replaced"]:  # undecodable: left out here (evaluation would count a neighbour twice)
             if progress is not None:

@@ -174,8 +174,10 @@ def confusion_heatmap(matrix: np.ndarray, class_names: list[str], *, title: str,
     fig = go.Figure(go.Heatmap(
         z=matrix, x=names, y=names, colorscale="RdBu" if diverging else "Blues",
         zmin=-limit if diverging else 0, zmax=limit, zmid=0 if diverging else None,
-        hovertemplate="true %{y}<br>predicted %{x}<br>" + ("change" if diverging else "count") + " %{z}<extra></extra>"))
-    fig.update_layout(title=dict(text=escape_plotly(title), font=dict(size=13)), height=360, margin=dict(l=4, r=4, t=32, b=4),
+        hovertemplate="true %{y}<br>predicted %{x}<br>" + ("change" if diverging else "count")
+        + " %{z}<extra></extra>"))
+    fig.update_layout(title=dict(text=escape_plotly(title), font=dict(size=13)), height=360,
+                      margin=dict(l=4, r=4, t=32, b=4),
                       yaxis=dict(autorange="reversed", title="true"), xaxis=dict(title="predicted"))
     return fig
 

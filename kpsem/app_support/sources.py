@@ -236,18 +236,21 @@ def check_pair(baseline, kpsem) -> PairCheck:  # noqa: ANN001 - CheckpointInfo (
     if baseline.arch != "mfnet":
         check.warnings.append(f"the baseline slot holds an {baseline.arch} checkpoint; the paper's baseline is MFNet")
     if kpsem.arch != "mf_kpsem":
-        check.warnings.append(f"the KPSEM slot holds an {kpsem.arch} checkpoint: it has no key points or shifts to show")
+        check.warnings.append(f"the KPSEM slot holds an {kpsem.arch} checkpoint: "
+                              "it has no key points or shifts to show")
     if (baseline.clip_frames, baseline.clip_size) != (kpsem.clip_frames, kpsem.clip_size):
         check.errors.append(
-            f"the checkpoints read different clips: {baseline.clip_frames} frames of {baseline.clip_size} px (baseline) "
-            f"and {kpsem.clip_frames} frames of {kpsem.clip_size} px (KPSEM); choose two that read the same clips")
+            f"the checkpoints read different clips: {baseline.clip_frames} frames of {baseline.clip_size} px "
+            f"(baseline) and {kpsem.clip_frames} frames of {kpsem.clip_size} px (KPSEM); "
+            "choose two that read the same clips")
     if baseline.num_classes != kpsem.num_classes:
         check.errors.append(f"the checkpoints predict {baseline.num_classes} and {kpsem.num_classes} classes; "
                             "choose two models of the same data set")
     elif baseline.class_names != kpsem.class_names:
         check.warnings.append("the checkpoints name their classes differently; the KPSEM checkpoint's names are shown")
     if tuple(baseline.mean) != tuple(kpsem.mean) or tuple(baseline.std) != tuple(kpsem.std):
-        check.warnings.append("the checkpoints normalise clips differently; the KPSEM checkpoint's normalisation is used")
+        check.warnings.append("the checkpoints normalise clips differently; "
+                              "the KPSEM checkpoint's normalisation is used")
     return check
 
 

@@ -511,7 +511,7 @@ def _index_class_folders(root: Path, video_root: Path, class_names: list[str], l
             if _is_clip_name(entry, is_dir):
                 path = video_root / name / entry
                 videos.append(VideoRecord(path, label, _video_id(path, video_root)))
-            elif os.path.splitext(entry)[1].lower() not in IMAGE_EXTENSIONS + (".txt", ".json", ".csv"):
+            elif os.path.splitext(entry)[1].lower() not in (*IMAGE_EXTENSIONS, ".txt", ".json", ".csv"):
                 skipped.append((str(video_root / name / entry), "not a video file or frame folder"))
     return DatasetIndex(videos, class_names, layout, split, root, skipped, notes or [])
 

@@ -55,8 +55,7 @@ def sample_indices(
     if span > num_video_frames:
         return _evenly(num_video_frames, frames)
     room = num_video_frames - span  # the last possible start
-    if train:
-        start = int(rng.integers(room + 1))
-    else:
-        start = int(np.floor((clip_index + 0.5) * (room + 1) / num_clips))
+    # training: a random start; testing: clips spaced evenly over the video
+    start = (int(rng.integers(room + 1)) if train
+             else int(np.floor((clip_index + 0.5) * (room + 1) / num_clips)))
     return list(range(start, start + span, step))

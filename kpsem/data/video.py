@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -173,7 +174,7 @@ def _check_exists(path: Path) -> None:
         raise VideoError(f"{path} is empty (0 bytes); the download or extraction failed: re-create it or remove it")
 
 
-def _open(path: Path):  # -> av.container.InputContainer
+def _open(path: Path) -> Any:  # an av.container.InputContainer (PyAV is imported lazily)
     import av
 
     try:
@@ -370,7 +371,7 @@ def _frame_index(frame, stream, fps: float) -> int | None:  # noqa: ANN001 - av.
     """A frame's number from its timestamp; right only for a constant frame rate."""
     if frame.pts is None or not stream.time_base:
         return None
-    return int(math.floor(_frame_time(frame, stream, 0, fps) * fps + 0.5))
+    return math.floor(_frame_time(frame, stream, 0, fps) * fps + 0.5)
 
 
 @dataclass
@@ -452,7 +453,7 @@ def decode_frames(
         raise ValueError(f"frame indices must be >= 0; got {min(indices)}")
     info = info or probe_video(path)
     size = decoded_size(info.height, info.width, short_side_cap)
-    wanted = sorted(set(int(i) for i in indices))
+    wanted = sorted({int(i) for i in indices})
     if info.kind == "frames":
         files = list_frame_files(path)
         if wanted[-1] >= len(files):
