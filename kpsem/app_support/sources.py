@@ -18,7 +18,6 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,8 +32,6 @@ __all__ = [
     "save_upload",
     "device_options",
     "resolve_device",
-    "PairCheck",
-    "check_pair",
     "check_data_classes",
     "user_path",
     "check_upload",
@@ -216,42 +213,6 @@ def resolve_device(option: str) -> str:
             raise ValueError(f"device {option} does not exist; this machine has {torch.cuda.device_count()} GPUs")
         return f"cuda:{index}"
     raise ValueError(f"unknown device {option!r}; choose one of {', '.join(device_options())}")
-
-
-@dataclass
-class PairCheck:
-    """Whether a baseline and a KPSEM checkpoint can be compared; errors block, warnings inform."""
-
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-def check_pair(baseline, kpsem) -> PairCheck:  # noqa: ANN001 - CheckpointInfo (kept lazy)
-    """Compare what two checkpoints say about themselves (:class:`kpsem.checkpoint.CheckpointInfo`)."""
-    check = PairCheck()
-    if baseline.arch != "mfnet":
-        check.warnings.append(f"the baseline slot holds an {baseline.arch} checkpoint; the paper's baseline is MFNet")
-    if kpsem.arch != "mf_kpsem":
-        check.warnings.append(f"the KPSEM slot holds an {kpsem.arch} checkpoint: "
-                              "it has no key points or shifts to show")
-    if (baseline.clip_frames, baseline.clip_size) != (kpsem.clip_frames, kpsem.clip_size):
-        check.errors.append(
-            f"the checkpoints read different clips: {baseline.clip_frames} frames of {baseline.clip_size} px "
-            f"(baseline) and {kpsem.clip_frames} frames of {kpsem.clip_size} px (KPSEM); "
-            "choose two that read the same clips")
-    if baseline.num_classes != kpsem.num_classes:
-        check.errors.append(f"the checkpoints predict {baseline.num_classes} and {kpsem.num_classes} classes; "
-                            "choose two models of the same data set")
-    elif baseline.class_names != kpsem.class_names:
-        check.warnings.append("the checkpoints name their classes differently; the KPSEM checkpoint's names are shown")
-    if tuple(baseline.mean) != tuple(kpsem.mean) or tuple(baseline.std) != tuple(kpsem.std):
-        check.warnings.append("the checkpoints normalise clips differently; "
-                              "the KPSEM checkpoint's normalisation is used")
-    return check
 
 
 def check_data_classes(model_classes: list[str], data_classes: list[str]) -> str | None:

@@ -20,10 +20,8 @@ from kpsem.app_support.sources import (
     CHECKPOINT_UPLOAD_TYPES,
     UPLOAD_TYPES,
     FileKey,
-    PairCheck,
     UploadError,
     check_data_classes,
-    check_pair,
     check_upload,
     device_label,
     device_options,
@@ -35,6 +33,7 @@ from kpsem.app_support.sources import (
     user_path,
 )
 from kpsem.app_support.text import escape_markdown
+from kpsem.pairing import PairCheck, check_pair
 
 __all__ = ["ModelSlot", "DataChoice", "Selection", "ROLES", "guard", "friendly", "sidebar", "selection",
            "require_models", "session_folder", "stored_upload", "settings"]

@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from kpsem.explain.draw import KeyPointOptions
     from kpsem.explain.figures import figure_cost_table, figure_gradcam, figure_keypoints, figure_top_predictions
     from kpsem.io import atomic_write_text
+    from kpsem.pairing import require_pair
     from kpsem.profile import model_cost
 
     _check_out(Path(args.out))  # before minutes of analysis, not when the first figure is written
@@ -114,11 +115,8 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     base, ours = load_checkpoint(args.baseline, map_location=device), load_checkpoint(args.kpsem, map_location=device)
     bi, ki = base.info, ours.info
-    if (bi.clip_frames, bi.clip_size) != (ki.clip_frames, ki.clip_size):
-        raise ValueError(f"the checkpoints take different clips: {bi.clip_frames}x{bi.clip_size} (baseline) and "
-                         f"{ki.clip_frames}x{ki.clip_size} (KPSEM); explain needs one clip both models can read")
-    if bi.class_names != ki.class_names:
-        raise ValueError("the checkpoints have different class lists; explain compares models of one data set")
+    for note in require_pair(bi, ki, task="explain").warnings:
+        print(f"note: {note}", file=sys.stderr)
     clip, display, facts = _load_clip(args.clip, ki.clip_frames, ki.clip_size, tuple(ki.mean), tuple(ki.std),
                                       args.num_clips, args.clip_index)
     target = _target(args.target, ki.class_names)

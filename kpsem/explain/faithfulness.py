@@ -56,6 +56,7 @@ from kpsem.checkpoint import check_finite_logits
 from kpsem.explain.analysis import CommonTarget, PairAnalysis, analyse_pair, common_target, feature_frame_of
 from kpsem.explain.gradcam import Weighting, explaining
 from kpsem.io import atomic_path, atomic_write_text
+from kpsem.pairing import require_pair
 
 __all__ = [
     "FILLS",
@@ -426,11 +427,7 @@ def evaluate_faithfulness(
     base = load_checkpoint(baseline_checkpoint, map_location=where)
     ours = load_checkpoint(kpsem_checkpoint, map_location=where)
     bi, ki = base.info, ours.info
-    if (bi.clip_frames, bi.clip_size) != (ki.clip_frames, ki.clip_size):
-        raise ValueError(f"the checkpoints take different clips: {bi.clip_frames}x{bi.clip_size} (baseline) and "
-                         f"{ki.clip_frames}x{ki.clip_size} (KPSEM); faithfulness needs one clip both models can read")
-    if bi.class_names != ki.class_names:
-        raise ValueError("the checkpoints have different class lists; faithfulness compares models of one data set")
+    require_pair(bi, ki, task="faithfulness")
     index = open_dataset(data, split=split, layout=layout, split_id=split_id, annotations=annotations)  # type: ignore[arg-type]
     _check_classes(ki.class_names, list(index.class_names), Path(kpsem_checkpoint))
     interval = ki.provenance.get("config", {}).get("interval", FRAME_INTERVAL)  # as trained, when recorded
