@@ -27,7 +27,6 @@ __all__ = [
     "accuracy_chart",
     "compute_probes",
     "explorer_section",
-    "model_id",
     "probe_source",
     "read_probe_table",
     "summary_display",
@@ -35,11 +34,6 @@ __all__ = [
 
 PROBE_TEXT = {REFERENCE: "the clip as it is", **INPUT_PROBES, **KNOCKOUTS}  # what each probe does, for tables
 BUNDLED_CLIPS = 2  # clips per video of the demo's bundled probes table (assets/demo/make_demo.sh)
-
-
-def model_id(slot) -> str:  # noqa: ANN001 - ui.ModelSlot
-    """'mfnet:mfnet' for the sidebar's mfnet.pt: the id the compare page and ``kpsem probe`` use."""
-    return f"{slot.name.rsplit('.', 1)[0]}:{slot.info.arch}"
 
 
 @dataclass
@@ -81,11 +75,11 @@ def compute_probes(chosen, source: ProbeSource, progress: Callable[[str, int, in
     """Every probe on the sidebar's two models and data split, written to ``source.path`` when done."""
     from kpsem.probes import probe_index, write_probes
 
-    models = [(slot.model, slot.info, model_id(slot)) for slot in (chosen.baseline, chosen.kpsem)]
+    models = [(slot.model, slot.info, slot.model_id) for slot in (chosen.baseline, chosen.kpsem)]
     result = probe_index(models, chosen.data.index, probes=PROBES, clips=source.clips, progress=progress,
                          lock=services.MODEL_LOCK)
     for slot in (chosen.baseline, chosen.kpsem):
-        result.models[model_id(slot)]["checkpoint"] = str(slot.key[0])
+        result.models[slot.model_id]["checkpoint"] = str(slot.key[0])
     write_probes(result, source.path)
     return result
 
@@ -168,13 +162,13 @@ def explorer_section(chosen, clip: FileKey, true_label: int | None) -> None:  # 
         for slot in (chosen.baseline, chosen.kpsem):
             info = slot.info
             tables.append(_clip_rows(slot.key, chosen.device, clip, info.clip_frames, info.clip_size, tuple(info.mean),
-                                     tuple(info.std), true_label, model_id(slot)))
+                                     tuple(info.std), true_label, slot.model_id))
         scored = true_label is not None
         shown = pd.DataFrame({"probe": [REFERENCE, *PROBES]})
         shown["what it does"] = shown["probe"].map(PROBE_TEXT)
         for slot, table in zip((chosen.baseline, chosen.kpsem), tables):
             cells = {row["probe"]: _cell(row, scored) for _, row in table.iterrows()}
-            shown[model_id(slot)] = shown["probe"].map(cells)
+            shown[slot.model_id] = shown["probe"].map(cells)
         if scored:
             names = list(chosen.kpsem.info.class_names)
             mirror = tables[0].loc[tables[0]["probe"] == "mirror", "target_class"]

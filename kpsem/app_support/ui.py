@@ -66,6 +66,13 @@ class ModelSlot:
     def name(self) -> str:
         return Path(self.key[0]).name if self.key else "(none)"
 
+    @property
+    def model_id(self) -> str:
+        """The id ``kpsem evaluate`` and ``kpsem probe`` give this checkpoint's rows ('mfnet:mfnet')."""
+        from kpsem.evaluate import default_model_id
+
+        return default_model_id(self.name, self.info.arch)
+
 
 @dataclass
 class DataChoice:
