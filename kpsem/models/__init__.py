@@ -2,6 +2,13 @@
 
 from kpsem.models._registry import create_model, list_models, register_model
 from kpsem.models.kpsem_module import KPSEM, KPSEMConfig, KPSEMInternals, normalised_to_pixels
+from kpsem.models.memory_format import (
+    DEFAULT_MEMORY_FORMAT,
+    MEMORY_FORMATS,
+    fast_inference,
+    memory_format_of,
+    set_memory_format,
+)
 from kpsem.models.mf_kpsem import MFKPSEM, MFKPSEMConfig
 from kpsem.models.mfnet import MFNet, MFNetConfig
 
@@ -17,4 +24,9 @@ __all__ = [
     "MFNet",
     "MFNetConfig",
     "normalised_to_pixels",
+    "DEFAULT_MEMORY_FORMAT",
+    "MEMORY_FORMATS",
+    "fast_inference",
+    "memory_format_of",
+    "set_memory_format",
 ]

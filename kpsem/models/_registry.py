@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -40,6 +41,7 @@ def create_model(
     num_classes: int = 400,
     checkpoint: str | Path | None = None,
     reinit_classifier: bool = False,
+    memory_format: str = "channels_last_3d",
     **config: Any,
 ) -> nn.Module:
     """Build a registered model; optionally load weights from ``checkpoint``.
@@ -47,10 +49,15 @@ def create_model(
     ``checkpoint`` may be one of the project's own checkpoints or a published MFNet file
     (``{'epoch', 'state_dict'}`` with ``module.`` prefixes). ``reinit_classifier=True`` allows a
     checkpoint with another class count: its classifier is dropped and a fresh one is kept.
+    ``memory_format`` ("channels_last_3d", the faster default, or "contiguous") lays out the weights
+    and the activations (:mod:`kpsem.models.memory_format`); it changes no value and no saved file.
     """
+    from kpsem.models.memory_format import set_memory_format, torch_memory_format
+
+    torch_memory_format(memory_format)  # a bad name fails before the model is built
     model = model_entrypoint(name)(num_classes=num_classes, **config)
     if checkpoint is not None:
         from kpsem.checkpoint import load_weights_into
 
         load_weights_into(model, checkpoint, reinit_classifier=reinit_classifier)
-    return model
+    return set_memory_format(model, memory_format)

@@ -137,6 +137,17 @@ class SetwiseLinear(nn.Module):
         """
         return torch.einsum("ngli,goi->nglo", x, self.weight.to(x.dtype)) + self.bias[None, :, None, :]
 
+    def summed(self, x: torch.Tensor) -> torch.Tensor:
+        """The sum over sets of ``forward(x)``: (N, G, L, in) -> (N, L, out), as one matrix product.
+
+        Why: the G products of (L, in) x (in, out) with in = 2 are each too thin to be efficient; side by
+        side they are one (L, G*in) x (G*in, out) product.
+        """
+        n, g, length, width = x.shape
+        stacked = self.weight.transpose(1, 2).reshape(g * width, -1)  # (G*in, out): set g in rows g*in ...
+        flat = x.permute(0, 2, 1, 3).reshape(n, length, g * width).to(stacked.dtype)  # (N, L, G*in)
+        return flat @ stacked + self.bias.sum(dim=0)
+
 
 # ---------------------------------------------------------------------------------------------------
 # The steps of one AReSE set, as pure functions over batched tensors (tested against hand values).
@@ -221,64 +232,157 @@ def soft_region_masks(
     return torch.stack([1 - right, right], dim=3), torch.stack([1 - bottom, bottom], dim=3)
 
 
-def _running_max(x: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """Running maximum along the first axis (from the end when ``reverse``).
+def _cells(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, H, W) -> (N, T, H, W, C), contiguous, in the geometry dtype (:func:`_geometry_dtype`).
 
-    The scanned axis is the leading one, so each step and the final stack touch contiguous memory;
-    on CPU this is several times faster than ``torch.cummax`` for the short axes met here.
+    Why this layout: every hard quantity reads one cell's C values together, and MFNet hands KPSEM
+    channels_last_3d maps, for which this is a free view (no copy); a contiguous map costs one copy.
+    A half-precision map is widened once here, exactly (every bfloat16/float16 value is a float32).
     """
-    steps = list(x.unbind(0))
-    order = range(len(steps) - 2, -1, -1) if reverse else range(1, len(steps))
-    for position in order:
-        previous = position + 1 if reverse else position - 1
-        steps[position] = torch.maximum(steps[position], steps[previous])
-    return torch.stack(steps)
+    return features.permute(0, 2, 3, 4, 1).to(_geometry_dtype(features.dtype)).contiguous()
 
 
-def hard_key_points(features: torch.Tensor, centres: torch.Tensor, num_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
+_KEY_TYPES = {2: (torch.int16, torch.int32), 4: (torch.int32, torch.int64)}  # float bytes -> (its bits, key)
+
+
+def _keyed(features: torch.Tensor) -> bool:
+    """Whether :func:`_quadrant_key_points` takes this map: a 16- or 32-bit float whose cells a key's low
+    half can rank (bfloat16 keys: up to 65536 cells per frame). Anything else takes the masked search."""
+    cells = features.shape[-2] * features.shape[-1]
+    return features.element_size() in _KEY_TYPES and cells <= 1 << (8 * features.element_size())
+
+
+def _order_keys(bits: torch.Tensor, spare: torch.Tensor | None = None) -> torch.Tensor:
+    """The raw bits (N, T, H, W, C) of a 16- or 32-bit float map, viewed as int16 / int32 -> integer
+    keys that sort like (value, then the earlier cell first): int32 keys for bfloat16/float16 maps,
+    int64 for float32. ``spare``, if given, is a buffer of the keys' shape and type used as scratch.
+
+    The high half of a key is the value made monotonic (sign and magnitude become a signed integer, so
+    -0.0 and +0.0 tie), the low half ranks the cell so that of equal values the first in row-major
+    order has the largest key. A plain maximum of keys over any region then gives both the region's
+    maximum and its first argmax (the tie rule of ``argmax`` over the flattened region), with no index
+    bookkeeping; half-precision maps (what autocast hands KPSEM) get keys half as wide, so every pass
+    moves half the bytes.
+    """
+    h, w = bits.shape[2:4]
+    half = 8 * bits.element_size()  # bits of the value, and of the rank below it
+    keys = bits.to(_KEY_TYPES[bits.element_size()][1])  # sign-extended
+    sign = torch.bitwise_right_shift(keys, 2 * half - 1, out=spare)  # -1 for negative values, else 0
+    keys &= (1 << (half - 1)) - 1  # the magnitude
+    keys ^= sign
+    keys -= sign  # negated where the sign was set: (x ^ -1) + 1 = -x
+    keys <<= half
+    keys |= _cell_rank(h, w, device=bits.device, dtype=keys.dtype)[:, :, None]
+    return keys
+
+
+def _cell_rank(height: int, width: int, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(H, W): the first cell in row-major order ranks highest."""
+    return (height * width - 1) - torch.arange(height * width, device=device, dtype=dtype).view(height, width)
+
+
+def _running_max_(x: torch.Tensor, dim: int, reverse: bool) -> torch.Tensor:
+    """Running maximum along ``dim`` in place (from the end when ``reverse``); returns ``x``.
+
+    A loop of whole-slice maxima: ``torch.cummax`` is about fifty times slower on CPU for the short
+    axes met here (14 cells), and it would also track indices that the keys already carry.
+    """
+    size = x.shape[dim]
+    for position in range(size - 2, -1, -1) if reverse else range(1, size):
+        current = x.select(dim, position)
+        torch.maximum(current, x.select(dim, position + 1 if reverse else position - 1), out=current)
+    return x
+
+
+def _quadrant_key_points(
+    features: torch.Tensor, cells: torch.Tensor, centres: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """K = 4 for a 16- or 32-bit float map: (I (N, G, 4, C, T, 2), V (N, G, 4, C, T)) in the cells' dtype.
+
+    ``cells`` is :func:`_cells` of ``features``. Four 2-D running maxima of the keys (from each corner)
+    hold every quadrant's answer for every possible split; each set then reads one cell per quadrant
+    at its own split. The cost does not grow with the number of sets G, and no (G, C, T, H, W) tensor
+    is ever built. Both results are views of (.., T, C)-ordered memory (C innermost, as in the map),
+    which keeps the elementwise steps after them vectorised.
+    """
+    n, t, h, w, c = cells.shape
+    split_col, split_row = split_indices(centres, h, w)  # (N, G, T): first right column, first bottom row
+    frame = (torch.arange(n, device=cells.device)[:, None, None] * t
+             + torch.arange(t, device=cells.device)[None, None, :])  # (N, 1, T): frame number in the batch
+    bits = features.detach().permute(0, 2, 3, 4, 1).contiguous()  # (N, T, H, W, C), the map's own numbers
+    bits = bits.view(_KEY_TYPES[bits.element_size()][0])
+    # Two rows of branches (rows above / below, then columns left / right) from one map need three
+    # buffers; the third is refilled rather than reallocated (and is the keys' scratch before that),
+    # because a fresh buffer of this size costs more in page faults than a whole scan.
+    spare = torch.empty(bits.shape, dtype=_KEY_TYPES[bits.element_size()][1], device=bits.device)
+    keys = _order_keys(bits, spare)
+    lower = _running_max_(keys.clone(), 2, reverse=True)  # [.., h, w, :]: best of rows >= h in column w
+    upper = _running_max_(keys, 2, reverse=False)  # rows <= h
+    found = [torch.empty(0)] * 4
+    for bottom, rows in ((False, upper), (True, lower)):
+        row = split_row if bottom else split_row - 1  # the half's row next to the split
+        for right, region in ((True, _running_max_(spare.copy_(rows), 3, reverse=True)),
+                              (False, _running_max_(rows, 3, reverse=False))):
+            column = split_col if right else split_col - 1  # the half's column next to the split
+            cell = ((frame * h + row) * w + column).flatten()  # (N*G*T,) index into the map's cells
+            found[2 * bottom + right] = region.view(-1, c).index_select(0, cell).view(n, -1, t, c)  # (N, G, T, C)
+    stacked = torch.stack(found, dim=2)  # (N, G, K, T, C) keys, k = 2 * bottom + right
+    index = (h * w - 1) - (stacked & ((1 << (4 * stacked.element_size())) - 1)).long()  # row * W + column
+    # Read the maxima back from the map rather than from the keys: the same numbers, and the gradient
+    # of a selected cell (gradient="hard", or Grad-CAM below KPSEM) flows as it does through ``max``.
+    channel = torch.arange(c, device=cells.device)
+    values = cells.flatten().take((frame[:, :, None, :, None] * (h * w) + index) * c + channel)  # (N, G, K, T, C)
+    xs = cell_centres(w, device=cells.device, dtype=cells.dtype).repeat(h)  # x of each cell, row-major
+    ys = cell_centres(h, device=cells.device, dtype=cells.dtype).repeat_interleave(w)
+    key_points = torch.stack([xs[index], ys[index]], dim=3)  # (N, G, K, 2, T, C)
+    return key_points.permute(0, 1, 2, 5, 4, 3), values.transpose(3, 4)  # (N, G, K, C, T, 2), (N, G, K, C, T)
+
+
+def _masked_key_points(features: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K = 4 by masked maxima per set, in the features' dtype: the path for float64 (whose keys would need
+    96 bits) and for half-precision maps too large for 32-bit keys. Same results as
+    :func:`_quadrant_key_points`, G times the work."""
+    h, w = features.shape[-2:]
+    xs = cell_centres(w, device=features.device, dtype=features.dtype)
+    ys = cell_centres(h, device=features.device, dtype=features.dtype)
+    right, bottom = _split_halves(centres, h, w)  # (N, G, T, W), (N, G, T, H)
+    lowest = torch.finfo(features.dtype).min
+    by_frame = features.transpose(1, 2)[:, None]  # (N, 1, T, C, H, W)
+    key_points, values = [], []
+    for below in (False, True):
+        row_mask = (bottom if below else ~bottom)[:, :, :, None, :, None]  # (N, G, T, 1, H, 1)
+        for on_right in (False, True):
+            col_mask = (right if on_right else ~right)[:, :, :, None, None, :]  # (N, G, T, 1, 1, W)
+            masked = by_frame.masked_fill(~(row_mask & col_mask), lowest).flatten(-2)  # (N, G, T, C, H*W)
+            value, flat = masked.max(dim=-1)  # (N, G, T, C): first maximum in row-major order
+            values.append(value)
+            key_points.append(torch.stack([xs[flat % w], ys[flat // w]], dim=-1))
+    stacked_points = torch.stack(key_points, dim=2).transpose(3, 4)  # (N, G, K, C, T, 2)
+    return stacked_points, torch.stack(values, dim=2).transpose(3, 4)  # (N, G, K, C, T)
+
+
+def hard_key_points(
+    features: torch.Tensor, centres: torch.Tensor, num_regions: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 6-7: per region, channel and frame, the argmax position I and the max V.
 
     features (N, C, T, H, W), centres (N, G, T, 2) -> I (N, G, K, C, T, 2) as normalised (x, y),
-    V (N, G, K, C, T). Each row's maximum in the left and right half comes from running maxima along
-    W read at the set's split column; a masked max over rows then gives the region's maximum and its
-    row, and an argmax inside that row its column. No (G, K, C, T, H, W) tensor is ever built. Ties
-    go to the first cell in row-major order, as with ``argmax`` over the flattened region.
+    V (N, G, K, C, T), both in the geometry dtype (float32 for float32, bfloat16 and float16 maps: the
+    maxima are the maps' own values, exactly; float64 stays float64). Ties go to the first cell in
+    row-major order, as with ``argmax`` over the flattened region.
     """
     n, c, t, h, w = features.shape
     g = centres.shape[1]
-    xs = cell_centres(w, device=features.device, dtype=features.dtype)
-    ys = cell_centres(h, device=features.device, dtype=features.dtype)
     if num_regions == 1:
-        values, flat = features.flatten(3).max(dim=-1)  # (N, C, T)
+        flat_features = features.to(_geometry_dtype(features.dtype)).flatten(3)  # (N, C, T, H*W)
+        values, flat = flat_features.max(dim=-1)  # (N, C, T)
+        xs = cell_centres(w, device=features.device, dtype=values.dtype)
+        ys = cell_centres(h, device=features.device, dtype=values.dtype)
         key_points = torch.stack([xs[flat % w], ys[flat // w]], dim=-1)  # (N, C, T, 2)
         return key_points[:, None, None].expand(n, g, 1, c, t, 2), values[:, None, None].expand(n, g, 1, c, t)
-
-    split_col, _ = split_indices(centres, h, w)  # (N, G, T); rows are masked below, not indexed
-    batch = torch.arange(n, device=features.device)[:, None, None, None]  # (N, 1, 1, 1)
-    frame = torch.arange(t, device=features.device)[None, None, :, None]  # (1, 1, T, 1)
-    channel = torch.arange(c, device=features.device)[None, None, None, :]  # (1, 1, 1, C)
-    by_column = features.permute(4, 0, 2, 1, 3).contiguous()  # (W, N, T, C, H)
-    by_position = features.transpose(1, 2)  # (N, T, C, H, W)
-    in_right, in_bottom = _split_halves(centres, h, w)  # (N, G, T, W), (N, G, T, H)
-    lowest = torch.finfo(features.dtype).min
-
-    key_points, values = {}, {}
-    for right in (False, True):
-        column = split_col if right else split_col - 1  # the half's edge column next to the split
-        row_max = _running_max(by_column, reverse=right)[column, batch[..., 0], frame[..., 0]]
-        # row_max: (N, G, T, C, H), each row's maximum inside this half
-        column_mask = (in_right if right else ~in_right)[:, :, :, None, :]  # (N, G, T, 1, W)
-        for bottom in (False, True):
-            row_mask = (in_bottom if bottom else ~in_bottom)[:, :, :, None, :]  # (N, G, T, 1, H)
-            value, row = row_max.masked_fill(~row_mask, lowest).max(dim=-1)  # (N, G, T, C)
-            row_values = by_position[batch, frame, channel, row]  # (N, G, T, C, W)
-            col = row_values.masked_fill(~column_mask, lowest).argmax(dim=-1)  # (N, G, T, C)
-            region = 2 * bottom + right
-            values[region] = value
-            key_points[region] = torch.stack([xs[col], ys[row]], dim=-1)  # (N, G, T, C, 2)
-    stacked_values = torch.stack([values[k] for k in range(4)], dim=2)  # (N, G, K, T, C)
-    stacked_points = torch.stack([key_points[k] for k in range(4)], dim=2)  # (N, G, K, T, C, 2)
-    return stacked_points.transpose(3, 4), stacked_values.transpose(3, 4)  # (N, G, K, C, T, 2), (N, G, K, C, T)
+    if not _keyed(features):
+        return _masked_key_points(features.to(_geometry_dtype(features.dtype)), centres)
+    return _quadrant_key_points(features, _cells(features), centres)
 
 
 def region_means(features: torch.Tensor, mask_x: torch.Tensor, mask_y: torch.Tensor) -> torch.Tensor:
@@ -290,28 +394,42 @@ def region_means(features: torch.Tensor, mask_x: torch.Tensor, mask_y: torch.Ten
     return means.flatten(2, 3)  # region k = 2 * bottom + right
 
 
-def hard_region_means(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """P_R of eq. 11 for the hard quadrants, from an integral image (four look-ups per region).
+def _running_sum_(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Running sum along ``dim`` in place; returns ``x``. Slice by slice, as :func:`_running_max_`:
+    ``torch.cumsum`` over these short axes is several times slower on CPU."""
+    for position in range(1, x.shape[dim]):
+        x.select(dim, position).add_(x.select(dim, position - 1))
+    return x
 
-    features (N, C, T, H, W), centres (N, G, T, 2) -> (N, G, 4, C, T); equal to
-    ``region_means(features, *hard_region_masks(centres, H, W))`` at a fraction of the cost.
-    """
-    n, c, t, h, w = features.shape
+
+def _cell_region_means(cells: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """:func:`hard_region_means` from cells (N, T, H, W, C) -> (N, G, 4, C, T), in the cells' dtype."""
+    n, t, h, w, c = cells.shape
     col, row = split_indices(centres, h, w)  # (N, G, T): columns left of / rows above the split
-    integral = features.new_zeros(n, t, h + 1, w + 1, c)
-    integral[:, :, 1:, 1:] = features.permute(0, 2, 3, 4, 1).cumsum(2).cumsum(3)  # (N, T, H+1, W+1, C)
-    batch = torch.arange(n, device=features.device)[:, None, None]
-    frame = torch.arange(t, device=features.device)[None, None, :]
-    whole = integral[:, :, h, w][batch, frame]  # (N, 1, T, C) -> broadcasts over G
-    top_left = integral[batch, frame, row, col]  # (N, G, T, C)
-    top = integral[batch, frame, row, w]  # rows above the split, all columns
-    left = integral[batch, frame, h, col]  # all rows, columns left of the split
+    integral = _running_sum_(_running_sum_(cells.clone(), 2), 3)  # (N, T, H, W, C): sums above-left, inclusive
+    frame = (torch.arange(n, device=cells.device)[:, None, None] * t
+             + torch.arange(t, device=cells.device)[None, None, :])  # (N, 1, T): frame number in the batch
+    by_cell = integral.view(-1, c)  # (N*T*H*W, C); a split keeps a cell on every side: row, col >= 1
+
+    def read(rows: torch.Tensor | int, cols: torch.Tensor | int) -> torch.Tensor:  # sums of rows < r, cols < s
+        return by_cell.index_select(0, ((frame * h + rows - 1) * w + cols - 1).flatten()).view(n, -1, t, c)
+
+    whole, top_left, top, left = read(h, w), read(row, col), read(row, w), read(h, col)  # (N, G or 1, T, C)
     sums = torch.stack([top_left, top - top_left, left - top_left, whole - top - left + top_left], dim=2)
     widths = torch.stack([col, w - col], dim=-1)  # (N, G, T, 2)
     heights = torch.stack([row, h - row], dim=-1)
     areas = (heights[..., :, None] * widths[..., None, :]).flatten(-2)  # (N, G, T, 4)
-    means = sums / areas.transpose(2, 3)[..., None].to(features.dtype)  # (N, G, 4, T, C)
+    means = sums / areas.transpose(2, 3)[..., None].to(cells.dtype)  # (N, G, 4, T, C)
     return means.transpose(3, 4)  # (N, G, 4, C, T)
+
+
+def hard_region_means(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """P_R of eq. 11 for the hard quadrants, from an integral image (four look-ups per region).
+
+    features (N, C, T, H, W), centres (N, G, T, 2) -> (N, G, 4, C, T) in the geometry dtype; equal to
+    ``region_means(features, *hard_region_masks(centres, H, W))`` at a fraction of the cost.
+    """
+    return _cell_region_means(_cells(features), centres)
 
 
 def _soft_key_points(
@@ -351,32 +469,63 @@ def _soft_key_points(
     return key_points.to(dtype), v.flatten(2, 3).to(dtype)
 
 
+# The four steps below take and return the documented (..., C, T[, 2]) shapes, but compute on views
+# ordered (..., [2,] T, C): KPSEM hands them maps whose memory has C innermost (the channels_last_3d
+# order of MFNet's features), and keeping every operand in that order keeps each loop contiguous and
+# vectorised (mixed orders made these steps several times slower). Any input order gives the same numbers.
+
+
+def _tc(x: torch.Tensor) -> torch.Tensor:
+    """(..., C, T) <-> (..., T, C), a view."""
+    return x.transpose(-1, -2)
+
+
+def _xy_tc(x: torch.Tensor) -> torch.Tensor:
+    """(..., C, T, 2) -> (..., 2, T, C), a view."""
+    return x.permute(*range(x.dim() - 3), -1, -2, -3)
+
+
+def _xy_last(x: torch.Tensor) -> torch.Tensor:
+    """(..., 2, T, C) -> (..., C, T, 2), a view."""
+    return x.permute(*range(x.dim() - 3), -1, -2, -3)
+
+
 def shift_weights(values: torch.Tensor) -> torch.Tensor:
     """Eq. 9: softmax over the next frame's regions of 1 / (|V[t, a] - V[t+1, b]| + 0.1).
     values (..., K, C, T) -> (..., K_r, K_n, C, T-1)."""
-    current = values[..., :, None, :, :-1]  # (..., K, 1, C, T-1)
-    following = values[..., None, :, :, 1:]  # (..., 1, K, C, T-1)
-    return torch.softmax(1.0 / ((current - following).abs() + 0.1), dim=-3)
+    by_time = _tc(values)  # (..., K, T, C)
+    current = by_time[..., :, None, :-1, :]  # (..., K, 1, T-1, C)
+    following = by_time[..., None, :, 1:, :]  # (..., 1, K, T-1, C)
+    scores = torch.reciprocal((current - following).abs().add_(0.1))  # (..., K_r, K_n, T-1, C)
+    return _tc(torch.softmax(scores, dim=-3))
 
 
 def key_point_shifts(key_points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Eq. 8 and 10: S[t, a] = sum_b W[t, a, b] (I[t+1, b] - I[t, a]).
     key_points (..., K, C, T, 2), weights (..., K_r, K_n, C, T-1) -> (..., K, C, T-1, 2).
-    Uses sum_b W = 1, so the (K, K) differences are never materialised."""
-    expected = torch.einsum("...abct,...bctx->...actx", weights, key_points[..., 1:, :])  # (..., K_r, C, T-1, 2)
-    return expected - key_points[..., :-1, :]
+    Uses sum_b W = 1, so the (K, K) differences are never materialised; the sum over b is K
+    multiply-adds over whole tensors (as a matrix product it would be C * (T-1) products of 4x4
+    matrices, many times slower on CPU)."""
+    points = _xy_tc(key_points)  # (..., K, 2, T, C)
+    following = points[..., 1:, :]  # (..., K_n, 2, T-1, C)
+    by_time = _tc(weights)  # (..., K_r, K_n, T-1, C)
+    expected = by_time.select(-3, 0).unsqueeze(-3) * following.select(-4, 0).unsqueeze(-4)  # (..., K_r, 2, T-1, C)
+    for b in range(1, by_time.shape[-3]):
+        expected = expected + by_time.select(-3, b).unsqueeze(-3) * following.select(-4, b).unsqueeze(-4)
+    return _xy_last(expected - points[..., :-1, :])
 
 
 def regional_weights(means: torch.Tensor) -> torch.Tensor:
     """Eq. 11: softmax over regions of the temporal average (kernel 2) of each region's mean.
     means (..., K, C, T) -> (..., K, C, T-1)."""
-    pooled = (means[..., :-1] + means[..., 1:]) / 2
-    return torch.softmax(pooled, dim=-3)
+    by_time = _tc(means)  # (..., K, T, C)
+    pooled = (by_time[..., :-1, :] + by_time[..., 1:, :]) / 2
+    return _tc(torch.softmax(pooled, dim=-3))
 
 
 def regional_key_point_shifts(weights: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """Eq. 12, summed over regions: (..., K, C, T-1) x (..., K, C, T-1, 2) -> (..., C, T-1, 2)."""
-    return (weights.unsqueeze(-1) * shifts).sum(dim=-4)
+    return _xy_last((_tc(weights).unsqueeze(-3) * _xy_tc(shifts)).sum(dim=-4))
 
 
 def normalised_to_pixels(coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -418,8 +567,11 @@ class KPSEM(nn.Module):
             nn.ReLU(inplace=True),
         )
 
-    def separation_centres(self, features: torch.Tensor) -> torch.Tensor:
+    def separation_centres(self, features: torch.Tensor, *, cells: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 4-5: O_a = O + B with B = MLP(F_i), tanh-bounded. (N, C, T, H, W) -> (N, G, T, 2).
+
+        ``cells``: the features as :func:`_cells` lays them out, when the caller has them (the pooling
+        then reads that copy instead of converting the map a second time).
 
         The geometry runs in at least float32, autocast off, whatever the features' precision (and so
         do the centres it returns): in bfloat16 tanh already rounds to +-1 at |z| ~ 3.5 and the bounds
@@ -434,7 +586,9 @@ class KPSEM(nn.Module):
         if self.config.fixed_regions:
             return (self.fixed_centres.to(_geometry_dtype(features.dtype)) * bounds).expand(n, t, g, 2).transpose(1, 2)
         with torch.autocast(features.device.type, enabled=False):
-            pooled = features.to(_geometry_dtype(features.dtype)).mean(dim=(3, 4)).transpose(1, 2)  # (N, T, C)
+            if cells is None:
+                cells = _cells(features)
+            pooled = cells.mean(dim=(2, 3))  # (N, T, C)
             hidden = F.relu(self.centre_hidden(pooled[:, None].expand(n, g, t, -1)))  # (N, G, T, hidden)
             return torch.tanh(self.centre_out(hidden)) * bounds  # O = (0, 0) in normalised coordinates
 
@@ -451,12 +605,20 @@ class KPSEM(nn.Module):
             )
         if self.config.num_regions > 1:
             check_splittable(h, w)  # before any work; K = 1 reads the whole frame at any size
-        centres = self.separation_centres(features)  # (N, G, T, 2)
-        key_points, values = hard_key_points(features, centres.detach(), self.config.num_regions)
+        cells = _cells(features)  # (N, T, H, W, C): a view of a channels_last_3d map, read by every step
+        centres = self.separation_centres(features, cells=cells)  # (N, G, T, 2)
+        hard_centres = centres.detach()
+        # The hard quantities run in the geometry dtype (float32 for half-precision maps): the maxima are
+        # the map's own values either way, and float32 sums and softmaxes are both more exact and faster.
         if self.config.num_regions == 1:
-            means = features.mean(dim=(3, 4))[:, None, None].expand(n, self.config.num_sets, 1, c, t)
+            key_points, values = hard_key_points(features, hard_centres, 1)
+            means = cells.mean(dim=(2, 3)).transpose(1, 2)[:, None, None].expand(n, self.config.num_sets, 1, c, t)
         else:
-            means = hard_region_means(features, centres.detach())  # (N, G, 4, C, T)
+            if not _keyed(features):
+                key_points, values = _masked_key_points(features.to(cells.dtype), hard_centres)
+            else:
+                key_points, values = _quadrant_key_points(features, cells, hard_centres)
+            means = _cell_region_means(cells, hard_centres)  # (N, G, 4, C, T)
         if self._uses_soft_path() and self.config.num_regions > 1:
             soft_x, soft_y = soft_region_masks(centres, h, w, sharpness=self.config.mask_sharpness)  # >= float32
             soft_points, soft_values = _soft_key_points(features, soft_x, soft_y, self.config.soft_temperature)
@@ -488,7 +650,8 @@ class KPSEM(nn.Module):
     def embed_and_reduce(self, rkps: torch.Tensor) -> torch.Tensor:
         """Eq. 3 and section 4.2: (N, G, C, T-1, 2) -> (N, C/4 * (T-1))."""
         n, g, c, pairs, _ = rkps.shape
-        embedded = self.embed(rkps.reshape(n, g, c * pairs, 2)).sum(dim=1)  # (N, C*(T-1), d_e)
+        by_set = rkps.reshape(n, g, c * pairs, 2)  # (N, G, C*(T-1), 2)
+        embedded = self.embed.summed(by_set)  # (N, C*(T-1), d_e): the G embeddings, summed
         embedded = embedded.reshape(n, c, pairs, self.config.embed_dim)  # (N, C, T-1, d_e)
         reduced = self.reduce(embedded)  # (N, C/4, T-1, d_e/4)
         return reduced.mean(dim=3).flatten(1)  # (N, C/4 * (T-1))

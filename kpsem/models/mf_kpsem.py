@@ -17,6 +17,7 @@ from torch import nn
 
 from kpsem.models._registry import register_model
 from kpsem.models.kpsem_module import KPSEM, KPSEMConfig, KPSEMInternals
+from kpsem.models.memory_format import torch_memory_format
 from kpsem.models.mfnet import MFNet, MFNetConfig, check_clip_shape
 
 __all__ = ["KNOCKOUTS", "MFKPSEMConfig", "MFKPSEM", "mf_kpsem", "temporal_frames"]
@@ -100,7 +101,7 @@ class MFKPSEM(MFNet):
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, KPSEMInternals]:
         """(N, 3, T, H, W) -> (tail map (N, C5, T', H', W'), temporal feature (N, C/4 * (T'-1)))."""
         self._check_frames(x)
-        h = self.forward_stem(x)
+        h = self.forward_stem(x.contiguous(memory_format=torch_memory_format(self.memory_format)))
         temporal, internals = None, None
         for name in self.stage_names:
             h = getattr(self, name)(h)
@@ -145,7 +146,7 @@ class MFKPSEM(MFNet):
         """
         kpsem = self.kpsem
 
-        def centred(features: torch.Tensor) -> torch.Tensor:
+        def centred(features: torch.Tensor, *, cells: torch.Tensor | None = None) -> torch.Tensor:
             n, _, t = features.shape[:3]
             return torch.zeros(n, kpsem.config.num_sets, t, 2, device=features.device)  # (N, G, T, 2) float32
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from kpsem.models._registry import register_model
+from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format, torch_memory_format
 
 __all__ = ["MFNetConfig", "MFNet", "BN_AC_CONV3D", "MF_UNIT", "check_clip_shape", "mfnet"]
 
@@ -126,7 +127,11 @@ def _stage(num_in: int, width: int, depth: int, groups: int, stride: tuple[int, 
 
 
 class MFNet(nn.Module):
-    """MFNet-3D. ``forward_features`` gives the ``tail`` map, ``forward_head`` pools and classifies."""
+    """MFNet-3D. ``forward_features`` gives the ``tail`` map, ``forward_head`` pools and classifies.
+
+    Built in ``channels_last_3d`` (:mod:`kpsem.models.memory_format`): the input clip is converted to the
+    model's ``memory_format`` at the top of the forward pass, so a plain contiguous clip runs the fast path.
+    """
 
     stage_names: tuple[str, ...] = ("conv2", "conv3", "conv4", "conv5")
 
@@ -154,7 +159,9 @@ class MFNet(nn.Module):
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(num_in, config.num_classes)
         self.num_features = num_in
+        self.memory_format: str = DEFAULT_MEMORY_FORMAT  # layout of weights and activations; not in the config
         _init_weights(self)
+        set_memory_format(self, self.memory_format)
 
     def stage_channels(self, stage: str) -> int:
         """Output channels of ``stage`` (``conv2`` .. ``conv5``)."""
@@ -166,7 +173,7 @@ class MFNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, T, H, W) -> (N, C5, T/2, H/32, W/32): the ``tail`` output, where Grad-CAM looks."""
         check_clip_shape(x)
-        h = self.forward_stem(x)
+        h = self.forward_stem(x.contiguous(memory_format=torch_memory_format(self.memory_format)))
         for name in self.stage_names:
             h = getattr(self, name)(h)
         return self.tail(h)
