@@ -96,7 +96,8 @@ from kpsem.explain.significance import ALPHA, summarise_runs  # noqa: E402
 
 compared_runs = None
 with ui.guard("The tables cannot be compared"):
-    levels = sorted(set.intersection(*(set(table["level"]) for run in runs for table in run[:2])), reverse=True)
+    levels = sorted(set.intersection(*(set(table["level"].unique().tolist()) for run in runs for table in run[:2])),
+                    reverse=True)
     level = st.radio("Level", levels, key="cmp_level", horizontal=True,  # video first
                      help="video: mean softmax over a video's clips; clip: every clip on its own") if levels else None
     aligned = []

@@ -7,7 +7,8 @@
   size, mtime) and every setting that changes the numbers, so moving the frame slider or changing
   how things are drawn never recomputes a model. :func:`analyse` also says whether it computed.
 * Data set indexes (``st.cache_resource``, read-only by convention, keyed on the root's mtime).
-* Layouts, costs and predictions tables (``st.cache_data``): small, plain data.
+* Layouts and costs (``st.cache_data``): small, plain data. Predictions tables
+  (``st.cache_resource``, read-only by convention): a Kinetics-sized one is too big to copy per rerun.
 """
 
 from __future__ import annotations
@@ -144,9 +145,12 @@ def model_cost_cached(key: FileKey, device: str, name: str, clip: tuple[int, int
         return model_cost(loaded.model, name=name, clip=clip)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=16, show_spinner=False)
 def read_table(key: FileKey) -> pd.DataFrame:
-    """A predictions table written by ``python -m kpsem evaluate`` (raises PredictionsError)."""
+    """A predictions table written by ``python -m kpsem evaluate`` (raises PredictionsError).
+
+    A resource, read-only by convention: ``st.cache_data`` unpickled a copy on every rerun, 0.4 s for a
+    table of 20k videos x 400 classes, each time a slider moved."""
     from kpsem.evaluate import read_predictions
 
     return read_predictions(Path(key[0]))

@@ -64,8 +64,12 @@ def headline(compared) -> Headline:  # noqa: ANN001 - ComparedPredictions
     labels = compared.items["true_label"].to_numpy()
     out = []
     for probs in (compared.baseline_probs, compared.kpsem_probs):
-        order = np.argsort(-probs, axis=1, kind="stable")
-        out.append(((order[:, 0] == labels).mean(), (order[:, :5] == labels[:, None]).any(axis=1).mean()))
+        # The true class's rank (ties: lower index first, as a stable sort orders them) from two
+        # comparisons per value: sorting every row took most of a second at 20k videos x 400 classes.
+        true = probs[np.arange(len(labels)), labels][:, None]  # (items, 1)
+        lower = np.arange(probs.shape[1])[None, :] < labels[:, None]
+        rank = (probs > true).sum(axis=1) + ((probs == true) & lower).sum(axis=1)  # (items,)
+        out.append(((rank == 0).mean(), (rank < 5).mean()))
     return Headline(items=len(labels), top1=(float(out[0][0]), float(out[1][0])),
                     top5=(float(out[0][1]), float(out[1][1])))
 
