@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from kpsem.evaluate import autocast_context, resolve_amp_dtype
+from kpsem.precision import resolve_precision
 from kpsem.train import TrainConfig, build_model, parameter_groups
 
 
@@ -44,8 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=10, help="classifier outputs")
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds per model (default 8)")
     parser.add_argument("--steps", type=int, default=3, help="optimiser steps per round (default 3)")
-    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                        help="autocast: auto (CUDA only), bf16 or fp16 (also on the CPU), off")
+    parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="fp32 (default: the README's figures), bf16 or fp16 autocast, or auto (bf16 on "
+                             "CUDA and on CPUs with native bf16)")
+    parser.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "off"],
+                        help="deprecated: --precision (off is fp32)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default; 1 gives steadier figures on a shared CPU)")
@@ -54,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loader-clips", type=int, default=48, help="clips the loader test reads")
     parser.add_argument("--skip-loader", action="store_true")
     args = parser.parse_args(argv)
+    if args.amp is not None:  # the old option: its off is fp32
+        args.precision = "fp32" if args.amp == "off" else args.amp
     if args.full:
         args.widths = (96, 192, 384, 768)
     return args
@@ -76,20 +81,21 @@ def bench_models(args: argparse.Namespace, device: torch.device) -> dict[str, di
     steps = {}
     for arch in ("mfnet", "mf_kpsem"):
         config = TrainConfig(arch=arch, frames=args.frames, size=args.size, widths=args.widths, depths=args.depths,
-                             amp=args.amp)
+                             precision=args.precision)
         torch.manual_seed(0)
         model, _ = build_model(config, args.classes)
         model.to(device).train()
         optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=0.9, nesterov=True,
                                     weight_decay=1e-4)
-        scaler = torch.amp.GradScaler(device.type, enabled=resolve_amp_dtype(device, args.amp) == torch.float16)
+        precision = resolve_precision(device, args.precision)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision.name == "fp16")
         clips = torch.randn(args.batch_size, 3, args.frames, args.size, args.size, device=device)  # (N, 3, T, S, S)
         labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
 
         def step(model: torch.nn.Module = model, optimizer: torch.optim.Optimizer = optimizer,
                  scaler: torch.amp.GradScaler = scaler, clips: torch.Tensor = clips,
-                 labels: torch.Tensor = labels) -> None:
-            with autocast_context(device, args.amp):
+                 labels: torch.Tensor = labels, precision: object = precision) -> None:
+            with precision.autocast():
                 loss = F.cross_entropy(model(clips).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -155,10 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
-    amp = resolve_amp_dtype(device, args.amp)
     clip = f"{args.frames}x{args.size}x{args.size}"
-    amp_name = str(amp).replace("torch.", "") if amp else "off"
-    print(f"device {device} ({torch.get_num_threads()} threads), amp {amp_name}, "
+    precision = resolve_precision(device, args.precision).describe()
+    print(f"device {device} ({torch.get_num_threads()} threads), {precision}, "
           f"clip {clip}, batch {args.batch_size}, widths {args.widths}, depths {args.depths}")
     rates = bench_models(args, device)
     for arch, label in (("mfnet", "MFNet   "), ("mf_kpsem", "MF-KPSEM")):

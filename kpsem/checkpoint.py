@@ -318,7 +318,7 @@ def check_finite_logits(logits: torch.Tensor, *, model: str, items: Sequence[str
     raise NonFiniteOutputError(
         f"{model} gave non-finite scores (NaN or inf){which}, so there is no prediction to show. Weights with NaN "
         "or inf are refused on load, so the clip holds such values or the scores overflowed: check the clip, run "
-        "in full precision (--amp off), or use another checkpoint"
+        "in full precision (--precision fp32), or use another checkpoint"
     )
 
 

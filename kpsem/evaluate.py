@@ -36,6 +36,7 @@ __all__ = [
     "PredictionsError",
     "autocast_context",
     "resolve_amp_dtype",
+    "predictions_precision",
     "evaluate_model",
     "evaluate_checkpoint",
     "predictions_table",
@@ -88,6 +89,7 @@ class EvalResult:
     seconds: float  # wall time of the evaluation
     predictions: pd.DataFrame = field(repr=False)  # one row per clip and per video (:data:`COLUMNS`)
     info: dict[str, Any] = field(default_factory=dict)  # checkpoint, data set, clip settings
+    precision: dict[str, str] = field(default_factory=dict)  # what ran, and why (kpsem.precision.Precision.as_dict)
 
     def summary(self) -> dict[str, Any]:
         """Everything except the table, as plain JSON-able data."""
@@ -97,34 +99,32 @@ class EvalResult:
 
 
 def autocast_context(device: torch.device, amp: str) -> Any:
-    """``torch.autocast`` for ``amp`` in {"off", "bf16", "fp16", "auto"} on ``device``, or a no-op.
+    """Deprecated, for callers of the ``amp`` names: use :func:`kpsem.precision.resolve_precision`.
 
-    On CUDA "auto" is bf16 where the GPU supports it, else fp16 (which needs a GradScaler when
-    training). On the CPU only an explicit "bf16" or "fp16" turns autocast on, so the CPU suite runs
-    the same mixed-precision code paths as a GPU; "auto" stays full precision there.
+    ``torch.autocast`` for ``amp`` on ``device``, or a no-op: ``amp`` is off (or fp32), bf16, fp16 or
+    auto, where this old ``auto`` keeps its old meaning (bf16, or fp16, on CUDA; full precision on the
+    CPU), unlike the new ``precision="auto"``, which also takes bf16 on CPUs with native bf16.
     """
     dtype = resolve_amp_dtype(device, amp)
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def resolve_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """The autocast dtype ``amp`` means on ``device``; ``None`` for full precision.
+    """Deprecated: the autocast dtype of an ``amp`` name on ``device`` (see :func:`autocast_context`);
+    ``None`` for full precision."""
+    from kpsem.precision import resolve_precision
 
-    CUDA: "auto" -> bf16 if supported, else fp16. CPU: "bf16"/"fp16" as asked, "auto" -> ``None``
-    (full precision, as "auto" has always meant on the CPU: low precision only when asked for). Other
-    device types are not set up for autocast here and run in full precision.
-    """
-    if amp not in ("off", "bf16", "fp16", "auto"):
-        raise ValueError(f"amp must be one of off, bf16, fp16, auto; got {amp!r}")
-    if amp == "off" or device.type not in ("cuda", "cpu"):
-        return None
-    if amp == "auto":
-        if device.type == "cpu":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp == "auto" and torch.device(device).type == "cpu":
+        return None  # the old auto: low precision on the CPU only when asked for
+    return resolve_precision(device, amp).dtype
+
+
+def predictions_precision(table: pd.DataFrame) -> str | None:
+    """The precision a predictions table was computed in (fp32, bf16 or fp16), from the metadata that
+    :func:`read_predictions` puts in ``table.attrs``; ``None`` for tables written before it was recorded."""
+    summary = table.attrs.get("kpsem") or {}
+    recorded = summary.get("precision") or {}
+    return recorded.get("precision") if isinstance(recorded, dict) else None
 
 
 def default_model_id(checkpoint: str | Path, arch: str) -> str:
@@ -134,7 +134,7 @@ def default_model_id(checkpoint: str | Path, arch: str) -> str:
 
 @torch.no_grad()
 def _predict(
-    model: nn.Module, loader: Iterable[dict[str, Any]], device: torch.device, amp: str, progress: Any
+    model: nn.Module, loader: Iterable[dict[str, Any]], device: torch.device, precision: Any, progress: Any
 ) -> dict[str, list[Any]]:
     from kpsem.checkpoint import check_finite_logits
 
@@ -149,7 +149,7 @@ def _predict(
             continue
         clips = batch["clip"][keep].to(device, non_blocking=True)  # (N', 3, T, H, W)
         labels = torch.as_tensor(batch["label"])[keep].to(device)
-        with autocast_context(device, amp):
+        with precision.autocast():  # kpsem.precision.Precision
             logits = model(clips)  # (N', classes)
         logits = logits.float()
         names = [f"{v} clip {int(c)}" for v, c, k in zip(batch["video_id"], batch["clip_index"], keep) if k]
@@ -526,7 +526,7 @@ def evaluate_model(
     split: str = "test",
     batch_size: int = 8,
     workers: int = 0,
-    amp: str = "auto",
+    precision: str = "fp32",
     dist_info: DistInfo | None = None,
     progress: bool = False,
     info: dict[str, Any] | None = None,
@@ -534,9 +534,15 @@ def evaluate_model(
     """Evaluate ``model`` on every item of ``dataset`` (items as :class:`kpsem.data.ClipDataset` yields).
 
     Under ``torchrun`` every rank evaluates its shard; rank 0 returns the full result, the other
-    ranks return ``None``. The model is put in eval mode and left there.
+    ranks return ``None``. The model is put in eval mode and left there. ``precision`` is fp32, bf16,
+    fp16 or auto (:func:`kpsem.precision.resolve_precision`); the result and the table's metadata say
+    which ran. fp32 is the library's default so that results are exact unless asked otherwise; the
+    ``evaluate`` command defaults to auto.
     """
+    from kpsem.precision import resolve_precision
+
     dist_info = dist_info or current(next(model.parameters()).device)
+    resolved = resolve_precision(dist_info.device, precision)
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError(f"the {split} set is empty: no clips to evaluate")
     started = time.perf_counter()
@@ -551,7 +557,7 @@ def evaluate_model(
         bar = tqdm(total=len(sampler), desc=f"evaluate {split}", unit="clip", dynamic_ncols=True)
     centre_stats = CentreStats(model, training=False)
     try:
-        shard = _predict(model, loader, dist_info.device, amp, bar)
+        shard = _predict(model, loader, dist_info.device, resolved, bar)
     finally:
         centre_stats.close()
         if bar is not None:
@@ -588,6 +594,7 @@ def evaluate_model(
         seconds=time.perf_counter() - started,
         predictions=table,
         info=info,
+        precision=resolved.as_dict(),
     )
 
 
@@ -614,7 +621,7 @@ def evaluate_checkpoint(
     clips: int = 10,
     batch_size: int = 8,
     workers: int = 2,
-    amp: str = "auto",
+    precision: str = "fp32",
     out: str | Path | None = None,
     summary_path: str | Path | None = None,
     model_id: str | None = None,
@@ -630,7 +637,8 @@ def evaluate_checkpoint(
 
     The clip length and size come from the checkpoint. ``out`` (``.parquet``) gets the predictions and
     ``summary_path`` (default: ``out`` with ``.json``) the summary; only rank 0 writes and returns a
-    result. ``dataset``/``class_names`` replace ``data`` (tests, custom data).
+    result. ``dataset``/``class_names`` replace ``data`` (tests, custom data). ``precision``: as in
+    :func:`evaluate_model`.
     """
     from kpsem.checkpoint import load_checkpoint
 
@@ -660,7 +668,8 @@ def evaluate_checkpoint(
     result = evaluate_model(
         loaded.model, dataset, class_names=info.class_names,
         model_id=model_id or default_model_id(checkpoint, info.arch),
-        split=split, batch_size=batch_size, workers=workers, amp=amp, dist_info=dist_info, progress=progress,
+        split=split, batch_size=batch_size, workers=workers, precision=precision, dist_info=dist_info,
+        progress=progress,
         info={
             "checkpoint": str(checkpoint), "arch": info.arch, "clip_frames": info.clip_frames,
             "clip_size": info.clip_size, "clips_per_video": clips, "data": data_info,

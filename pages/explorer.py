@@ -137,7 +137,8 @@ with ui.guard("Analysis failed"):
     try:
         run, fresh = services.analyse(base.key, ours.key, chosen.device, clip_key, frames=info.clip_frames,
                                       size=info.clip_size, mean=tuple(info.mean), std=tuple(info.std),
-                                      cam_layer=cam_layer, target=target, weighting=weighting)
+                                      cam_layer=cam_layer, target=target, weighting=weighting,
+                                      precision=chosen.precision)
     finally:
         status.empty()
 if run is None:
@@ -156,7 +157,7 @@ def common_pair():  # noqa: ANN201 - PairAnalysis
         return pair
     second, _ = services.analyse(base.key, ours.key, chosen.device, clip_key, frames=info.clip_frames,
                                  size=info.clip_size, mean=tuple(info.mean), std=tuple(info.std), cam_layer=cam_layer,
-                                 target=common.index, weighting=weighting)
+                                 target=common.index, weighting=weighting, precision=chosen.precision)
     return second.pair
 
 options = None
@@ -288,8 +289,8 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
                 st.image(colour_bar(cmap, width=512), caption=f"Grad-CAM, 0 … 1: {label}", width="stretch")
 
     fresh = st.session_state.pop("_explorer_fresh", False)
-    st.caption(f"Device **{run.device}** · analysis {run.seconds:.2f} s ({'fresh' if fresh else 'cached'}) · "
-               f"frames drawn in {(time.perf_counter() - started) * 1000:.0f} ms")
+    st.caption(f"Device **{run.device}** · {escape_markdown(run.precision)} · analysis {run.seconds:.2f} s "
+               f"({'fresh' if fresh else 'cached'}) · frames drawn in {(time.perf_counter() - started) * 1000:.0f} ms")
 
 
 frame_viewer(sample, pair, run, options, on_cam=on_cam, scale=scale, cmap=cmap, alpha=alpha)

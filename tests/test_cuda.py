@@ -87,15 +87,15 @@ def test_autocast_context_on_cuda(amp, expected):
 @pytest.mark.parametrize("arch", ["mfnet", "mf_kpsem"])
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_training_on_cuda(tmp_path, arch, amp):
-    result = train(_config(tmp_path, "gpu", arch=arch, amp=amp), data=_data())
+    result = train(_config(tmp_path, "gpu", arch=arch, precision=amp), data=_data())
     saved = json.loads((tmp_path / "gpu" / "config.json").read_text())
-    assert saved["device"] == "cuda:0" and saved["amp"] == {"bf16": "bfloat16", "fp16": "float16"}[amp]
+    assert saved["device"] == "cuda:0" and saved["precision"]["precision"] == amp
 
     losses = _losses(result)
     assert len(losses) == 9 and all(np.isfinite(losses))
     # The first step sees the same batch and the same initial weights as a float32 run on the CPU
     # (the model is built on the CPU from the seed, then moved), so only the precision differs.
-    cpu = train(_config(tmp_path, "cpu", arch=arch, amp="off", device="cpu", epochs=1, val_split=None),
+    cpu = train(_config(tmp_path, "cpu", arch=arch, precision="fp32", device="cpu", epochs=1, val_split=None),
                 data=_data())
     assert abs(losses[0] - _losses(cpu)[0]) < 0.03
 
@@ -246,7 +246,7 @@ def test_explorer_analysis_on_cuda_matches_the_cpu(clip_name, weighting, target,
 def demo_cpu_predictions() -> dict[str, object]:
     """Float32 CPU predictions of both demo checkpoints on the demo test split (2 clips per video)."""
     return {arch: evaluate_checkpoint(DEMO / f"{arch}.pt", data=DEMO / "clips", clips=2, batch_size=16, workers=4,
-                                      amp="off").predictions
+                                      precision="fp32").predictions
             for arch in ("mfnet", "mf_kpsem")}
 
 
@@ -257,7 +257,7 @@ def test_evaluate_on_cuda_gives_the_cpu_predictions(arch, demo_cpu_predictions, 
     assert dist_info.device == CUDA and not dist_info.distributed
     cpu = demo_cpu_predictions[arch]
     full = evaluate_checkpoint(DEMO / f"{arch}.pt", data=DEMO / "clips", clips=2, batch_size=16, workers=4,
-                               amp="off", dist_info=dist_info)
+                               precision="fp32", dist_info=dist_info)
     assert full.info["device"] == "cuda:0"
     gpu = full.predictions
     assert list(gpu.video_id) == list(cpu.video_id) and list(gpu.level) == list(cpu.level) and len(gpu) == 192
@@ -268,7 +268,7 @@ def test_evaluate_on_cuda_gives_the_cpu_predictions(arch, demo_cpu_predictions, 
     # The default on a GPU is autocast (bf16 on an H200): the same predictions up to low precision.
     # bf16 keeps 8 bits of mantissa, so a clip whose top two classes are within about a percent may swap.
     auto = evaluate_checkpoint(DEMO / f"{arch}.pt", data=DEMO / "clips", clips=2, batch_size=16, workers=4,
-                               amp="auto", dist_info=dist_info).predictions
+                               precision="auto", dist_info=dist_info).predictions
     clips_cpu, clips_auto = cpu[cpu.level == "clip"], auto[auto.level == "clip"]
     p_cpu, p_auto = np.stack(clips_cpu.probs), np.stack(clips_auto.probs)
     np.testing.assert_allclose(p_auto, p_cpu, atol=0.05)

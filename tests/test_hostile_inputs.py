@@ -147,7 +147,7 @@ def test_non_finite_scores_raise_in_analysis_instead_of_a_prediction(tmp_path: P
     assert str(caught.value) == (
         "MFNet gave non-finite scores (NaN or inf), so there is no prediction to show. Weights with NaN or inf are "
         "refused on load, so the clip holds such values or the scores overflowed: check the clip, run in full "
-        "precision (--amp off), or use another checkpoint"
+        "precision (--precision fp32), or use another checkpoint"
     )
 
 

@@ -143,8 +143,8 @@ def test_resume_refuses_changed_settings(tmp_path):
 def test_config_and_data_errors_name_the_bad_value(tmp_path):
     with pytest.raises(ValueError, match="size must be a multiple of 16 and at least 32.*got 40"):
         TrainConfig(size=40)
-    with pytest.raises(ValueError, match="amp must be one of auto, bf16, fp16, off; got 'fp8'"):
-        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16; got 'fp8'"):
+        TrainConfig(precision="fp8")
     with pytest.raises(ValueError, match=r"interval must be positive frame counts; got \[0, 2\]"):
         TrainConfig(interval=[0, 2])
     assert TrainConfig(interval=[1, 2, 2, 3]).to_dict()["interval"] == [1, 2, 2, 3]  # Kinetics' draw

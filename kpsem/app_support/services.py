@@ -104,17 +104,20 @@ class AnalysisRun:
     pair: object  # kpsem.explain.analysis.PairAnalysis (read-only: shared between sessions)
     seconds: float  # wall time of the two analyses
     device: str  # where they ran
+    precision: str = "fp32"  # what ran and why (kpsem.precision.Precision.describe)
 
 
 @st.cache_resource(max_entries=24, show_spinner=False)
 def _analyse(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, frames: int, size: int,
              mean: tuple[float, ...], std: tuple[float, ...], cam_layer: str, target: int | None,
-             weighting: str) -> AnalysisRun:
+             weighting: str, precision: str = "fp32") -> AnalysisRun:
     from kpsem.explain.analysis import analyse_pair
+    from kpsem.precision import resolve_precision
 
     base, ours = load_model(baseline, device), load_model(kpsem, device)
     sample = clip_sample(clip, frames, size, mean, std)
-    with MODEL_LOCK:
+    resolved = resolve_precision(device, precision)
+    with MODEL_LOCK, resolved.autocast():
         started = time.perf_counter()
         pair = analyse_pair(base.model, ours.model, sample.clips[:1].to(device), cam_layer=cam_layer, target=target,
                             weighting=weighting, class_names=base.info.class_names,
@@ -123,15 +126,19 @@ def _analyse(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, fram
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
     _local.fresh = True
-    return AnalysisRun(pair=pair, seconds=seconds, device=device)
+    return AnalysisRun(pair=pair, seconds=seconds, device=device, precision=resolved.describe())
 
 
 def analyse(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, *, frames: int, size: int,
             mean: tuple[float, ...], std: tuple[float, ...], cam_layer: str, target: int | None,
-            weighting: str) -> tuple[AnalysisRun, bool]:
-    """Both models on one clip, cached; returns (result, whether it was computed by this call)."""
+            weighting: str, precision: str = "fp32") -> tuple[AnalysisRun, bool]:
+    """Both models on one clip, cached; returns (result, whether it was computed by this call).
+
+    ``precision``: fp32 (the default, exact), bf16, fp16 or auto (:mod:`kpsem.precision`); the pages pass
+    the sidebar's choice."""
     _local.fresh = False
-    run = _analyse(baseline, kpsem, device, clip, frames, size, tuple(mean), tuple(std), cam_layer, target, weighting)
+    run = _analyse(baseline, kpsem, device, clip, frames, size, tuple(mean), tuple(std), cam_layer, target, weighting,
+                   precision)
     return run, bool(getattr(_local, "fresh", False))
 
 

@@ -102,6 +102,7 @@ class Selection:
     device: str  # resolved torch device string
     demo: DemoPaths
     settings: ServerSettings
+    precision: str = "auto"  # numeric precision of the analyses: auto, fp32, bf16 or fp16 (kpsem.precision)
     pair: PairCheck = field(default_factory=PairCheck)
     data_warning: str | None = None  # data set classes vs models
 
@@ -328,10 +329,15 @@ def sidebar() -> Selection:
     except ValueError as error:
         st.sidebar.error(escape_markdown(error))
         device = "cpu"
+    precision = st.sidebar.selectbox(
+        "Precision", ("auto", "fp32", "bf16", "fp16"), key="precision",
+        help="auto: bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere; the Explorer's footer "
+             "says which ran and why")
     baseline = _checkpoint_slot("baseline", demo, config, device)
     kpsem = _checkpoint_slot("kpsem", demo, config, device)
     data = _data_choice(demo, config)
-    chosen = Selection(baseline=baseline, kpsem=kpsem, data=data, device=device, demo=demo, settings=config)
+    chosen = Selection(baseline=baseline, kpsem=kpsem, data=data, device=device, demo=demo, settings=config,
+                       precision=precision)
     if baseline.loaded is not None and kpsem.loaded is not None:
         chosen.pair = check_pair(baseline.info, kpsem.info)
         for message in chosen.pair.errors:

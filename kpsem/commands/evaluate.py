@@ -9,6 +9,8 @@ HELP = "evaluate a checkpoint: top-1/top-5 over several clips per video, predict
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kpsem.commands._precision import add_precision_argument
+
     parser.add_argument("--checkpoint", required=True, help="checkpoint to evaluate (ours or published MFNet)")
     parser.add_argument("--data", required=True, help="data set root")
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")
@@ -23,14 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", default=None, help="annotation file or folder, if not in the standard place")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="data loader processes per evaluating process")
-    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
-                        help="autocast (auto: bf16 or fp16 on CUDA, off on the CPU; bf16/fp16 also on the CPU)")
+    add_precision_argument(parser, amp_alias=True, extra_help="; the table's metadata records it")
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate (each torchrun rank its shard); rank 0 writes the table and the summary and prints them."""
+    from kpsem.commands._precision import announce, precision_from_args
     from kpsem.distributed import init_distributed, shutdown_distributed
     from kpsem.evaluate import evaluate_checkpoint
 
@@ -38,11 +40,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--clips must be at least 1; got {args.clips}")
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint.with_name(f"{checkpoint.stem}_{args.split}_preds.parquet")
+    precision = precision_from_args(args)
     dist_info = init_distributed(device=args.device)
+    if dist_info.is_main:
+        announce(dist_info.device, precision, what="evaluating in ")
     try:
         result = evaluate_checkpoint(
             checkpoint, data=args.data, split=args.split, clips=args.clips, batch_size=args.batch_size,
-            workers=args.workers, amp=args.amp, out=out, summary_path=args.summary, model_id=args.model_id,
+            workers=args.workers, precision=precision, out=out, summary_path=args.summary, model_id=args.model_id,
             layout=args.layout, split_id=args.split_id, annotations=args.annotations, dist_info=dist_info,
             progress=args.progress,
         )

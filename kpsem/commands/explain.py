@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 HELP = "Grad-CAM, key points and top-k of a baseline and an MF-KPSEM checkpoint on one clip: Fig. 8, 9, 10, Table 1"
 
@@ -19,6 +20,7 @@ def _frames(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kpsem.commands._precision import add_precision_argument
     from kpsem.explain.cli_options import add_style_arguments
     from kpsem.explain.gradcam import CAM_LAYERS
 
@@ -44,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-channels", type=int, default=5, help="channels drawn per set (default 5)")
     parser.add_argument("--arrow-scale", type=float, default=1.0, help="multiply shift arrows by this (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_precision_argument(parser, extra_help="; every figure's JSON sidecar records it")
     add_style_arguments(parser)
 
 
@@ -101,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kpsem.checkpoint import load_checkpoint
+    from kpsem.commands._precision import announce, precision_from_args
     from kpsem.explain.analysis import analyse_pair, common_target
     from kpsem.explain.cli_options import formats_from_args, style_from_args
     from kpsem.explain.draw import KeyPointOptions
@@ -113,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     style = style_from_args(args)
     formats = formats_from_args(args)
     device = torch.device(args.device)
+    precision = announce(device, precision_from_args(args), what="explaining in ")
     base, ours = load_checkpoint(args.baseline, map_location=device), load_checkpoint(args.kpsem, map_location=device)
     bi, ki = base.info, ours.info
     for note in require_pair(bi, ki, task="explain").warnings:
@@ -122,17 +127,21 @@ def run(args: argparse.Namespace) -> int:
     target = _target(args.target, ki.class_names)
     true_label = _target(args.true_class, ki.class_names, "--true-class")
     options = {"cam_layer": args.cam_layer, "weighting": args.weighting, "class_names": ki.class_names}
-    pair = analyse_pair(base.model, ours.model, clip.to(device), target=target, **options)
+
+    def analyse(target: int | None) -> Any:  # PairAnalysis; Grad-CAM and KPSEM's internals come out float32
+        with precision.autocast():
+            return analyse_pair(base.model, ours.model, clip.to(device), target=target, **options)
+
+    pair = analyse(target)
     # A difference of two CAMs only means something for one class: the difference figure explains the
     # common target, which may need a second analysis when the rows above explain each model's prediction.
     common = common_target(pair.baseline.probs, pair.kpsem.probs, ki.class_names, true_label=true_label,
                            chosen=target, model_names=(pair.baseline.model_name, pair.kpsem.model_name))
-    diff_pair = pair if common.explains(pair) else analyse_pair(base.model, ours.model, clip.to(device),
-                                                                target=common.index, **options)
+    diff_pair = pair if common.explains(pair) else analyse(common.index)
     inputs = {"baseline": str(args.baseline), "kpsem": str(args.kpsem), "clip": str(args.clip),
               "clip_index": args.clip_index, "num_clips": args.num_clips, "clip_facts": facts,
               "argv": sys.argv[1:]}
-    extra = {"inputs": inputs}
+    extra = {"inputs": inputs, "precision": precision.as_dict()}
     out = Path(args.out)
     written = []
     figures = [

@@ -10,6 +10,7 @@ HELP = ("faithfulness of both models' Grad-CAMs over a split: deletion/insertion
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kpsem.commands._precision import add_precision_argument
     from kpsem.explain.faithfulness import FILLS
     from kpsem.explain.gradcam import CAM_LAYERS
 
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", default=None, help="annotation file or folder, if not in the standard place")
     parser.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1")
+    add_precision_argument(parser, extra_help="; the summary's settings record it")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -46,20 +48,24 @@ def _interval(value: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Compute the curves for every clip, write the table and the summary, print the summary."""
+    from kpsem.commands._precision import announce, precision_from_args
+    from kpsem.distributed import pick_device
     from kpsem.explain.faithfulness import evaluate_faithfulness, summarise_faithfulness, write_faithfulness
 
     if not 2 <= args.steps <= 256:
         raise ValueError(f"--steps must be between 2 and 256; got {args.steps}")
     if args.resamples < 100:
         raise ValueError(f"--resamples must be at least 100; got {args.resamples}")
-    table, settings = evaluate_faithfulness(
-        args.baseline, args.kpsem, data=args.data, split=args.split, clips_per_video=args.clips_per_video,
-        steps=args.steps, cam_layer=args.cam_layer, weighting=args.weighting, fill=args.fill, keep=args.keep,
-        seed=args.seed, batch_size=args.batch_size, device=args.device, layout=args.layout, split_id=args.split_id,
-        annotations=args.annotations, workers=args.workers, progress=args.progress,
-    )
+    precision = announce(pick_device(0, args.device), precision_from_args(args), what="faithfulness in ")
+    with precision.autocast():  # every forward and Grad-CAM pass runs in this thread; curves are float64
+        table, settings = evaluate_faithfulness(
+            args.baseline, args.kpsem, data=args.data, split=args.split, clips_per_video=args.clips_per_video,
+            steps=args.steps, cam_layer=args.cam_layer, weighting=args.weighting, fill=args.fill, keep=args.keep,
+            seed=args.seed, batch_size=args.batch_size, device=args.device, layout=args.layout,
+            split_id=args.split_id, annotations=args.annotations, workers=args.workers, progress=args.progress,
+        )
     summary = summarise_faithfulness(table, resamples=args.resamples, seed=args.seed)
-    summary["settings"] = settings
+    summary["settings"] = {**settings, "precision": precision.as_dict()}
     out, json_path = write_faithfulness(table, Path(args.out), summary, args.summary)
     level = f"{summary['confidence']:.0%}"
     print(f"faithfulness on {args.split}: {summary['videos']} videos, {summary['clips']} clips, {args.steps} steps, "

@@ -10,6 +10,7 @@ HELP = "motion probes: predictions with frames reversed, shuffled, frozen, subsa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kpsem.commands._precision import add_precision_argument
     from kpsem.probes import PROBES
 
     parser.add_argument("--checkpoint", action="append", required=True,
@@ -33,8 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4,
                         help="clips per forward; each clip brings its input probes into the same batch (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
-    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
-                        help="autocast (auto: bf16 or fp16 on CUDA, off on the CPU)")
+    add_precision_argument(parser, amp_alias=True)
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
@@ -54,16 +54,20 @@ def _format_summary(summary) -> str:  # noqa: ANN001 - pandas.DataFrame from sum
 
 def run(args: argparse.Namespace) -> int:
     """Probe every checkpoint, write the table and the summary, print the summary and the sentences."""
+    from kpsem.commands._precision import announce, precision_from_args
+    from kpsem.distributed import pick_device
     from kpsem.io import atomic_write_text
     from kpsem.probes import parse_probes, probe_checkpoints, probe_report, summarise_probes, write_probes
 
     probes = parse_probes(args.probes)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
+    precision = announce(pick_device(0, args.device), precision_from_args(args), what="probing in ")
     result = probe_checkpoints(
         args.checkpoint, data=args.data, split=args.split, probes=probes, clips=args.clips, seed=args.seed,
-        batch_size=args.batch_size, workers=args.workers, amp=args.amp, device=args.device, model_ids=args.model_id,
-        layout=args.layout, split_id=args.split_id, annotations=args.annotations, progress=args.progress,
+        batch_size=args.batch_size, workers=args.workers, amp=precision.name, device=args.device,
+        model_ids=args.model_id, layout=args.layout, split_id=args.split_id, annotations=args.annotations,
+        progress=args.progress,
     )
     out = write_probes(result, args.out)
     report = probe_report(result)

@@ -35,6 +35,7 @@ def _interval(text: str) -> int | tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kpsem.commands._precision import add_precision_argument
     from kpsem.data import FLIP_MODES
     from kpsem.train import TrainConfig
 
@@ -93,9 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--centre-lr-mult", type=float, default=d.centre_lr_mult,
                      help="extra multiplier for KPSEM's centre MLPs (kpsem.centre_*), e.g. 0.1")
     opt.add_argument("--classifier-lr-mult", type=float, default=d.classifier_lr_mult)
-    opt.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=d.amp,
-                     help="mixed precision (auto: on CUDA bf16 if supported, else fp16 + GradScaler; on the CPU off); "
-                          "bf16 and fp16 (+ GradScaler) also run on the CPU when asked for")
+    add_precision_argument(opt, amp_alias=True, extra_help="; fp16 trains with a GradScaler")
     opt.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs under torchrun")
     opt.add_argument("--seed", type=int, default=d.seed)
 
@@ -113,6 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`kpsem.train.TrainConfig` the command line describes."""
+    from kpsem.commands._precision import precision_from_args
     from kpsem.train import TrainConfig
 
     options = {
@@ -131,7 +131,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         centre_lr_mult=args.centre_lr_mult, classifier_lr_mult=args.classifier_lr_mult, lr_steps=args.lr_steps,
         lr_factor=args.lr_factor, frames=args.frames, interval=args.interval, size=args.size, flip=args.flip,
         conv1_channels=args.conv1_channels, widths=args.widths, depths=args.depths, dropout=args.dropout,
-        model_options=options, init=args.init, reinit_classifier=args.reinit_classifier, amp=args.amp,
+        model_options=options, init=args.init, reinit_classifier=args.reinit_classifier,
+        precision=precision_from_args(args),
         sync_bn=args.sync_bn, seed=args.seed, workers=args.workers, eval_batch_size=args.eval_batch_size,
         save_every=args.save_every, keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
         resume=args.resume, device=args.device, progress=args.progress,
@@ -140,11 +141,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the run folder."""
+    from kpsem.commands._precision import announce
     from kpsem.distributed import init_distributed, shutdown_distributed
     from kpsem.train import train
 
     config = config_from_args(args)
     dist_info = init_distributed(device=config.device)
+    if dist_info.is_main:
+        announce(dist_info.device, config.precision, what="training in ")
     try:
         result = train(config, dist_info=dist_info, command=[sys.executable, "-m", "kpsem", *sys.argv[1:]])
     finally:

@@ -240,8 +240,9 @@ class VideoGradCAM(BaseCAM):
         finally:
             self._armed = False
             self._leaf = None
-        activations = self.activations_and_grads.activations[0]  # (N, C, T', H', W') CPU
-        gradients = self.activations_and_grads.gradients[0]
+        # (N, C, T', H', W') on the CPU, float32 also under autocast (numpy has no bfloat16)
+        activations = self.activations_and_grads.activations[0].float()
+        gradients = self.activations_and_grads.gradients[0].float()
         acts_np, grads_np = activations.numpy(), gradients.numpy()
         weights = self.get_cam_weights(clip, self.target_layers[0], [], acts_np, grads_np)
         cam_feature = np.maximum(self.get_cam_image(clip, self.target_layers[0], [], acts_np, grads_np), 0)
@@ -249,7 +250,7 @@ class VideoGradCAM(BaseCAM):
         cam = np.stack([normalise_cam(c) for c in cam_raw])
         self.activations_and_grads.clear()
         return CAMResult(
-            logits=logits.detach().cpu(),
+            logits=logits.detach().float().cpu(),
             targets=chosen,
             activations=activations,
             gradients=gradients,
