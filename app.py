@@ -15,6 +15,7 @@ navigation = st.navigation([
     st.Page("pages/probes.py", title="Motion probes", icon=":material/science:"),
     st.Page("pages/figures.py", title="Figure studio", icon=":material/image:"),
     st.Page("pages/models.py", title="Models", icon=":material/memory:"),
+    st.Page("pages/study.py", title="Design studies", icon=":material/query_stats:"),
 ])
 with ui.guard("Sidebar"):
     ui.sidebar()
