@@ -31,13 +31,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from kpsem.distributed import DistInfo, barrier, current, pick_device
-from kpsem.evaluate import evaluate_checkpoint, read_predictions
+from kpsem.evaluate import EvalResult, evaluate_checkpoint, read_predictions
 from kpsem.explain.compare import compare_predictions, paired_significance
 from kpsem.explain.significance import (
     ALPHA,
@@ -48,6 +48,9 @@ from kpsem.explain.significance import (
 )
 from kpsem.io import atomic_path, atomic_write_text
 from kpsem.train import TrainConfig, build_model, train
+
+if TYPE_CHECKING:
+    from kpsem.explain.figures import FigureStyle
 
 __all__ = [
     "PlanError",
@@ -572,7 +575,7 @@ def _plan_run(run_dir: Path, config: TrainConfig, evaluation: dict[str, Any]) ->
     return state
 
 
-def _result_row(variant: Variant, config: TrainConfig, run_dir: Path, out: Path, result: Any,
+def _result_row(variant: Variant, config: TrainConfig, run_dir: Path, out: Path, result: EvalResult,
                 cost: tuple[int, int]) -> dict[str, Any]:
     train_seconds, epochs = _train_seconds(run_dir)
     per_class = list(result.per_class_top1.values())
@@ -849,7 +852,8 @@ def _predictions_reader(out: Path) -> Callable[[str, int], pd.DataFrame]:
     return read
 
 
-def write_reports(out: str | Path, *, resamples: int = 10_000, seed: int = 0, style: Any = None) -> list[Path]:
+def write_reports(out: str | Path, *, resamples: int = 10_000, seed: int = 0,
+                  style: FigureStyle | None = None) -> list[Path]:
     """Results table, Table 2 (CSV, Markdown, JSON) and Fig. 5 (PNG, PDF, SVG, JSON sidecar) of a study folder,
     from every finished run in it."""
     from kpsem.explain.study_figures import figure_design_study
