@@ -50,6 +50,8 @@ with ui.guard("Predictions"):
     elif ui.require_models(chosen):
         if chosen.data.index is None:
             st.info(f"Choose a data set in the sidebar ({escape_markdown(chosen.data.error or 'none chosen')}).")
+        elif not ui.require_scorable(chosen):  # said before computing: no table, no 0% headline
+            pass
         else:
             clips = int(st.number_input("Clips per video (when computing)", 1, 10, 1, key="cmp_clips"))
             sources = [table_source(chosen, role, clips) for role in ("baseline", "kpsem")]

@@ -8,13 +8,21 @@ from kpsem.app_support import faithfulness_view, probe_view, services, ui
 from kpsem.app_support.render import (
     MODEL_COLOURS,
     colour_bar,
+    difference_caption,
+    difference_limit,
     draw_frame,
     encode_jpeg,
     filmstrip,
     region_legend_html,
     topk_chart,
 )
-from kpsem.app_support.sources import VIDEO_UPLOAD_TYPES, file_key
+from kpsem.app_support.sources import (
+    VIDEO_UPLOAD_TYPES,
+    file_key,
+    outside_classes_note,
+    upscaled_note,
+    weighting_note,
+)
 from kpsem.app_support.text import escape_markdown
 from kpsem.explain.analysis import common_target
 from kpsem.explain.draw import REGION_NAMES, KeyPointOptions, select_channels
@@ -52,6 +60,7 @@ def _jump() -> None:
 _open_request()
 pick_col, facts_col = st.columns([1, 1.2], gap="large")
 path, true_label = None, None
+outside = None  # the clip's class when the models do not know it; "" for an upload of unknown class
 with pick_col, ui.guard("Clip"):
     source = st.radio("Clip from", ("data set", "upload"), key="ex_source", horizontal=True)
     if source == "data set":
@@ -62,7 +71,6 @@ with pick_col, ui.guard("Clip"):
         elif not index.videos:
             st.info("The chosen split has no usable videos; choose another split or data set in the sidebar.")
         else:
-            labels_match = chosen.data_warning is None or "names classes differently" in chosen.data_warning
             names = index.class_names
             cls = st.selectbox("Class", ["All classes", *names], key="ex_class")
             records = [r for r in index.videos if cls == "All classes" or names[r.label] == cls]
@@ -73,7 +81,12 @@ with pick_col, ui.guard("Clip"):
             video_id = st.selectbox(f"Clip ({len(ids)} in {where})", ids, key="ex_clip")
             record = records[ids.index(video_id)]
             path = record.path
-            true_label = record.label if labels_match else None
+            if chosen.classes is None or chosen.classes.scorable:
+                true_label = record.label
+            elif names[record.label] in class_names:  # other classes, but this one the models know by name
+                true_label = class_names.index(names[record.label])
+            else:
+                outside = names[record.label]
     else:
         upload = st.file_uploader("Video file", type=list(VIDEO_UPLOAD_TYPES), key="ex_upload",
                                   max_upload_size=chosen.settings.max_upload_mb)
@@ -83,6 +96,7 @@ with pick_col, ui.guard("Clip"):
             path = ui.stored_upload(upload, "videos", chosen.settings.max_upload_mb)
             truth = st.selectbox("True class (optional)", ["unknown", *class_names], key="ex_upload_truth")
             true_label = None if truth == "unknown" else class_names.index(truth)
+            outside = "" if truth == "unknown" else None
 
 if path is None:
     st.stop()
@@ -107,6 +121,9 @@ with facts_col, ui.guard("Could not read the clip"):
         st.warning(f"The video has only {sample.num_frames} frames, fewer than the {info.clip_frames} the models "
                    f"read: {sample.repeated} of the clip's frames repeat the frame before them.",
                    icon=":material/content_copy:")
+    enlarged = upscaled_note(sample.original_size, info.clip_size, sample.resize_scale)
+    if enlarged:
+        st.info(enlarged, icon=":material/zoom_in:")
     st.caption(escape_markdown(path, code=True))
 if sample is None:
     st.stop()
@@ -118,8 +135,11 @@ with controls:
                              help="tail: last stage (768 channels); conv4: the features KPSEM reads")
     target_options = ["each model's prediction", *(["true class"] if true_label is not None else []), *class_names]
     target_pick = c2.selectbox("Target class", target_options, key="target")
-    weighting = c3.radio("Weighting", ("clip", "slice"), key="weighting", horizontal=True,
-                         format_func=lambda w: "per clip" if w == "clip" else "per time slice")
+    same_maps = weighting_note(cam_layer)  # at tail the two weightings cannot differ: say so, offer nothing
+    weighting = c3.radio("Weighting", ("clip", "slice"), key="weighting", horizontal=True, disabled=bool(same_maps),
+                         format_func=lambda w: "per clip" if w == "clip" else "per time slice", help=same_maps)
+    if same_maps:
+        c3.caption(same_maps)
     scale = c4.radio("Colour scale", ("shared", "separate"), key="scale", horizontal=True)
     c5, c6, _, _ = st.columns(4)
     cmap = c5.selectbox("Colour map", ("jet", "turbo", "inferno", "viridis"), key="cmap")
@@ -193,6 +213,13 @@ with controls:
         on_cam = False
         st.info(f"{kp.model_name} has no KPSEM module, so there are no key point settings.")
 
+# ---- a clip from outside the models' classes: their scores are no verdict on it -------------------------
+if outside is not None:
+    demo_models = base.source == ours.source == "bundled demo"
+    said = [(a.model_name, a.topk[0].name, a.topk[0].probability) for a in (pair.baseline, kp)]
+    st.info(escape_markdown(outside_classes_note(class_names, said, clip_class=outside or None,
+                                                 synthetic=demo_models)), icon=":material/help:")
+
 # ---- top-k, side by side ----------------------------------------------------------------------------
 left, right = st.columns(2, gap="large")
 columns = ((left, pair.baseline, base, MODEL_COLOURS[0]), (right, kp, ours, MODEL_COLOURS[1]))
@@ -251,9 +278,12 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
                      caption=f"{pair.baseline.model_name} Grad-CAM for {escape_markdown(common.name)}",
                      width="stretch")
             diff = same.difference if scale == "shared" else same.difference_normalised
-            d2.image(draw_frame(display[frame], difference=diff[frame]).jpeg, output_format="JPEG", width="stretch",
-                     caption="baseline minus KPSEM: red where the baseline looks more, blue where KPSEM does")
-            d2.image(colour_bar(cmap, diverging=True), caption="-1 (KPSEM) … 0 … +1 (baseline)", width="stretch")
+            limit = difference_limit(diff)  # symmetric, fitted to the clip's differences (never a fixed ±1)
+            d2.image(draw_frame(display[frame], difference=diff[frame], limit=limit).jpeg, output_format="JPEG",
+                     width="stretch", caption="baseline minus KPSEM: red where the baseline looks more, blue where "
+                                              "KPSEM does")
+            d2.image(colour_bar(cmap, diverging=True), caption=difference_caption(limit, shared=scale == "shared"),
+                     width="stretch")
             d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg,
                      output_format="JPEG",
                      caption=f"{kp.model_name} Grad-CAM for {escape_markdown(common.name)}",

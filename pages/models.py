@@ -3,6 +3,7 @@
 import streamlit as st
 
 from kpsem.app_support import services, ui
+from kpsem.app_support.sources import placeholder_names
 from kpsem.app_support.text import escape_markdown
 from kpsem.explain.figures import cost_table
 
@@ -17,13 +18,19 @@ for column, slot in zip(columns, slots):
     with column, ui.guard(ui.ROLES[slot.role]):
         st.subheader(ui.ROLES[slot.role], anchor=False)
         if slot.loaded is None:
-            st.warning(escape_markdown(slot.error or "no checkpoint chosen"))
+            st.warning(escape_markdown(slot.error or "no checkpoint chosen"), icon=":material/arrow_back:")
             continue
         info, report = slot.info, slot.loaded.report
+        if slot.names_file:
+            names = f"from {escape_markdown(slot.names_file, code=True)} (loaded in the sidebar)"
+        elif placeholder_names(info.class_names):
+            names = escape_markdown("none in the file (shown as class_0 …): load a class names file in the sidebar")
+        else:
+            names = "from the checkpoint"
         st.markdown(
             f"- **file**: {escape_markdown(slot.key[0], code=True)} ({slot.key[1] / 2**20:.2f} MB)\n"
             f"- **architecture**: {escape_markdown(info.arch)} (format {escape_markdown(info.source_format)})\n"
-            f"- **classes**: {info.num_classes}\n"
+            f"- **classes**: {info.num_classes}, names {names}\n"
             f"- **clip**: {info.clip_frames} frames × {info.clip_size}×{info.clip_size} px\n"
             f"- **normalisation**: mean {tuple(round(v, 4) for v in info.mean)}, "
             f"std {tuple(round(v, 4) for v in info.std)}\n"
@@ -41,7 +48,7 @@ with ui.guard("Table 1"):
     if loaded:
         ref = loaded[-1].info
         clip = (ref.clip_frames, ref.clip_size, ref.clip_size)
-        costs = [services.model_cost_cached(s.key, chosen.device, s.info.arch, clip) for s in loaded]
+        costs = [services.model_cost_cached(s.key[:3], chosen.device, s.info.arch, clip) for s in loaded]
         table = cost_table(costs)
         st.caption(f"one {clip[0]}×{clip[1]}×{clip[2]} clip; multiply-adds counted by PyTorch's FlopCounterMode")
         st.dataframe(table[["model", "part", "parameters", "params_M", "gmacs"]], hide_index=True, column_config={
@@ -53,3 +60,6 @@ with ui.guard("Table 1"):
             params = costs[1].total.parameters / costs[0].total.parameters - 1
             st.caption(f"{escape_markdown(slots[1].name)} vs {escape_markdown(slots[0].name)}: "
                        f"parameters {params:+.2%}, multiply-adds {extra:+.2%}")
+    else:
+        st.info("Choose a checkpoint in the sidebar (bundled demo, a path or an upload) to count its parameters "
+                "and multiply-adds.")

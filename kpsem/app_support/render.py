@@ -40,6 +40,9 @@ __all__ = [
     "cam_maps",
     "draw_frame",
     "colour_bar",
+    "DIFFERENCE_PERCENTILE",
+    "difference_limit",
+    "difference_caption",
     "filmstrip",
     "topk_chart",
     "per_class_chart",
@@ -90,6 +93,7 @@ def draw_frame(
     *,
     cam: np.ndarray | None = None,
     difference: np.ndarray | None = None,
+    limit: float = 1.0,
     cmap: str = "jet",
     alpha: float = 0.5,
     analysis: ClipAnalysis | None = None,
@@ -97,11 +101,12 @@ def draw_frame(
     keypoints: KeyPointOptions | None = None,
 ) -> DrawnFrame:
     """One frame for the app: the clip's pixels, optionally blended with a CAM (or a signed
-    difference), optionally with KPSEM's split lines, key points and shift arrows on top."""
+    difference, coloured over [-limit, limit]: see :func:`difference_limit`), optionally with KPSEM's
+    split lines, key points and shift arrows on top."""
     if cam is not None:
         base = cam_overlay(frame_rgb, cam, cmap=cmap, alpha=alpha)
     elif difference is not None:
-        base = difference_overlay(frame_rgb, difference)
+        base = difference_overlay(frame_rgb, difference, limit=limit if limit > 0 else 1.0)
     else:
         base = frame_rgb
     scale = max(1, round(DISPLAY_SIDE / base.shape[0]))  # whole pixels per clip pixel, the same for every view
@@ -119,6 +124,33 @@ def colour_bar(cmap: str, *, width: int = 256, height: int = 14, diverging: bool
     ramp = np.linspace(0.0, 1.0, width)
     rgb = colormaps["RdBu_r" if diverging else cmap](ramp)[:, :3]
     return np.round(np.repeat(rgb[None], height, axis=0) * 255).astype(np.uint8)
+
+
+DIFFERENCE_PERCENTILE = 99.0  # of |difference| over the clip: the end of the difference colour bar
+
+
+def difference_limit(difference: np.ndarray) -> float:
+    """The end of a symmetric colour range for a signed map, fitted to the data: the 99th percentile of
+    |difference| over all of its frames (its maximum where most of it is exactly 0); 0 when it is all 0.
+
+    Why not a fixed +-1: two maps that differ by a few per cent would show as a uniform pale wash. Why not
+    the maximum: one hot pixel would do the same. Why the whole clip and not the frame shown: moving the
+    frame slider must not change what a colour means."""
+    magnitude = np.abs(np.asarray(difference, dtype=np.float64))
+    if magnitude.size == 0:
+        return 0.0
+    limit = float(np.percentile(magnitude, DIFFERENCE_PERCENTILE))
+    return limit if limit > 0 else float(magnitude.max())
+
+
+def difference_caption(limit: float, *, shared: bool) -> str:
+    """The colour bar's text: the subtraction order, both ends with their numbers, the units and the rule."""
+    if limit <= 0:
+        return "baseline minus KPSEM: 0 everywhere, the two maps are identical"
+    units = ("in units of the pair's shared maximum" if shared else "each map divided by its own maximum")
+    return (f"baseline minus KPSEM, {units}: \N{MINUS SIGN}{limit:.2g} (KPSEM looks more) … 0 … +{limit:.2g} "
+            f"(baseline looks more); the range is the {DIFFERENCE_PERCENTILE:.0f}th percentile of |difference| "
+            "over the clip's frames, larger values take the end colours")
 
 
 def filmstrip(display: np.ndarray, current: int, *, thumb: int = 56, border: int = 3) -> np.ndarray:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import streamlit as st
 import torch
 
 from kpsem.app_support.config import DemoPaths
-from kpsem.app_support.sources import FileKey
+from kpsem.app_support.sources import FileKey, ModelKey
 
 __all__ = [
     "MODEL_LOCK",
@@ -51,8 +52,8 @@ def demo_paths() -> DemoPaths:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def load_model(key: FileKey, device: str):  # noqa: ANN201 - kpsem.checkpoint.LoadedCheckpoint
-    """The model a checkpoint describes, on ``device``, in eval mode (raises CheckpointError)."""
+def _load_file(key: FileKey, device: str):  # noqa: ANN202 - kpsem.checkpoint.LoadedCheckpoint
+    """The model a checkpoint file describes, on ``device``, in eval mode (raises CheckpointError)."""
     from kpsem.checkpoint import CheckpointError, load_checkpoint
 
     try:
@@ -63,6 +64,21 @@ def load_model(key: FileKey, device: str):  # noqa: ANN201 - kpsem.checkpoint.Lo
         raise CheckpointError(
             f"checkpoint {key[0]} is truncated or not a PyTorch file ({type(error).__name__} while reading it); "
             "re-download or re-save it") from None
+
+
+def load_model(key: ModelKey, device: str):  # noqa: ANN201 - kpsem.checkpoint.LoadedCheckpoint
+    """The model of a checkpoint key, with the class names the key carries when the user loaded a file of them.
+
+    Why a copy of the metadata and not of the model: one model per file and device serves every session
+    (and every names file); the names travel in the key, so each cache keyed on it shows the right ones."""
+    loaded = _load_file(tuple(key[:3]), device)
+    if len(key) < 4:
+        return loaded
+    from kpsem.app_support.sources import names_for_model
+
+    names = names_for_model(list(key[3]), loaded.info.num_classes, filename="the class names file")
+    info = dataclasses.replace(loaded.info, class_names=names)
+    return dataclasses.replace(loaded, info=info)
 
 
 @st.cache_data(max_entries=32, show_spinner=False, ttl=600)
@@ -108,7 +124,7 @@ class AnalysisRun:
 
 
 @st.cache_resource(max_entries=24, show_spinner=False)
-def _analyse(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, frames: int, size: int,
+def _analyse(baseline: ModelKey, kpsem: ModelKey, device: str, clip: FileKey, frames: int, size: int,
              mean: tuple[float, ...], std: tuple[float, ...], cam_layer: str, target: int | None,
              weighting: str, precision: str = "fp32") -> AnalysisRun:
     from kpsem.explain.analysis import analyse_pair
@@ -129,7 +145,7 @@ def _analyse(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, fram
     return AnalysisRun(pair=pair, seconds=seconds, device=device, precision=resolved.describe())
 
 
-def analyse(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, *, frames: int, size: int,
+def analyse(baseline: ModelKey, kpsem: ModelKey, device: str, clip: FileKey, *, frames: int, size: int,
             mean: tuple[float, ...], std: tuple[float, ...], cam_layer: str, target: int | None,
             weighting: str, precision: str = "fp32") -> tuple[AnalysisRun, bool]:
     """Both models on one clip, cached; returns (result, whether it was computed by this call).
@@ -143,7 +159,7 @@ def analyse(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, *, fr
 
 
 @st.cache_data(max_entries=16, show_spinner="Counting parameters and multiply-adds ...")
-def model_cost_cached(key: FileKey, device: str, name: str, clip: tuple[int, int, int]):  # noqa: ANN201 - ModelCost
+def model_cost_cached(key: ModelKey, device: str, name: str, clip: tuple[int, int, int]):  # noqa: ANN201 - ModelCost
     """Table 1 numbers of a loaded checkpoint (:func:`kpsem.profile.model_cost`)."""
     from kpsem.profile import model_cost
 

@@ -1,4 +1,6 @@
-"""The user's choices, resolved without Streamlit: checkpoint files, uploads, data sets and devices.
+"""The user's choices, resolved without Streamlit: checkpoint files, uploads, class names files, data sets
+and devices; and the notes a page owes its reader about them (classes the models do not know, an enlarged
+video, a weighting that changes nothing at a layer).
 
 Every choice becomes a plain value with a cache key (path, size, modification time), so caches stay
 valid until the file changes, and every failure becomes one sentence for ``st.error``.
@@ -17,11 +19,13 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from kpsem import limits
 from kpsem.app_support.config import PathNotAllowed, ServerSettings, check_path
 from kpsem.io import atomic_write_bytes
 
@@ -32,7 +36,6 @@ __all__ = [
     "save_upload",
     "device_options",
     "resolve_device",
-    "check_data_classes",
     "user_path",
     "check_upload",
     "UPLOAD_TYPES",
@@ -42,11 +45,19 @@ __all__ = [
 ]
 
 FileKey = tuple[str, int, int]  # (absolute path, size in bytes, modification time in ns)
+# A checkpoint as the app uses it: its FileKey, plus the class names the user loaded for it when any. Every
+# cache that loads a model by key (analyses, probes, faithfulness, figures, predictions on disk) then shows
+# and stores those names, and two sessions with different names files never share an entry.
+ModelKey = tuple[str, int, int] | tuple[str, int, int, tuple[str, ...]]
 
 VIDEO_UPLOAD_TYPES = ("mp4", "avi", "mkv", "webm", "mov", "m4v", "mpg", "mpeg")
 CHECKPOINT_UPLOAD_TYPES = ("pt", "pth", "tar", "ckpt", "bin")
 # what stored uploads may be, by kind (the sub-folder), as extensions without the dot
-UPLOAD_TYPES = {"checkpoints": CHECKPOINT_UPLOAD_TYPES, "videos": VIDEO_UPLOAD_TYPES, "tables": ("parquet",)}
+NAMES_UPLOAD_TYPES = ("txt", "csv")  # class names: one per line, or id,name rows
+UPLOAD_TYPES = {"checkpoints": CHECKPOINT_UPLOAD_TYPES, "videos": VIDEO_UPLOAD_TYPES, "tables": ("parquet",),
+                "names": NAMES_UPLOAD_TYPES}
+MAX_NAMES_FILE_MB = 8  # a class names file: Kinetics-700's list is 12 KB
+MAX_CLASS_NAME_CHARS = 500  # one class name (the longest in Kinetics-700 has 52)
 
 
 class UploadError(ValueError):
@@ -215,16 +226,207 @@ def resolve_device(option: str) -> str:
     raise ValueError(f"unknown device {option!r}; choose one of {', '.join(device_options())}")
 
 
-def check_data_classes(model_classes: list[str], data_classes: list[str]) -> str | None:
-    """A sentence when a data set and a model disagree about the classes, else None."""
-    if len(model_classes) != len(data_classes):
-        return (f"the data set has {len(data_classes)} classes but the models predict {len(model_classes)}; "
-                "true labels cannot be matched to predictions: choose the data set the models were trained on")
-    placeholders = model_classes == [f"class_{i}" for i in range(len(model_classes))]
-    if not placeholders and model_classes != data_classes:
-        diff = [f"{a!r} vs {b!r}" for a, b in zip(model_classes, data_classes) if a != b]
-        return f"the data set names classes differently from the models ({'; '.join(diff[:3])})"
-    return None
+class ClassNamesError(ValueError):
+    """A class names file that cannot be used (blank line, duplicate, wrong count); the message says where."""
 
 
-__all__ += ["VIDEO_UPLOAD_TYPES", "CHECKPOINT_UPLOAD_TYPES", "device_label", "PathNotAllowed"]
+def read_class_names(data: bytes, filename: str) -> list[str]:
+    """The class names in a class names file: one name per line (a label list such as Kinetics-400's), or
+    rows ``id,name`` (a CSV, a header row allowed; also ``id name`` as UCF101's classInd.txt) numbered
+    0..n-1 or 1..n, put in the order of their ids.
+
+    Why so strict: name i labels output i, so a blank line or a repeated name would shift or merge every
+    class after it and each score shown would carry the wrong name. Refusals name the file and the line."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ClassNamesError(f"{filename} is not UTF-8 text; save the class list as UTF-8") from None
+    if "\0" in text:
+        raise ClassNamesError(f"{filename} is not a text file; give a list of class names, one per line")
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():  # blank lines after the last name shift nothing
+        lines.pop()
+    if not lines:
+        raise ClassNamesError(f"{filename} holds no class names; give one name per line")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise ClassNamesError(f"{filename} line {number} is blank: every line must name one class (a blank "
+                                  "line would shift the names after it); remove it")
+    rows = _numbered_rows(lines, filename)
+    if rows is None:
+        named = [(number, line.strip()) for number, line in enumerate(lines, start=1)]
+    else:
+        named = _ordered_by_id(rows, filename)
+    if len(named) > limits.MAX_CLASSES:
+        raise ClassNamesError(f"{filename} lists {len(named):,} names; at most {limits.MAX_CLASSES:,} are accepted")
+    seen: dict[str, int] = {}
+    for number, name in named:
+        if not name:
+            raise ClassNamesError(f"{filename} line {number} has an empty class name; give every id a name")
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            raise ClassNamesError(f"{filename} line {number} has a name of {len(name):,} characters; at most "
+                                  f"{MAX_CLASS_NAME_CHARS} are accepted")
+        if name in seen:
+            raise ClassNamesError(f"{filename} names {name!r} twice (lines {seen[name]} and {number}); every class "
+                                  "needs its own name")
+        seen[name] = number
+    return [name for _, name in named]
+
+
+_NUMBERED = re.compile(r"^\s*(\d+)\s*(?:,|\t|\s)\s*(.*?)\s*$")  # "12,name", "12\tname", "12 name"
+
+
+def _numbered_rows(lines: list[str], filename: str) -> list[tuple[int, int, str]] | None:
+    """(line, id, name) of ``id,name`` rows, or None for a plain list of names.
+
+    A CSV file is read as a CSV (quotes allowed, a header row skipped); a text file counts as numbered only
+    when every line starts with a number, so that a plain list whose names start with digits stays plain."""
+    if filename.lower().endswith(".csv"):
+        import csv
+
+        rows = []
+        for number, cells in enumerate(csv.reader(lines), start=1):
+            if number == 1 and (not cells or not cells[0].strip().isdigit()):
+                continue  # a header such as "id,name"
+            if len(cells) != 2 or not cells[0].strip().isdigit():
+                raise ClassNamesError(f"{filename} line {number} reads {','.join(cells)[:80]!r}; expected "
+                                      "'<id>,<name>' (quote a name that holds a comma)")
+            rows.append((number, int(cells[0]), cells[1].strip()))
+        if not rows:
+            raise ClassNamesError(f"{filename} has a header but no rows; give one '<id>,<name>' row per class")
+        return rows
+    matches = [_NUMBERED.match(line) for line in lines]
+    if not all(matches):
+        return None
+    return [(number, int(m.group(1)), m.group(2)) for number, m in enumerate(matches, start=1)]  # type: ignore[union-attr]
+
+
+def _ordered_by_id(rows: list[tuple[int, int, str]], filename: str) -> list[tuple[int, str]]:
+    """(line, name) in the order of the rows' ids, which must be 0..n-1 or 1..n, each once."""
+    ids = sorted(i for _, i, _ in rows)
+    first = ids[0]
+    if first not in (0, 1) or ids != list(range(first, first + len(ids))):
+        missing = sorted(set(range(first, first + len(ids))) - set(ids))[:3]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})[:3] if len(set(ids)) != len(ids) else []
+        what = (f"id {repeated[0]} appears twice" if repeated else f"ids start at {first}" if first not in (0, 1)
+                else f"id {missing[0]} is missing")
+        raise ClassNamesError(f"{filename}: the ids must run 0..n-1 or 1..n, each once, but {what}; number the "
+                              "classes in the order of the model's outputs")
+    return [(number, name) for number, _, name in sorted(rows, key=lambda row: row[1])]
+
+
+def names_for_model(names: list[str], num_classes: int, *, filename: str, role: str = "model") -> list[str]:
+    """``names`` when there is one per output of a model with ``num_classes`` classes; else a refusal."""
+    if len(names) != num_classes:
+        raise ClassNamesError(f"{filename} lists {len(names):,} class names but the {role} predicts "
+                              f"{num_classes:,} classes; load the list it was trained with (one name per output, "
+                              "in order)")
+    return list(names)
+
+
+def names_for_data(data_names: list[str], names: list[str], *, filename: str) -> tuple[list[str], str | None]:
+    """A data set's class names replaced by a file's: (names in the data set's label order, a note).
+
+    Label i of a data set is its i-th class (sorted folder names, or its own list). Folders named by
+    number ('0', '1', ... '10') sort as text, so there folder k takes the file's name of id k (line k+1,
+    or k when they start at 1); the note says so."""
+    if len(names) != len(data_names):
+        raise ClassNamesError(f"{filename} lists {len(names):,} class names but the data set has "
+                              f"{len(data_names):,} classes; load the list of this data set's classes")
+    numbers = [int(n) for n in data_names if n.strip().isdigit()]
+    if len(numbers) == len(data_names):
+        base = min(numbers)
+        if base in (0, 1) and sorted(numbers) == list(range(base, base + len(numbers))):
+            return ([names[k - base] for k in numbers],
+                    f"class folders are numbered from {base}: folder k takes line {'k+1' if base == 0 else 'k'}")
+    return list(names), None
+
+
+def placeholder_names(names: list[str]) -> bool:
+    """Whether ``names`` are the stand-ins a checkpoint without names gets (class_0, class_1, ...)."""
+    return list(names) == [f"class_{i}" for i in range(len(names))]
+
+
+@dataclass(frozen=True)
+class ClassMatch:
+    """How a data set's classes line up with the models': whether its labels can score their predictions."""
+
+    model_classes: int  # classes the models predict
+    data_classes: int  # classes of the data set
+    scorable: bool  # label i of the data set is output i of the models
+    message: str | None = None  # why not (and what to do), or a note on how they were matched
+    by_index: bool = False  # the models carry no names: labels are matched to outputs by position
+
+
+def match_classes(model_names: list[str], data_names: list[str]) -> ClassMatch:
+    """Whether the data set's labels can score the models' predictions; when not, a sentence that names both
+    class counts and what to do."""
+    m, d = len(model_names), len(data_names)
+    if m != d:
+        return ClassMatch(m, d, False, (
+            f"the models predict {m:,} classes but the data set has {d:,}: its true labels cannot be matched to "
+            f"the models' outputs, so nothing can be scored. Choose a data set of the models' {m:,} classes in the "
+            "sidebar (the one they were trained on), or models trained on this data set"))
+    if placeholder_names(model_names):
+        return ClassMatch(m, d, True, (
+            f"the checkpoints carry no class names: the data set's {d:,} classes are matched to the models' outputs "
+            "by position; load a class names file for them in the sidebar to check the order"), by_index=True)
+    if list(model_names) != list(data_names):
+        differ = [i for i, (a, b) in enumerate(zip(model_names, data_names)) if a != b]
+        how = ("lists the same classes in another order" if sorted(model_names) == sorted(data_names)
+               else f"names {len(differ):,} of the {m:,} classes differently")
+        sample = "; ".join(f"{i}: {model_names[i]!r} vs {data_names[i]!r}" for i in differ[:3])
+        return ClassMatch(m, d, False, (
+            f"the data set {how} from the models ({sample}): its true labels cannot be matched to the models' "
+            "outputs, so nothing can be scored. Choose the data set the models were trained on, or load a class "
+            "names file (one name per line, in the models' order) for the data set or the checkpoints in the "
+            "sidebar"))
+    return ClassMatch(m, d, True)
+
+
+def known_classes(names: list[str], *, shown: int = 12) -> str:
+    """'rise, approach, ... (and 388 more)': the classes a model knows, in one line."""
+    listed = ", ".join(names[:shown])
+    return listed + (f" … and {len(names) - shown:,} more (the Models page lists them)" if len(names) > shown else "")
+
+
+def outside_classes_note(names: list[str], predictions: Sequence[tuple[str, str, float]], *,
+                         clip_class: str | None = None, synthetic: bool = False) -> str:
+    """Why the predictions say nothing about a clip from outside the models' classes: an upload of no known
+    class, or a data set clip whose class (``clip_class``) the models do not know. ``predictions``: (model,
+    its top-1 class, its probability) of each model."""
+    kind = "synthetic classes" if synthetic else "classes"
+    said = " and ".join(f"{model}'s {name!r} at {probability:.0%}" for model, name, probability in predictions)
+    if clip_class is None:
+        return (f"These models know {len(names):,} {kind} only: {known_classes(names)}. They give every video one "
+                f"of them: if this video shows none of them, {said} say nothing about it.")
+    return (f"This clip is {clip_class!r} in the data set, a class these models do not know (they know "
+            f"{len(names):,} {kind}: {known_classes(names)}); {said} say nothing about it.")
+
+
+def upscaled_note(original_size: tuple[int, int], clip_size: int, scale: float) -> str | None:
+    """A sentence when a video is smaller than the models' clip (enlarged to fit), else None."""
+    height, width = original_size
+    if min(height, width) >= clip_size:
+        return None
+    return (f"The video is {width}×{height} px, smaller than the {clip_size}×{clip_size} px the models read: it "
+            f"was enlarged ×{scale:.2g} to fit, so the models (and the maps) see interpolated pixels, not detail.")
+
+
+# Layers after which the network only pools globally and classifies: d score / d activation is the same at
+# every place and time, so one weight per channel per clip equals one per time slice and the maps agree.
+POOLED_LAYERS = ("tail",)
+
+
+def weighting_note(cam_layer: str) -> str | None:
+    """Why the clip/slice weighting control changes nothing at ``cam_layer``, or None where it matters."""
+    if cam_layer not in POOLED_LAYERS:
+        return None
+    return (f"At {cam_layer} both weightings give the same map: the next step is a global average pool, so the "
+            "gradient is uniform over space and time. Choose conv4 to compare them.")
+
+
+__all__ += ["VIDEO_UPLOAD_TYPES", "CHECKPOINT_UPLOAD_TYPES", "NAMES_UPLOAD_TYPES", "device_label", "PathNotAllowed",
+            "ModelKey", "ClassNamesError", "read_class_names", "names_for_model", "names_for_data",
+            "placeholder_names", "ClassMatch", "match_classes", "known_classes", "outside_classes_note",
+            "upscaled_note", "POOLED_LAYERS", "weighting_note"]

@@ -18,14 +18,22 @@ from kpsem.app_support import services
 from kpsem.app_support.config import DemoPaths, PathNotAllowed, ServerSettings, apply_upload_limit, load_settings
 from kpsem.app_support.sources import (
     CHECKPOINT_UPLOAD_TYPES,
+    MAX_NAMES_FILE_MB,
+    NAMES_UPLOAD_TYPES,
     UPLOAD_TYPES,
-    FileKey,
+    ClassMatch,
+    ClassNamesError,
+    ModelKey,
     UploadError,
-    check_data_classes,
     check_upload,
     device_label,
     device_options,
     file_key,
+    match_classes,
+    names_for_data,
+    names_for_model,
+    placeholder_names,
+    read_class_names,
     resolve_device,
     save_upload,
     session_uploads,
@@ -36,7 +44,7 @@ from kpsem.app_support.text import escape_markdown
 from kpsem.pairing import PairCheck, check_pair
 
 __all__ = ["ModelSlot", "DataChoice", "Selection", "ROLES", "guard", "friendly", "sidebar", "selection",
-           "require_models", "session_folder", "stored_upload", "settings"]
+           "require_models", "require_scorable", "session_folder", "stored_upload", "settings"]
 
 log = logging.getLogger("kpsem.app")
 
@@ -50,9 +58,10 @@ class ModelSlot:
 
     role: str  # "baseline" or "kpsem"
     source: str  # one of SOURCES
-    key: FileKey | None = None  # cache key of the file; None when none is chosen or it failed
+    key: ModelKey | None = None  # cache key of the file (and loaded class names); None when none is chosen or it failed
     loaded: object | None = None  # kpsem.checkpoint.LoadedCheckpoint
     error: str | None = None  # why it is unusable
+    names_file: str | None = None  # the class names file applied to it, as the user named it
 
     @property
     def info(self):  # noqa: ANN201 - CheckpointInfo
@@ -84,8 +93,9 @@ class DataChoice:
     detected: bool = True  # whether the layout was detected
     split: str = "test"
     split_id: int = 1
-    index: object | None = None  # kpsem.data.DatasetIndex
+    index: object | None = None  # kpsem.data.DatasetIndex (with the names of names_file when one is applied)
     error: str | None = None
+    names_file: str | None = None  # the class names file applied to it, as the user named it
 
     @property
     def key(self) -> tuple:
@@ -104,7 +114,12 @@ class Selection:
     settings: ServerSettings
     precision: str = "auto"  # numeric precision of the analyses: auto, fp32, bf16 or fp16 (kpsem.precision)
     pair: PairCheck = field(default_factory=PairCheck)
-    data_warning: str | None = None  # data set classes vs models
+    classes: ClassMatch | None = None  # data set classes vs models; None until both sides are loaded
+
+    @property
+    def data_warning(self) -> str | None:
+        """Why the data set's labels cannot score the models' predictions, or None."""
+        return self.classes.message if self.classes is not None and not self.classes.scorable else None
 
     @property
     def models_ready(self) -> bool:
@@ -260,14 +275,59 @@ def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device:
             path = stored_upload(upload, "checkpoints", config.max_upload_mb)
         slot.key = file_key(path)
         slot.loaded = services.load_model(slot.key, device)
+        caption = box.empty()  # filled once a class names file is (or is not) applied
+        if source != "bundled demo":  # the bundled demo names its classes
+            _apply_model_names(slot, box, config, device)
         info = slot.info
-        box.caption(f"**{escape_markdown(info.arch)}** · {info.num_classes} classes · clip {info.clip_frames}×"
-                    f"{info.clip_size}×{info.clip_size} · {escape_markdown(slot.name, code=True)}"
-                    + (" · stand-in" if source == "bundled demo" and demo.standin else ""))
+        if slot.names_file:
+            names = f"names from {escape_markdown(slot.names_file, code=True)}"
+        elif placeholder_names(info.class_names):
+            names = escape_markdown("no class names in the file (class_0 …): load a class names file")
+        else:
+            names = "names from the checkpoint"
+        caption.caption(f"**{escape_markdown(info.arch)}** · {info.num_classes} classes ({names}) · clip "
+                        f"{info.clip_frames}×{info.clip_size}×{info.clip_size} · "
+                        f"{escape_markdown(slot.name, code=True)}"
+                        + (" · stand-in" if source == "bundled demo" and demo.standin else ""))
     except Exception as error:  # noqa: BLE001 - shown in the sidebar; pages then say what is missing
         slot.key, slot.loaded, slot.error = None, None, friendly(error)
         box.error(escape_markdown(slot.error), icon=":material/error:")
     return slot
+
+
+def _names_upload(where, key: str, config: ServerSettings) -> tuple[list[str], str] | None:  # noqa: ANN001 - container
+    """(class names, file name) of a class names file uploaded at ``key``; None when none is; raises
+    ClassNamesError or UploadError (each names the file)."""
+    cap = min(config.max_upload_mb, MAX_NAMES_FILE_MB)
+    upload = where.file_uploader("Class names file (.txt: one name per line; .csv: id,name)",
+                                 type=list(NAMES_UPLOAD_TYPES), key=key, max_upload_size=cap,
+                                 help="name i labels output i (or label i of the data set): the order matters")
+    if upload is None:
+        return None
+    check_upload(upload.name, upload.size, max_mb=cap, types=NAMES_UPLOAD_TYPES)
+    return read_class_names(upload.getvalue(), upload.name), upload.name
+
+
+def _apply_model_names(slot: ModelSlot, box, config: ServerSettings, device: str) -> None:  # noqa: ANN001 - container
+    """Offer a class names file for a checkpoint (a published MFNet has none) and apply one that fits.
+
+    A refused file leaves the checkpoint's own names in place, with the reason beside the box."""
+    info = slot.info
+    label = "Class names file" + (" (the checkpoint has none)" if placeholder_names(info.class_names) else "")
+    with box.expander(label, icon=":material/label:"):
+        try:
+            given = _names_upload(st, f"{slot.role}_names", config)
+            if given is None:
+                return
+            names, filename = given
+            names = names_for_model(names, info.num_classes, filename=filename, role="checkpoint")
+        except (ClassNamesError, UploadError) as error:
+            box.error(f"Class names file refused: {escape_markdown(error)}. The checkpoint's own names are shown.",
+                      icon=":material/error:")
+            return
+    slot.key = (*slot.key[:3], tuple(names))
+    slot.loaded = services.load_model(slot.key, device)
+    slot.names_file = filename
 
 
 def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
@@ -300,10 +360,15 @@ def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
             choice.split_id = int(cols[1].selectbox("Official split", (1, 2, 3), key="data_split_id"))
         choice.index = services.open_data(str(choice.root), choice.layout, choice.split, choice.split_id, stamp,
                                           roots)
+        caption = box.empty()  # filled once a class names file is (or is not) applied
+        note = _apply_data_names(choice, box, config) if source == "path" else None
         index = choice.index
         how = "detected" if choice.detected else "chosen"
-        box.caption(f"**{index.layout}** layout ({how}) · {index.split} split · "
-                    f"**{len(index.videos)}** clips found, {len(index.skipped)} skipped · {index.num_classes} classes")
+        names = f" (names from {escape_markdown(choice.names_file, code=True)})" if choice.names_file else ""
+        caption.caption(f"**{index.layout}** layout ({how}) · {index.split} split · **{len(index.videos)}** clips "
+                        f"found, {len(index.skipped)} skipped · {index.num_classes} classes{names}")
+        if note:
+            box.caption(escape_markdown(note))
         if index.skipped or index.notes:
             with box.expander(f"Skipped ({len(index.skipped)}) and notes"):
                 for note in index.notes:
@@ -316,6 +381,28 @@ def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
         choice.index, choice.error = None, friendly(error)
         box.error(escape_markdown(choice.error), icon=":material/error:")
     return choice
+
+
+def _apply_data_names(choice: DataChoice, box, config: ServerSettings) -> str | None:  # noqa: ANN001 - container
+    """Offer a class names file for a data set whose folders or lists carry none; apply one that fits and
+    return its note (numbered folders). The cached index is shared: a copy carries the names."""
+    import dataclasses
+
+    index = choice.index
+    with box.expander("Class names file for the data set", icon=":material/label:"):
+        try:
+            given = _names_upload(st, "data_names", config)
+            if given is None:
+                return None
+            names, filename = given
+            names, note = names_for_data(list(index.class_names), names, filename=filename)
+        except (ClassNamesError, UploadError) as error:
+            box.error(f"Class names file refused: {escape_markdown(error)}. The data set's own names are shown.",
+                      icon=":material/error:")
+            return None
+    choice.index = dataclasses.replace(index, class_names=names)
+    choice.names_file = filename
+    return note
 
 
 def sidebar() -> Selection:
@@ -344,10 +431,12 @@ def sidebar() -> Selection:
             st.sidebar.error(escape_markdown(message), icon=":material/error:")
         for message in chosen.pair.warnings:
             st.sidebar.warning(escape_markdown(message), icon=":material/warning:")
-        if data.index is not None:
-            chosen.data_warning = check_data_classes(kpsem.info.class_names, data.index.class_names)
-            if chosen.data_warning:
-                st.sidebar.warning(escape_markdown(chosen.data_warning), icon=":material/warning:")
+        if data.index is not None and chosen.pair.ok:
+            chosen.classes = match_classes(kpsem.info.class_names, data.index.class_names)
+            if not chosen.classes.scorable:
+                st.sidebar.warning(escape_markdown(chosen.classes.message), icon=":material/warning:")
+            elif chosen.classes.message:
+                st.sidebar.caption(escape_markdown(chosen.classes.message))
     if config.browse_roots == ():
         st.sidebar.caption("Typed paths are off on this server: the bundled demo and uploads only")
     elif config.restricted:
@@ -360,6 +449,19 @@ def sidebar() -> Selection:
 def selection() -> Selection:
     """The selection the sidebar made in this run."""
     return st.session_state["_selection"]
+
+
+def require_scorable(chosen: Selection) -> bool:
+    """Say plainly, before anything is computed, when the data set's labels cannot score the models'
+    predictions (other classes, or the same ones named or ordered differently); True when they can."""
+    match = chosen.classes
+    if match is None or match.scorable:
+        return True
+    text = match.message[:1].upper() + match.message[1:]
+    if match.model_classes != match.data_classes:
+        text += ". A class names file cannot help here: it renames classes, it does not add or remove them"
+    st.warning(escape_markdown(text) + ".", icon=":material/rule:")
+    return False
 
 
 def require_models(chosen: Selection) -> bool:
