@@ -568,7 +568,7 @@ def save_checkpoint(
         "config": config,
         "class_names": list(class_names),
         "clip": {"frames": int(clip_frames), "size": int(clip_size), "mean": list(mean), "std": list(std)},
-        "provenance": {"saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(provenance or {})},
+        "provenance": {"saved": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **(provenance or {})},
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # any memory format
     }
     payload[CHECKSUM_KEY] = state_dict_checksum(payload["state_dict"])

@@ -674,7 +674,7 @@ def evaluate_checkpoint(
             "checkpoint": str(checkpoint), "arch": info.arch, "clip_frames": info.clip_frames,
             "clip_size": info.clip_size, "clips_per_video": clips, "data": data_info,
             "world_size": dist_info.world_size, "device": str(dist_info.device),
-            "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "evaluated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         },
     )
     if result is not None and out is not None:

@@ -627,7 +627,7 @@ def train(
         atomic_write_text(out / "summary.json", json.dumps(
             {"final_checkpoint": str(final), "epochs": state["epoch"], "steps": state["step"], "seconds": total,
              "last_epoch": epoch_metrics, "resumed_from": str(resume_path) if resume_path else None,
-             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+             "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}, indent=2) + "\n")
     return TrainResult(out=out, final_checkpoint=final if is_main else None, epochs=state["epoch"], steps=state["step"],
                        metrics=log.records, resumed_from=resume_path)
 
