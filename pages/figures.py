@@ -6,8 +6,9 @@ import streamlit as st
 
 from kpsem.app_support import ui
 from kpsem.app_support.sources import file_key
-from kpsem.app_support.studio import FIGURES, export_figure
+from kpsem.app_support.studio import CAM_CMAPS, DIFFERENCE_CMAPS, FIGURES, export_figure
 from kpsem.app_support.tables import table_source
+from kpsem.explain.figures import display_names
 
 st.header("Figure studio", anchor=False)
 chosen = ui.selection() if "_selection" in st.session_state else None
@@ -23,16 +24,22 @@ def _export(spec_json: str) -> dict[str, bytes]:
 base, ours = chosen.baseline, chosen.kpsem
 info = ours.info
 kind = st.selectbox("Figure", list(FIGURES), format_func=FIGURES.get, key="fig_kind")
-s1, s2, s3, s4 = st.columns(4)
+s1, s2, s3, s4, s5 = st.columns(5)
 style = {
     "column": s1.radio("Width", ("single", "double"), index=1, key="fig_column", horizontal=True,
                        format_func=lambda c: f"{c} column"),
     "font_size": float(s2.slider("Font size (pt)", 5, 14, 8, key="fig_font")),
     "dpi": int(s3.selectbox("PNG resolution (DPI)", (150, 300, 600), index=1, key="fig_dpi")),
-    "cmap": s4.selectbox("Colour map", ("jet", "turbo", "inferno", "viridis"), key="fig_cmap"),
+    "cmap": s4.selectbox("Colour map (Grad-CAM)", CAM_CMAPS, key="fig_cmap"),
+    "difference_cmap": s5.selectbox("Colour map (differences)", DIFFERENCE_CMAPS, key="fig_diff_cmap"),
 }
+# The models' names on every figure: the checkpoints' display names unless the user types others.
+defaults = display_names(infos=(base.info, ours.info))
+n1, n2 = st.columns(2)
+labels = (n1.text_input("Baseline's name on figures", defaults[0], key="fig_name_baseline"),
+          n2.text_input("KPSEM model's name on figures", defaults[1], key="fig_name_kpsem"))
 spec = {"kind": kind, "style": style, "baseline": list(base.key), "kpsem": list(ours.key), "device": chosen.device,
-        "names": ["MFNet", "MF-KPSEM"],
+        "names": list(display_names(labels=labels, infos=(base.info, ours.info))),
         "clip": {"frames": info.clip_frames, "size": info.clip_size, "mean": list(info.mean), "std": list(info.std)},
         "cam_layer": st.session_state.get("cam_layer", "tail"), "weighting": st.session_state.get("weighting", "clip"),
         "clips": [], "true_labels": [], "options": {}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import zipfile
 
@@ -18,8 +19,13 @@ def _clean(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
+def _as_read(markdown: str) -> str:
+    """Text as the user reads it: the app escapes Markdown in text from files (``mf\\_kpsem``)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def _captions(at: AppTest) -> list[str]:
-    return [c.value for c in at.caption]
+    return [_as_read(c.value) for c in at.caption]
 
 
 def _footer(at: AppTest) -> str:
@@ -90,6 +96,8 @@ def test_explorer_target_and_weighting(app):
     at.selectbox(key="target").set_value(names[-1]).run()
     _clean(at)
     assert all(f"CAM for {names[-1]}" in c for c in _captions(at) if "CAM for" in c)
+    at.selectbox(key="cam_layer").set_value("conv4").run()  # at tail the weighting is disabled: same maps
+    _clean(at)
     at.radio(key="weighting").set_value("slice").run()
     _clean(at)
     assert "(fresh)" in _footer(at)
@@ -223,7 +231,7 @@ def test_models_page_lists_metadata_classes_and_table1(app):
     at = app.run()
     at.switch_page("pages/models.py").run()
     _clean(at)
-    text = " ".join(m.value for m in at.markdown)
+    text = _as_read(" ".join(m.value for m in at.markdown))
     assert "**architecture**: mfnet" in text and "**architecture**: mf_kpsem" in text
     table = at.dataframe[-1].value
     assert set(table["model"]) == {"mfnet", "mf_kpsem"}

@@ -99,7 +99,8 @@ def test_figure_files_sizes_and_sidecar(tiny_pair, tiny_clip, tmp_path):
     assert paths[1].read_bytes().startswith(b"%PDF") and b"<svg" in paths[2].read_bytes()[:500]
     sidecar = json.loads(paths[3].read_text())
     assert sidecar["figure"] == "fig9_gradcam"
-    assert sidecar["style"] == {"column": "single", "font_size": 7, "cmap": "viridis", "dpi": 100}
+    assert sidecar["style"] == {"column": "single", "font_size": 7, "cmap": "viridis", "dpi": 100,
+                                "difference_cmap": "coolwarm"}
     assert sidecar["settings"]["frames"] == [0, 2, 5, 7] and sidecar["settings"]["shared_scale"] is True
     png_200 = fig9.save(tmp_path, stem="hi", formats=("png",), dpi=200)[0]
     assert Image.open(png_200).size == (700, int(height * 200))
@@ -149,8 +150,9 @@ def test_explain_command(tiny_pair, tmp_path, capsys):
     from kpsem.checkpoint import save_checkpoint
 
     names = [f"c{i}" for i in range(5)]
-    for model, stem in zip(tiny_pair, ("base", "ours")):
-        save_checkpoint(tmp_path / f"{stem}.pt", model, class_names=names, clip_frames=8, clip_size=64)
+    for model, stem, provenance in zip(tiny_pair, ("base", "ours"), (None, {"display_name": "MF-KPSEM (ours)"})):
+        save_checkpoint(tmp_path / f"{stem}.pt", model, class_names=names, clip_frames=8, clip_size=64,
+                        provenance=provenance)
     frames = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
     np.save(tmp_path / "clip.npy", frames)
     out = tmp_path / "out"
@@ -166,6 +168,11 @@ def test_explain_command(tiny_pair, tmp_path, capsys):
     assert summary["kpsem"]["has_kpsem"] and not summary["baseline"]["has_kpsem"]
     sidecar = json.loads((out / "fig9_gradcam.json").read_text())
     assert sidecar["inputs"]["clip"].endswith("clip.npy") and sidecar["settings"]["weighting"] == "slice"
+    # Model names: the checkpoint's own display name, else the paper's name for the architecture; never
+    # the registry's 'mfnet' / 'mf_kpsem' (Table 1 showed them before).
+    assert sidecar["settings"]["names"] == ["MFNet", "MF-KPSEM (ours)"]
+    assert json.loads((out / "table1_cost.json").read_text())["settings"]["names"] == ["MFNet", "MF-KPSEM (ours)"]
+    assert json.loads((out / "fig10_keypoints.json").read_text())["settings"]["model"] == "MF-KPSEM (ours)"
 
     # A checkpoint without KPSEM in the KPSEM slot: everything but Fig. 10, and a note that says why.
     out2 = tmp_path / "out2"

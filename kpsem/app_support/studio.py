@@ -1,6 +1,9 @@
 """Figure studio: a figure is a plain, JSON-able spec; building it calls the library's figure code
 (:mod:`kpsem.explain.figures`) on cached analyses, and exporting writes PNG/PDF/SVG and a zip of all
-with the JSON sidecar, so the same spec always remakes the same figure."""
+with the JSON sidecar, so the same spec always remakes the same figure.
+
+The spec's ``names`` are the models' names on every figure (the page fills them from the user's labels or
+:func:`kpsem.explain.figures.display_names` of the checkpoints), never the tables' ids."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 
 from kpsem.app_support import services
 
-__all__ = ["FIGURES", "build_figure", "export_figure"]
+__all__ = ["FIGURES", "CAM_CMAPS", "DIFFERENCE_CMAPS", "build_figure", "export_figure"]
 
 FIGURES = {
     "fig7": "Fig. 7: per-class accuracy",
@@ -23,6 +26,17 @@ FIGURES = {
     "table1": "Table 1: parameters and multiply-adds",
     "confusion": "Confusion matrices",
 }
+# Colour maps offered, the perceptually uniform default first; jet stays for those who need to match old figures.
+CAM_CMAPS = ("viridis", "cividis", "inferno", "magma", "turbo", "jet")
+DIFFERENCE_CMAPS = ("coolwarm", "RdBu_r", "PuOr_r")
+
+
+def _names(spec: dict[str, Any]) -> tuple[str, str]:
+    """(baseline, KPSEM) names of a spec; an older spec without them gets the paper's."""
+    from kpsem.explain.figures import display_names
+
+    given = [*list(spec.get("names") or [])[:2], None, None]
+    return display_names(labels=[name or paper for name, paper in zip(given, ("MFNet", "MF-KPSEM"))])
 
 
 def _pair(spec: dict[str, Any], clip: list, target: int | None = None) -> tuple[Any, Any]:
@@ -57,19 +71,20 @@ def build_figure(spec: dict[str, Any]) -> Any:
 
     style = FigureStyle(**spec["style"])
     kind, options = spec["kind"], spec.get("options", {})
+    names = _names(spec)
     if kind == "fig7":
         from kpsem.explain.compare import per_class_accuracy
 
         compared = _compared(spec)
         return figure_per_class_accuracy(per_class_accuracy(compared), margin=options["margin"], mode=options["mode"],
-                                         names=(compared.baseline_id, compared.kpsem_id), style=style)
+                                         names=names, style=style)
     if kind == "confusion":
-        return figure_confusion(_compared(spec), normalise=options["normalise"], style=style)
+        return figure_confusion(_compared(spec), normalise=options["normalise"], names=names, style=style)
     if kind == "table1":
         c = spec["clip"]
         shape = (c["frames"], c["size"], c["size"])
         costs = [services.model_cost_cached(tuple(spec[role]), spec["device"], name, shape)
-                 for role, name in (("baseline", spec["names"][0]), ("kpsem", spec["names"][1]))]
+                 for role, name in zip(("baseline", "kpsem"), names)]
         return figure_cost_table(costs, style=style)
     if not spec["clips"]:
         raise ValueError("choose at least one clip")
@@ -79,7 +94,8 @@ def build_figure(spec: dict[str, Any]) -> Any:
             pair, sample = _pair(spec, clip)
             pairs.append(pair)
             frames.append(sample.display[0][options["frame"] if options["frame"] < len(sample.display[0]) else -1])
-        return figure_top_predictions(pairs, frames, true_labels=spec["true_labels"], topk=options["topk"], style=style)
+        return figure_top_predictions(pairs, frames, true_labels=spec["true_labels"], topk=options["topk"],
+                                      names=names, style=style)
     pair, sample = _pair(spec, spec["clips"][0])
     frames = options.get("frames") or None
     if kind == "fig9":
@@ -91,15 +107,15 @@ def build_figure(spec: dict[str, Any]) -> Any:
             truth = (spec.get("true_labels") or [None])[0]
             common = common_target(pair.baseline.probs, pair.kpsem.probs, names,
                                    true_label=names.index(truth) if truth in names else None,
-                                   model_names=(pair.baseline.model_name, pair.kpsem.model_name))
+                                   model_names=names)
             if not common.explains(pair):
                 pair, sample = _pair(spec, spec["clips"][0], target=common.index)
         return figure_gradcam(pair, sample.display[0], frames=frames, shared_scale=options["shared"],
-                              difference_row=options["difference"], common=common, style=style)
+                              difference_row=options["difference"], common=common, names=names, style=style)
     if kind == "fig10":
         kp = KeyPointOptions(sets=tuple(options["sets"]), top_channels=options["top_channels"],
                              arrow_scale=options["arrow_scale"])
-        return figure_keypoints(pair.kpsem, sample.display[0], frames=frames, options=kp, style=style)
+        return figure_keypoints(pair.kpsem, sample.display[0], frames=frames, options=kp, name=names[1], style=style)
     raise ValueError(f"unknown figure {kind!r}; choose one of {', '.join(FIGURES)}")
 
 

@@ -63,7 +63,7 @@ def _runs(args: argparse.Namespace) -> list[tuple[list[str], Any, Any, str | Non
 
 def _write_run(compared: Any, out: Path, args: argparse.Namespace, extra: dict[str, Any]) -> list[Path]:
     """Fig. 7 (wins and losses), confusion matrices, per-class accuracy, fixed/broken lists, summary.json."""
-    from kpsem.explain.cli_options import formats_from_args, style_from_args
+    from kpsem.explain.cli_options import formats_from_args, names_from_args, style_from_args
     from kpsem.explain.compare import fixed_and_broken, per_class_accuracy
     from kpsem.explain.figures import figure_confusion, figure_per_class_accuracy
     from kpsem.io import atomic_path, atomic_write_text
@@ -71,13 +71,14 @@ def _write_run(compared: Any, out: Path, args: argparse.Namespace, extra: dict[s
     style, formats = style_from_args(args), formats_from_args(args)
     out.mkdir(parents=True, exist_ok=True)
     names = (compared.baseline_id, compared.kpsem_id)
+    labels = names_from_args(args, ids=names)  # what the figures show: never an id such as 'final:mfnet'
     table = per_class_accuracy(compared)
     written = []
     for mode in ("wins", "losses"):
-        figure = figure_per_class_accuracy(table, margin=args.margin, mode=mode, names=names, style=style,
+        figure = figure_per_class_accuracy(table, margin=args.margin, mode=mode, names=labels, style=style,
                                            intervals=args.intervals)
         written += figure.save(out, formats=formats, extra=extra)
-    written += figure_confusion(compared, style=style).save(out, formats=formats, extra=extra)
+    written += figure_confusion(compared, names=labels, style=style).save(out, formats=formats, extra=extra)
     with atomic_path(out / "per_class_accuracy.csv") as partial:
         table.to_csv(partial, index=False)
     written.append(out / "per_class_accuracy.csv")

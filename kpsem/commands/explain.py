@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from kpsem.checkpoint import load_checkpoint
     from kpsem.commands._precision import announce, precision_from_args
     from kpsem.explain.analysis import analyse_pair, common_target
-    from kpsem.explain.cli_options import formats_from_args, style_from_args
+    from kpsem.explain.cli_options import formats_from_args, names_from_args, style_from_args
     from kpsem.explain.draw import KeyPointOptions
     from kpsem.explain.figures import figure_cost_table, figure_gradcam, figure_keypoints, figure_top_predictions
     from kpsem.io import atomic_write_text
@@ -133,10 +133,11 @@ def run(args: argparse.Namespace) -> int:
             return analyse_pair(base.model, ours.model, clip.to(device), target=target, **options)
 
     pair = analyse(target)
+    names = names_from_args(args, infos=(bi, ki))  # one source for every figure's model names
     # A difference of two CAMs only means something for one class: the difference figure explains the
     # common target, which may need a second analysis when the rows above explain each model's prediction.
     common = common_target(pair.baseline.probs, pair.kpsem.probs, ki.class_names, true_label=true_label,
-                           chosen=target, model_names=(pair.baseline.model_name, pair.kpsem.model_name))
+                           chosen=target, model_names=names)
     diff_pair = pair if common.explains(pair) else analyse(common.index)
     inputs = {"baseline": str(args.baseline), "kpsem": str(args.kpsem), "clip": str(args.clip),
               "clip_index": args.clip_index, "num_clips": args.num_clips, "clip_facts": facts,
@@ -145,20 +146,22 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     written = []
     figures = [
-        figure_top_predictions([pair], [display[len(display) // 2]], style=style),
-        figure_gradcam(pair, display, frames=args.frames, style=style),
+        figure_top_predictions([pair], [display[len(display) // 2]], names=names, style=style),
+        figure_gradcam(pair, display, frames=args.frames, names=names, style=style),
     ]
-    diff = figure_gradcam(diff_pair, display, frames=args.frames, difference_row=True, common=common, style=style)
+    diff = figure_gradcam(diff_pair, display, frames=args.frames, difference_row=True, common=common, names=names,
+                          style=style)
     diff.name = "fig9_gradcam_difference"
     figures.append(diff)
     if pair.kpsem.has_kpsem:
         options = KeyPointOptions(sets=tuple(args.sets), top_channels=args.top_channels, arrow_scale=args.arrow_scale)
-        figures.append(figure_keypoints(pair.kpsem, display, frames=args.frames, options=options, style=style))
+        figures.append(figure_keypoints(pair.kpsem, display, frames=args.frames, options=options, name=names[1],
+                                        style=style))
     else:
         print(f"note: {args.kpsem} is an MFNet checkpoint without KPSEM; Fig. 10 (key points) is not drawn")
     clip_shape = (ki.clip_frames, ki.clip_size, ki.clip_size)
-    costs = [model_cost(base.model, name=bi.arch, clip=clip_shape),
-             model_cost(ours.model, name=ki.arch, clip=clip_shape)]
+    costs = [model_cost(base.model, name=names[0], clip=clip_shape),
+             model_cost(ours.model, name=names[1], clip=clip_shape)]
     figures.append(figure_cost_table(costs, style=style))
     for figure in figures:
         written += figure.save(out, formats=formats, extra=extra)

@@ -31,6 +31,9 @@ from kpsem.explain.analysis import ClipAnalysis
 __all__ = [
     "REGION_COLOURS",
     "REGION_NAMES",
+    "REGION_MARKERS",
+    "DEFAULT_CMAP",
+    "DEFAULT_DIFFERENCE_CMAP",
     "KeyPointOptions",
     "cam_overlay",
     "difference_overlay",
@@ -49,6 +52,14 @@ __all__ = [
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies), region k = 2 * bottom + right.
 REGION_COLOURS: tuple[str, ...] = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7")
 REGION_NAMES: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right")
+# One shape per region as well as a colour, for print in greyscale and for readers who cannot tell the
+# colours apart: two crosses (x, +) and two hollow outlines (triangle, square) that leave the frame visible.
+REGION_MARKERS: tuple[str, ...] = ("x", "+", "^", "s")
+# Perceptually uniform defaults: equal steps in a CAM read as equal steps in lightness (jet's bright bands
+# invent edges), and viridis stays ordered in greyscale and for colour-vision deficiencies. Differences use
+# Moreland's diverging coolwarm: a light middle for "no difference" and equally light ends.
+DEFAULT_CMAP = "viridis"
+DEFAULT_DIFFERENCE_CMAP = "coolwarm"
 
 
 @dataclass
@@ -82,7 +93,7 @@ def cam_overlay(
     frame: np.ndarray,
     cam: np.ndarray,
     *,
-    cmap: str = "jet",
+    cmap: str = DEFAULT_CMAP,
     alpha: float = 0.5,
     vmin: float = 0.0,
     vmax: float = 1.0,
@@ -104,7 +115,10 @@ def difference_overlay(
     frame: np.ndarray, difference: np.ndarray, *, cmap: str = "RdBu_r", alpha: float = 0.6, limit: float = 1.0
 ) -> np.ndarray:
     """Blend a signed map (baseline minus KPSEM, in [-limit, limit]) with a diverging colour map:
-    red where the baseline looks more, blue where KPSEM does."""
+    red where the baseline looks more, blue where KPSEM does.
+
+    The default stays RdBu_r because the Explorer's colour bar (kpsem/app_support/render.py) draws that
+    map; paper figures pass their style's ``difference_cmap`` (DEFAULT_DIFFERENCE_CMAP unless chosen)."""
     return cam_overlay(frame, difference, cmap=cmap, alpha=alpha, vmin=-limit, vmax=limit)
 
 
@@ -192,14 +206,20 @@ def _check_frame_index(analysis: ClipAnalysis, frame: int) -> None:
 
 
 def draw_keypoints(
-    ax: Axes, analysis: ClipAnalysis, frame: int, options: KeyPointOptions | None = None
+    ax: Axes, analysis: ClipAnalysis, frame: int, options: KeyPointOptions | None = None, *,
+    markers: Sequence[str] | None = None,
 ) -> list[Artist]:
-    """Key points as crosses coloured by region and their shifts as arrows of the same colour.
+    """Key points coloured by region and their shifts as arrows of the same colour.
 
     ``frame`` is a clip frame; it shows feature frame ``analysis.frame_to_feature[frame]``, whose shift
     to the next feature frame is drawn (none on the last). Shifts that end in another region are
-    dashed and outlined in black when ``options.highlight_crossing``."""
+    dashed and outlined in black when ``options.highlight_crossing``. ``markers``: one marker per
+    region (paper figures pass REGION_MARKERS); None draws crosses, as the Explorer counts and labels
+    them (kpsem/app_support/render.py)."""
     options = options or KeyPointOptions()
+    shapes = tuple(markers) if markers is not None else ("x",) * len(REGION_COLOURS)
+    if len(shapes) < len(REGION_COLOURS):
+        raise ValueError(f"markers needs one marker per region ({len(REGION_COLOURS)}); got {len(shapes)}")
     _require_kpsem(analysis)
     _check_frame_index(analysis, frame)
     assert analysis.key_points_px is not None
@@ -226,8 +246,8 @@ def draw_keypoints(
                 continue  # a K = 1 model has region 0 only
             colour = REGION_COLOURS[k]
             points = analysis.key_points_px[g, k, chosen, t]  # (n, 2)
-            artists.append(_add_line(ax, points[:, 0], points[:, 1], ls="", marker="x", ms=options.marker_size,
-                                     mew=options.line_width * 1.5, color=colour))
+            artists.append(_add_line(ax, points[:, 0], points[:, 1], ls="", marker=shapes[k], ms=options.marker_size,
+                                     mew=options.line_width * 1.5, mfc="none", color=colour))
             if not has_shift:
                 continue
             for c, (x, y) in zip(chosen, points):
