@@ -37,6 +37,8 @@ with ui.guard("Probe table"):
     elif ui.require_models(chosen):
         if chosen.data.index is None:
             st.info(f"Choose a data set in the sidebar ({escape_markdown(chosen.data.error or 'none chosen')}).")
+        elif not ui.require_scorable(chosen):  # said before computing: nothing is probed that cannot be scored
+            pass
         else:
             clips = int(st.number_input("Clips per video (when computing)", 1, 10, 1, key="pr_clips"))
             found = probe_view.probe_source(chosen, clips)

@@ -53,6 +53,9 @@ def test_compare_refuses_a_data_set_of_other_classes_before_computing(app, app_d
     assert "Choose a data set of the models' 5 classes" in warning
     assert not at.metric and not at.get("plotly_chart")  # no 0.0%, no +0.0 pts, no confusion matrices
     assert not (tmp_path / "cache" / "predictions").exists()  # and nothing computed behind the page
+    at.switch_page("pages/probes.py").run()  # the probes page likewise probes nothing it cannot score
+    assert not [b for b in at.button if b.key == "pr_compute"]
+    assert "the models predict 5 classes but the data set has 8" in _shown(at, "warning").lower()
 
     # The explorer still shows what the models predict, and says plainly that the clip is not theirs.
     at.switch_page("pages/explorer.py").run()
