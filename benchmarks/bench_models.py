@@ -7,7 +7,8 @@ Modes: the plain path (``contiguous`` layout, fp32), the default fast path (``ch
 the fast path under each other precision asked for (default: bf16 where ``auto`` picks it, i.e. CUDA and
 CPUs with native bf16). Every (model, mode) pair is timed once per round and the order rotates every round,
 so machine noise hits all alike; every ratio printed is the median over rounds of that round's ratio,
-measured in this one run. The fast path's outputs are checked against the plain path's on the same clip.
+measured in this one run, for wall-clock time and (in brackets) for this process's CPU time, which other
+jobs on a shared machine disturb far less. The fast path's outputs are checked against the plain path's.
 """
 
 from __future__ import annotations
@@ -34,20 +35,21 @@ def _parse_clip(text: str) -> tuple[int, int, int]:
     return frames, height, width
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
+def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall-clock seconds, this process's CPU seconds) of one call."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def interleaved(fns: dict[tuple, Callable[[], object]], rounds: int, warmup: int,
-                device: torch.device) -> dict[tuple, list[float]]:
+                device: torch.device) -> dict[tuple, list[tuple[float, float]]]:
     """Time each function once per round; the order rotates by one place every round."""
-    times: dict[tuple, list[float]] = {name: [] for name in fns}
+    times: dict[tuple, list[tuple[float, float]]] = {name: [] for name in fns}
     names = list(fns)
     for step in range(warmup + rounds):
         shift = step % len(names)
@@ -58,9 +60,18 @@ def interleaved(fns: dict[tuple, Callable[[], object]], rounds: int, warmup: int
     return times
 
 
-def ratio(times: dict[tuple, list[float]], a: tuple, b: tuple) -> float:
-    """Median over rounds of time(a) / time(b) in that round."""
-    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+def ratio(times: dict[tuple, list[tuple[float, float]]], a: tuple, b: tuple, which: int = 0) -> float:
+    """Median over rounds of time(a) / time(b) in that round (which: 0 wall-clock, 1 CPU time)."""
+    return statistics.median(x[which] / y[which] for x, y in zip(times[a], times[b]))
+
+
+def both(times: dict[tuple, list[tuple[float, float]]], a: tuple, b: tuple) -> str:
+    """The wall-clock ratio, and the CPU-time one in brackets."""
+    return f"{ratio(times, a, b):.3f} [{ratio(times, a, b, 1):.3f}]"
+
+
+def wall_ms(times: dict[tuple, list[tuple[float, float]]], key: tuple) -> float:
+    return statistics.median(t[0] for t in times[key]) * 1e3
 
 
 def _models(args: argparse.Namespace, frames: int) -> dict[tuple[str, str], torch.nn.Module]:
@@ -78,16 +89,16 @@ def _models(args: argparse.Namespace, frames: int) -> dict[tuple[str, str], torc
     return out
 
 
-def _report(title: str, times: dict[tuple, list[float]], modes: list[tuple[str, str]]) -> None:
+def _report(title: str, times: dict[tuple, list[tuple[float, float]]], modes: list[tuple[str, str]]) -> None:
     rounds = len(next(iter(times.values())))
-    print(f"\n{title} (median of {rounds} interleaved rounds)")
-    print(f"  {'layout':17s} {'precision':9s} {'MFNet ms':>9s} {'MF-KPSEM ms':>12s} {'KPSEM/MFNet':>12s} "
-          f"{'MFNet vs plain':>15s} {'MF-KPSEM vs plain':>18s}")
+    print(f"\n{title} (median of {rounds} interleaved rounds; ratios: wall-clock [CPU time])")
+    print(f"  {'layout':17s} {'precision':9s} {'MFNet ms':>9s} {'MF-KPSEM ms':>12s} {'KPSEM/MFNet':>16s} "
+          f"{'MFNet vs plain':>16s} {'MF-KPSEM vs plain':>18s}")
     for layout, precision in modes:
         base, ours = ("mfnet", layout, precision), ("mf_kpsem", layout, precision)
-        print(f"  {layout:17s} {precision:9s} {statistics.median(times[base]) * 1e3:9.1f} "
-              f"{statistics.median(times[ours]) * 1e3:12.1f} {ratio(times, ours, base):12.3f} "
-              f"{ratio(times, base, ('mfnet', *PLAIN)):15.3f} {ratio(times, ours, ('mf_kpsem', *PLAIN)):18.3f}")
+        print(f"  {layout:17s} {precision:9s} {wall_ms(times, base):9.1f} {wall_ms(times, ours):12.1f} "
+              f"{both(times, ours, base):>16s} {both(times, base, ('mfnet', *PLAIN)):>16s} "
+              f"{both(times, ours, ('mf_kpsem', *PLAIN)):>18s}")
 
 
 def bench_device(device: torch.device, args: argparse.Namespace) -> None:
@@ -115,10 +126,11 @@ def bench_device(device: torch.device, args: argparse.Namespace) -> None:
 
         return run
 
-    fns = {(arch, layout, precision): forward(models[(arch, layout)], precision)
-           for layout, precision in modes for arch in ("mfnet", "mf_kpsem")}
-    times = interleaved(fns, args.rounds, args.warmup, device)
-    _report(f"forward 1x3x{'x'.join(map(str, args.clip))} ({device.type}, eval, inference_mode)", times, modes)
+    if args.rounds > 0:
+        fns = {(arch, layout, precision): forward(models[(arch, layout)], precision)
+               for layout, precision in modes for arch in ("mfnet", "mf_kpsem")}
+        times = interleaved(fns, args.rounds, args.warmup, device)
+        _report(f"forward 1x3x{'x'.join(map(str, args.clip))} ({device.type}, eval, inference_mode)", times, modes)
 
     if args.train_rounds <= 0:
         return
@@ -152,7 +164,7 @@ def bench_device(device: torch.device, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", type=_parse_clip, default=(16, 224, 224), help="forward clip T x H x W")
-    parser.add_argument("--rounds", type=int, default=10, help="timed forward rounds per model and mode")
+    parser.add_argument("--rounds", type=int, default=10, help="timed forward rounds per model and mode (0: none)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--train-clip", type=_parse_clip, default=(16, 112, 112), help="train-step clip T x H x W")
     parser.add_argument("--train-batch", type=int, default=4)

@@ -6,7 +6,9 @@
 set -euo pipefail
 work=${1:-demo-work}
 demo=assets/demo
-kpsem() { python -m kpsem "$@"; }
+# Every model ran in float32, as the commands then did on the CPU; since --precision came, their default
+# (auto) is bf16 on CPUs with native bf16, so the commands that run a model ask for fp32 by name.
+kpsem() { case $1 in train | evaluate | probe) python -m kpsem "$@" --precision fp32 ;; *) python -m kpsem "$@" ;; esac; }
 
 # 1. Data. Pretraining: all 13 motion classes, easy, 60 videos per class (468 for training).
 #    Target: 8 of those motions in new videos (other seed), 16 training videos per class instead of 36: the
