@@ -149,6 +149,9 @@ def map_all(function: Callable, labels: np.ndarray, predicted: list[np.ndarray],
 
 
 def compare_library(paths: tuple[Path, Path], rounds: int) -> None:
+    import logging
+
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # its caches warn that no app is running: none is
     from kpsem.app_support.tables import headline
     from kpsem.explain.compare import (
         compare_predictions,
