@@ -18,13 +18,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import streamlit as st
 import torch
 
 from kpsem.app_support.config import DemoPaths
 from kpsem.app_support.sources import FileKey, ModelKey
+
+if TYPE_CHECKING:  # pandas only for the class comparison's tables: the Explorer never loads it from here
+    import pandas as pd
 
 __all__ = [
     "MODEL_LOCK",

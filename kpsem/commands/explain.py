@@ -4,11 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 HELP = "Grad-CAM, key points and top-k of a baseline and an MF-KPSEM checkpoint on one clip: Fig. 8, 9, 10, Table 1"
+_started = [time.perf_counter()]  # when the command started: reset by starting(), which kpsem.cli calls first
+EXIT_AT_ONCE = True  # kpsem.cli: end the process without the interpreter's teardown (see kpsem.cli._exit_at_once)
+_BUILDERS: list[Callable[[], Any]] = []  # figures to draw; forked workers inherit the list (see _render)
+
+
+def _given(words: Sequence[str], option: str) -> str:
+    """The value of ``option`` in raw command-line words ("--out x" or "--out=x"), or "?"."""
+    for i, word in enumerate(words):
+        if word == option and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(option + "="):
+            return word.split("=", 1)[1]
+    return "?"
+
+
+def starting(words: Sequence[str]) -> str:
+    """The first line, printed before anything heavy is imported (see :func:`kpsem.cli.main`)."""
+    _started[0] = time.perf_counter()
+    baseline, kpsem, clip, out = (_given(words, o) for o in ("--baseline", "--kpsem", "--clip", "--out"))
+    return (f"kpsem explain: {baseline} and {kpsem} on {clip}, figures to {out}; importing PyTorch, Grad-CAM "
+            "and matplotlib ...")
+
+
+def _step(text: str) -> None:
+    """One progress line, flushed at once, with the seconds since the command started."""
+    print(f"[{time.perf_counter() - _started[0]:5.1f} s] {text}", flush=True)
 
 
 def _frames(text: str) -> list[int]:
@@ -45,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sets", type=_frames, default=[0], help="KPSEM sets to draw in Fig. 10 (default 0)")
     parser.add_argument("--top-channels", type=int, default=5, help="channels drawn per set (default 5)")
     parser.add_argument("--arrow-scale", type=float, default=1.0, help="multiply shift arrows by this (default 1)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N "
+                        "(default auto)")
+    parser.add_argument("--jobs", type=int, default=None, help="processes drawing the figures (default: 2 where "
+                        "the machine has two cores or more and can fork, else 1)")
     add_precision_argument(parser, extra_help="; every figure's JSON sidecar records it")
     add_style_arguments(parser)
 
@@ -99,13 +131,46 @@ def _check_out(out: Path) -> None:
             return
 
 
+def _draw_and_save(index: int, out: Path, formats: Sequence[str], extra: dict) -> list[Path]:
+    figure = _BUILDERS[index]()
+    return figure.save(out, formats=formats, extra=extra)
+
+
+def _render(builders: Sequence[Callable[[], Any]], out: Path, formats: Sequence[str], extra: dict,
+            jobs: int | None) -> list[Path]:
+    """Build and save every figure, in ``jobs`` forked processes (each draws whole figures), in order.
+
+    Why processes: drawing is most of what explain does after the models, pure Python and matplotlib that
+    one core runs; a forked worker inherits the analyses without copying or pickling them. Only where
+    fork exists (Linux): elsewhere, or with one job, the figures are drawn here one by one."""
+    import multiprocessing
+    import warnings
+    from concurrent.futures import ProcessPoolExecutor
+
+    if jobs is None:
+        jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
+    jobs = max(1, min(jobs, len(builders)))
+    _BUILDERS[:] = builders
+    try:
+        if jobs == 1 or not sys.platform.startswith("linux"):
+            return [path for index in range(len(builders)) for path in _draw_and_save(index, out, formats, extra)]
+        with warnings.catch_warnings():
+            # Python 3.12 warns that forking a threaded process may deadlock the child; PyTorch's idle OpenMP
+            # workers are those threads, and the children never enter PyTorch.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = [pool.submit(_draw_and_save, index, out, formats, extra) for index in range(len(builders))]
+                return [path for future in futures for path in future.result()]
+    finally:
+        _BUILDERS.clear()
+
+
 def run(args: argparse.Namespace) -> int:
     """Analyse the clip with both models and write every per-clip figure to --out."""
-    import torch
-
     from kpsem.checkpoint import load_checkpoint
     from kpsem.commands._precision import announce, precision_from_args
-    from kpsem.explain.analysis import analyse_pair, common_target
+    from kpsem.distributed import pick_device
+    from kpsem.explain.analysis import analyse_clip, analyse_pair, combine_pair, common_target
     from kpsem.explain.cli_options import formats_from_args, names_from_args, style_from_args
     from kpsem.explain.draw import KeyPointOptions
     from kpsem.explain.figures import figure_cost_table, figure_gradcam, figure_keypoints, figure_top_predictions
@@ -116,12 +181,16 @@ def run(args: argparse.Namespace) -> int:
     _check_out(Path(args.out))  # before minutes of analysis, not when the first figure is written
     style = style_from_args(args)
     formats = formats_from_args(args)
-    device = torch.device(args.device)
+    device = pick_device(0, args.device)
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1; got {args.jobs}")
     precision = announce(device, precision_from_args(args), what="explaining in ")
+    _step(f"loading the checkpoints on {device}")
     base, ours = load_checkpoint(args.baseline, map_location=device), load_checkpoint(args.kpsem, map_location=device)
     bi, ki = base.info, ours.info
     for note in require_pair(bi, ki, task="explain").warnings:
         print(f"note: {note}", file=sys.stderr)
+    _step(f"decoding a {ki.clip_frames}x{ki.clip_size}x{ki.clip_size} clip of {args.clip}")
     clip, display, facts = _load_clip(args.clip, ki.clip_frames, ki.clip_size, tuple(ki.mean), tuple(ki.std),
                                       args.num_clips, args.clip_index)
     target = _target(args.target, ki.class_names)
@@ -132,39 +201,59 @@ def run(args: argparse.Namespace) -> int:
         with precision.autocast():
             return analyse_pair(base.model, ours.model, clip.to(device), target=target, **options)
 
+    _step(f"analysing the clip with both models (forward, Grad-CAM at {args.cam_layer}, key points)")
     pair = analyse(target)
     names = names_from_args(args, infos=(bi, ki))  # one source for every figure's model names
     # A difference of two CAMs only means something for one class: the difference figure explains the
     # common target, which may need a second analysis when the rows above explain each model's prediction.
     common = common_target(pair.baseline.probs, pair.kpsem.probs, ki.class_names, true_label=true_label,
                            chosen=target, model_names=names)
-    diff_pair = pair if common.explains(pair) else analyse(common.index)
+
+    def retarget(pair: Any, index: int) -> Any:  # PairAnalysis for class ``index``
+        # Only a model whose CAM explains another class runs again; the other's analysis is reused.
+        analyses = []
+        for model, analysis in ((base.model, pair.baseline), (ours.model, pair.kpsem)):
+            if analysis.target != index:
+                _step(f"analysing {analysis.model_name} again for the difference's class {common.name!r}")
+                with precision.autocast():
+                    fresh = analyse_clip(model, clip.to(device), target=index, **options)
+                fresh.model_name = analysis.model_name  # as analyse_pair named it
+                analysis = fresh
+            analyses.append(analysis)
+        return combine_pair(*analyses)
+
+    diff_pair = pair if common.explains(pair) else retarget(pair, common.index)
     inputs = {"baseline": str(args.baseline), "kpsem": str(args.kpsem), "clip": str(args.clip),
               "clip_index": args.clip_index, "num_clips": args.num_clips, "clip_facts": facts,
               "argv": sys.argv[1:]}
     extra = {"inputs": inputs, "precision": precision.as_dict()}
     out = Path(args.out)
-    written = []
-    figures = [
-        figure_top_predictions([pair], [display[len(display) // 2]], names=names, style=style),
-        figure_gradcam(pair, display, frames=args.frames, names=names, style=style),
+
+    def difference_figure() -> Any:  # PaperFigure
+        figure = figure_gradcam(diff_pair, display, frames=args.frames, difference_row=True, common=common,
+                                names=names, style=style)
+        figure.name = "fig9_gradcam_difference"
+        return figure
+
+    # Built where they are saved (see _render): each builder draws one figure from the analyses above.
+    figures: list[Callable[[], Any]] = [
+        lambda: figure_top_predictions([pair], [display[len(display) // 2]], names=names, style=style),
+        lambda: figure_gradcam(pair, display, frames=args.frames, names=names, style=style),
+        difference_figure,
     ]
-    diff = figure_gradcam(diff_pair, display, frames=args.frames, difference_row=True, common=common, names=names,
-                          style=style)
-    diff.name = "fig9_gradcam_difference"
-    figures.append(diff)
     if pair.kpsem.has_kpsem:
-        options = KeyPointOptions(sets=tuple(args.sets), top_channels=args.top_channels, arrow_scale=args.arrow_scale)
-        figures.append(figure_keypoints(pair.kpsem, display, frames=args.frames, options=options, name=names[1],
-                                        style=style))
+        points = KeyPointOptions(sets=tuple(args.sets), top_channels=args.top_channels, arrow_scale=args.arrow_scale)
+        figures.append(lambda: figure_keypoints(pair.kpsem, display, frames=args.frames, options=points,
+                                                name=names[1], style=style))
     else:
         print(f"note: {args.kpsem} is an MFNet checkpoint without KPSEM; Fig. 10 (key points) is not drawn")
     clip_shape = (ki.clip_frames, ki.clip_size, ki.clip_size)
+    _step("counting parameters and multiply-adds (Table 1)")
     costs = [model_cost(base.model, name=names[0], clip=clip_shape),
              model_cost(ours.model, name=names[1], clip=clip_shape)]
-    figures.append(figure_cost_table(costs, style=style))
-    for figure in figures:
-        written += figure.save(out, formats=formats, extra=extra)
+    figures.append(lambda: figure_cost_table(costs, style=style))
+    _step(f"drawing {len(figures)} figures as {', '.join(formats)}")
+    written = _render(figures, out, formats, extra, args.jobs)
     summary = {"baseline": pair.baseline.summary(), "kpsem": pair.kpsem.summary(), "shared_cam_max": pair.shared_scale,
                "difference_target": common.as_dict(), **extra}
     atomic_write_text(out / "analysis.json", json.dumps(summary, indent=2, default=str) + "\n")
@@ -173,5 +262,5 @@ def run(args: argparse.Namespace) -> int:
         top = analysis.topk[0]
         print(f"{name}: {analysis.model_name} predicts {top.name} ({top.probability:.1%})")
     print(f"Fig. 9 with a difference row: {common.message()}")
-    print(f"wrote {len(written)} files to {out}")
+    _step(f"wrote {len(written)} files to {out}")
     return 0

@@ -25,6 +25,7 @@ __all__ = [
     "common_target",
     "analyse_clip",
     "analyse_pair",
+    "combine_pair",
     "model_label",
     "feature_frame_of",
     "crop_to_original",
@@ -326,6 +327,13 @@ def analyse_pair(
                           class_names=kpsem_class_names if kpsem_class_names is not None else class_names)
     if first.model_name == second.model_name:  # two checkpoints of one architecture: keep them apart
         first.model_name, second.model_name = f"{first.model_name} (baseline)", f"{second.model_name} (compared)"
+    return combine_pair(first, second)
+
+
+def combine_pair(first: ClipAnalysis, second: ClipAnalysis) -> PairAnalysis:
+    """Two analyses of one clip as a pair: the shared colour scale and, when both CAMs explain one class,
+    the difference maps. Why apart from :func:`analyse_pair`: a pair for another target can reuse the
+    analysis of a model whose CAM already explains it, instead of running that model again."""
     scale = float(max(first.cam_raw.max(), second.cam_raw.max()))
     base_shared, kpsem_shared = normalise_cam(first.cam_raw, scale), normalise_cam(second.cam_raw, scale)
     return PairAnalysis(
