@@ -69,7 +69,7 @@ with ui.guard("Predictions"):
                     bar = st.progress(0.0, text="starting ...")
                     for s in missing:
                         slot = chosen.baseline if s.role == "baseline" else chosen.kpsem
-                        model_id = f"{slot.name.rsplit('.', 1)[0]}:{slot.info.arch}"
+                        model_id = slot.model_id
 
                         def tick(done: int, total: int, name: str = slot.name) -> None:
                             bar.progress(done / total, text=f"{escape_markdown(name)}: {done} of {total} clips")
