@@ -456,7 +456,7 @@ def probe_model(
     seed: int = 0,
     batch_size: int = 4,
     workers: int = 0,
-    amp: str = "auto",
+    precision: str = "fp32",
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     lock: Any = None,
@@ -464,10 +464,11 @@ def probe_model(
     """Every clip of ``dataset`` (items as :class:`kpsem.data.ClipDataset` yields) as it is and under each
     probe; one row per probe and video. Knock-outs on a model without KPSEM are left out of the table and
     marked not applicable. ``progress(done, total)`` after each batch; ``should_stop()`` True stops with
-    :class:`InterruptedError`; ``lock`` is held around each forward (the app shares its models)."""
+    :class:`InterruptedError`; ``lock`` is held around each forward (the app shares its models). ``precision``:
+    fp32, bf16, fp16 or auto (:mod:`kpsem.precision`); what ran is stored in the result's ``info``."""
     from torch.utils.data import DataLoader
 
-    from kpsem.evaluate import autocast_context
+    from kpsem.precision import resolve_precision
 
     probes = parse_probes(probes)
     knockouts_apply = supports_knockouts(model)
@@ -476,6 +477,7 @@ def probe_model(
     if total == 0:
         raise ValueError("the data set is empty: no clips to probe")
     device = next(model.parameters()).device
+    resolved = resolve_precision(device, precision)
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda")
@@ -494,7 +496,7 @@ def probe_model(
         if keep.any():
             clips = batch["clip"][keep].to(device, non_blocking=True)  # (N', 3, T, H, W)
             frames = clips.shape[2]
-            with lock or nullcontext(), autocast_context(device, amp):
+            with lock or nullcontext(), resolved.autocast():
                 logits = probe_logits(model, clips, run, seed=seed)
             for probe, value in logits.items():
                 check_finite_logits(value, model=f"{model_id} ({probe})")
@@ -509,21 +511,28 @@ def probe_model(
     stacked = {p: np.concatenate(v) for p, v in probs.items()}
     table = _video_rows(stacked, labels, video_ids, clip_indices, class_names=class_names, model_id=model_id, arch=arch)
     info = {"seed": seed, "seconds": {model_id: round(time.perf_counter() - started, 3)},
+            "precision": resolved.as_dict(),
             **({"shuffle_order": frame_order("shuffle", frames, seed=seed)} if "shuffle" in run else {})}
     return ProbeResult(table, probes, {model_id: {"arch": arch, "knockouts": knockouts_apply}}, list(class_names), info)
 
 
 def probe_clip(model: nn.Module, clips: torch.Tensor, *, class_names: Sequence[str], true_label: int | None,
-               probes: Sequence[str] = PROBES, seed: int = 0, model_id: str = "model", arch: str = "") -> pd.DataFrame:
+               probes: Sequence[str] = PROBES, seed: int = 0, model_id: str = "model", arch: str = "",
+               precision: str = "fp32") -> pd.DataFrame:
     """One video's clips (N, 3, T, H, W) as they are and under each probe: one row per probe (:data:`COLUMNS`).
 
     Knock-outs on a model without KPSEM come back as rows with ``applicable`` False and no prediction.
-    With ``true_label`` None (an upload of unknown class) the truth columns are empty and nothing is scored."""
+    With ``true_label`` None (an upload of unknown class) the truth columns are empty and nothing is scored.
+    ``precision`` as in :func:`probe_model`."""
+    from kpsem.precision import resolve_precision
+
     probes = parse_probes(probes)
     applies = supports_knockouts(model)
     run = [p for p in probes if applies or p not in KNOCKOUTS]
     model.eval()
-    logits = probe_logits(model, clips.to(next(model.parameters()).device), run, seed=seed)
+    device = next(model.parameters()).device
+    with resolve_precision(device, precision).autocast():
+        logits = probe_logits(model, clips.to(device), run, seed=seed)
     for probe, value in logits.items():
         check_finite_logits(value, model=f"{model_id} ({probe})")
     probs = {p: F.softmax(v.float(), dim=1).cpu().numpy() for p, v in logits.items()}
@@ -555,7 +564,7 @@ def probe_index(
     seed: int = 0,
     batch_size: int = 4,
     workers: int = 0,
-    amp: str = "auto",
+    precision: str = "fp32",
     progress: Callable[[str, int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     lock: Any = None,
@@ -586,7 +595,8 @@ def probe_index(
                 progress(model_id, done, total)
 
         one = probe_model(model, dataset, class_names=info.class_names, model_id=model_id, arch=info.arch,
-                          probes=probes, seed=seed, batch_size=batch_size, workers=workers, amp=amp, progress=tick,
+                          probes=probes, seed=seed, batch_size=batch_size, workers=workers, precision=precision,
+                          progress=tick,
                           should_stop=should_stop, lock=lock)
         one.models[model_id].update(clip_frames=info.clip_frames, clip_size=info.clip_size)
         result = one if result is None else result.merged(one)
@@ -606,7 +616,7 @@ def probe_checkpoints(
     seed: int = 0,
     batch_size: int = 4,
     workers: int = 2,
-    amp: str = "auto",
+    precision: str = "auto",
     device: str | None = None,
     model_ids: Sequence[str] | None = None,
     layout: str | None = None,
@@ -650,7 +660,7 @@ def probe_checkpoints(
 
     try:
         result = probe_index(models, index, probes=probes, clips=clips, seed=seed, batch_size=batch_size,
-                             workers=workers, amp=amp, progress=tick)
+                             workers=workers, precision=precision, progress=tick)
     finally:
         for bar in bars.values():
             bar.close()

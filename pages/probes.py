@@ -76,8 +76,11 @@ with ui.guard("Summary"):
     st.subheader("What the probes show", anchor=False)
     st.markdown("\n".join(f"- {escape_markdown(s)}" for s in probe_sentences(result)))  # they name classes
     stored = result.info  # read from the file: shown as text
+    recorded = stored.get("precision")  # untrusted metadata: only a mapping's name is shown
+    precision = recorded.get("precision", "?") if isinstance(recorded, dict) else "not recorded (an older table: fp32)"
     st.caption(escape_markdown(f"{videos} videos, {stored.get('clips_per_video', '?')} clip(s) each; shuffle order "
-                               f"{stored.get('shuffle_order', 'not run')} (seed {stored.get('seed', '?')})."))
+                               f"{stored.get('shuffle_order', 'not run')} (seed {stored.get('seed', '?')}); "
+                               f"precision {precision}."))
     st.plotly_chart(probe_view.accuracy_chart(summary), key="pr_chart", config={"displayModeBar": False})
     st.dataframe(probe_view.summary_display(summary), hide_index=True, width="stretch")
 

@@ -32,6 +32,7 @@ from kpsem.probes import (
     read_probes,
     summarise_probes,
     target_labels,
+    write_probes,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -396,3 +397,17 @@ def test_non_finite_scores_under_a_probe_are_refused_not_tabled(tiny_pair, tiny_
         head.bias.fill_(float("nan"))  # what an overflow or a broken file gives
     with pytest.raises(NonFiniteOutputError, match=r"broken \(none\) gave non-finite scores"):
         probe_clip(model, tiny_clip, class_names=list("abcde"), true_label=2, model_id="broken")
+
+
+def test_precision_is_recorded_and_survives_the_table(tmp_path):
+    names = list(Ramps.class_names)
+    exact = probe_model(Direction(), Ramps(), class_names=names, model_id="motion", arch="motion", probes=["reverse"])
+    assert exact.info["precision"] == {"precision": "fp32", "requested": "fp32", "device": "cpu",
+                                       "reason": "as asked"}
+    bf16 = probe_model(Direction(), Ramps(), class_names=names, model_id="motion", arch="motion", probes=["reverse"],
+                       precision="bf16")
+    assert bf16.info["precision"]["precision"] == "bf16"
+    assert read_probes(write_probes(bf16, tmp_path / "p.parquet")).info["precision"] == bf16.info["precision"]
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16; got 'fp8'"):
+        probe_model(Direction(), Ramps(), class_names=names, model_id="m", arch="m", probes=["reverse"],
+                    precision="fp8")

@@ -33,31 +33,35 @@ class FaithfulnessRun:
     result: PairFaithfulness  # read-only: shared between sessions
     seconds: float  # wall time of the batched forwards
     device: str
+    precision: str  # what ran and why (kpsem.precision.Precision.describe)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def pair_curves(baseline: FileKey, kpsem: FileKey, device: str, clip: FileKey, frames: int, size: int,
                 mean: tuple[float, ...], std: tuple[float, ...], cam_layer: str, weighting: str, target: int,
-                reason: str, steps: int) -> FaithfulnessRun:
+                reason: str, steps: int, precision: str = "fp32") -> FaithfulnessRun:
     """Curves of both models for ``target`` on the cached pair analysed for that target (one CAM each).
 
     The page chose the target by :func:`~kpsem.explain.analysis.common_target`; its index and reason
-    come here as plain values (cache keys) and travel with the curves."""
+    come here as plain values (cache keys) and travel with the curves. ``precision`` is the sidebar's, as in
+    the explorer's analysis the target came from."""
     from kpsem.explain.faithfulness import pair_faithfulness
+    from kpsem.precision import resolve_precision
 
     run, _ = services.analyse(baseline, kpsem, device, clip, frames=frames, size=size, mean=mean, std=std,
-                              cam_layer=cam_layer, target=target, weighting=weighting)
+                              cam_layer=cam_layer, target=target, weighting=weighting, precision=precision)
     pair: PairAnalysis = run.pair  # type: ignore[assignment]
     common = CommonTarget(index=target, reason=reason, class_names=tuple(pair.baseline.class_names),  # type: ignore[arg-type]
                           predictions=(pair.baseline.prediction, pair.kpsem.prediction),
                           model_names=(pair.baseline.model_name, pair.kpsem.model_name))
     base, ours = services.load_model(baseline, device), services.load_model(kpsem, device)
     sample = services.clip_sample(clip, frames, size, mean, std)
-    with services.MODEL_LOCK:
+    resolved = resolve_precision(device, precision)
+    with services.MODEL_LOCK, resolved.autocast():
         started = time.perf_counter()
         result = pair_faithfulness(base.model, ours.model, sample.clips[:1].to(device), pair, common, steps=steps)
         seconds = time.perf_counter() - started
-    return FaithfulnessRun(result=result, seconds=seconds, device=device)
+    return FaithfulnessRun(result=result, seconds=seconds, device=device, precision=resolved.describe())
 
 
 def curves_chart(result: PairFaithfulness) -> go.Figure:
@@ -115,7 +119,7 @@ def explorer_section(chosen, clip_key: FileKey, common: CommonTarget, *, cam_lay
             with st.spinner("Running the masked clips through both models ..."):
                 run = pair_curves(chosen.baseline.key, chosen.kpsem.key, chosen.device, clip_key, info.clip_frames,
                                   info.clip_size, tuple(info.mean), tuple(info.std), cam_layer, weighting,
-                                  common.index, common.reason, int(steps))
+                                  common.index, common.reason, int(steps), chosen.precision)
             if common.predictions_differ:  # the message names classes: text from the checkpoint
                 st.info(escape_markdown(common.message("curves")), icon=":material/info:")
             else:
@@ -123,5 +127,5 @@ def explorer_section(chosen, clip_key: FileKey, common: CommonTarget, *, cam_lay
             st.plotly_chart(curves_chart(run.result), key="faith_chart", config={"displayModeBar": False})
             st.markdown("  \n".join(auc_lines(run.result)))
             st.caption(f"{run.result.baseline.forwards + run.result.kpsem.forwards} batched forward calls on "
-                       f"{run.device}, {run.seconds:.1f} s; one clip says little: `kpsem faithfulness` gives the "
-                       "split's averages with intervals")
+                       f"{run.device} ({escape_markdown(run.precision)}), {run.seconds:.1f} s; one clip says little: "
+                       "`kpsem faithfulness` gives the split's averages with intervals")

@@ -58,7 +58,7 @@ def probe_source(chosen, clips: int) -> ProbeSource:  # noqa: ANN001 - ui.Select
             and Path(chosen.baseline.key[0]) == demo.baseline and Path(chosen.kpsem.key[0]) == demo.kpsem):
         return ProbeSource(bundled, True, BUNDLED_CLIPS)
     text = json.dumps([list(chosen.baseline.key), list(chosen.kpsem.key), [str(v) for v in chosen.data.key], clips,
-                       list(PROBES)])
+                       list(PROBES), chosen.precision])
     digest = hashlib.sha256(text.encode()).hexdigest()[:20]
     return ProbeSource(chosen.settings.cache_dir / "probes" / f"probes-{digest}.parquet", False, clips)
 
@@ -77,7 +77,7 @@ def compute_probes(chosen, source: ProbeSource, progress: Callable[[str, int, in
 
     models = [(slot.model, slot.info, slot.model_id) for slot in (chosen.baseline, chosen.kpsem)]
     result = probe_index(models, chosen.data.index, probes=PROBES, clips=source.clips, progress=progress,
-                         lock=services.MODEL_LOCK)
+                         lock=services.MODEL_LOCK, precision=chosen.precision)
     for slot in (chosen.baseline, chosen.kpsem):
         result.models[slot.model_id]["checkpoint"] = str(slot.key[0])
     write_probes(result, source.path)
@@ -125,15 +125,15 @@ def accuracy_chart(summary: pd.DataFrame) -> dict:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _clip_rows(model: FileKey, device: str, clip: FileKey, frames: int, size: int, mean: tuple[float, ...],
-               std: tuple[float, ...], true_label: int | None, name: str) -> pd.DataFrame:
-    """One model's predictions on one clip under every probe (cached per model, clip and label)."""
+               std: tuple[float, ...], true_label: int | None, name: str, precision: str) -> pd.DataFrame:
+    """One model's predictions on one clip under every probe (cached per model, clip, label and precision)."""
     from kpsem.probes import probe_clip
 
     loaded = services.load_model(model, device)
     sample = services.clip_sample(clip, frames, size, mean, std)
     with services.MODEL_LOCK:
         return probe_clip(loaded.model, sample.clips[:1], class_names=loaded.info.class_names, true_label=true_label,
-                          model_id=name, arch=loaded.info.arch)
+                          model_id=name, arch=loaded.info.arch, precision=precision)
 
 
 def _cell(row: pd.Series, scored: bool) -> str:
@@ -162,7 +162,7 @@ def explorer_section(chosen, clip: FileKey, true_label: int | None) -> None:  # 
         for slot in (chosen.baseline, chosen.kpsem):
             info = slot.info
             tables.append(_clip_rows(slot.key, chosen.device, clip, info.clip_frames, info.clip_size, tuple(info.mean),
-                                     tuple(info.std), true_label, slot.model_id))
+                                     tuple(info.std), true_label, slot.model_id, chosen.precision))
         scored = true_label is not None
         shown = pd.DataFrame({"probe": [REFERENCE, *PROBES]})
         shown["what it does"] = shown["probe"].map(PROBE_TEXT)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     precision = announce(pick_device(0, args.device), precision_from_args(args), what="probing in ")
     result = probe_checkpoints(
         args.checkpoint, data=args.data, split=args.split, probes=probes, clips=args.clips, seed=args.seed,
-        batch_size=args.batch_size, workers=args.workers, amp=precision.name, device=args.device,
+        batch_size=args.batch_size, workers=args.workers, precision=precision.name, device=args.device,
         model_ids=args.model_id, layout=args.layout, split_id=args.split_id, annotations=args.annotations,
         progress=args.progress,
     )
