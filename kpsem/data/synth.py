@@ -335,26 +335,10 @@ def render_video(name: str, rng: np.random.Generator, *, frames: int = 32, size:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-# Same frames, same bytes. mbtree=0: on AVX-512 CPUs, libx264's macroblock-tree rate control gave
-# different bitstreams for the same frames depending on what the process had done before (a decode in
-# between was enough). threads=1: the default thread count follows the core count, and more than one
-# x264 thread changes the output, so files would differ between machines; one thread per file also
-# leaves the CPUs to the generator's worker processes. Written as x264-params so it overrides
-# libavcodec's thread_count whatever PyAV sets there.
-_X264_OPTIONS: dict[str, str] = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0:threads=1"}
-
-
 def _write_mp4(path: Path, video: np.ndarray, fps: int) -> None:
-    import av
+    from kpsem.data.video import write_h264  # one H.264 writer for the data set and the explanation videos
 
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options=dict(_X264_OPTIONS))
-        stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
-        for frame in video:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_h264(path, video, fps)
 
 
 def _write_avi(path: Path, video: np.ndarray, fps: int) -> None:

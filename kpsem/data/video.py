@@ -11,6 +11,8 @@ start (frame numbers cannot be computed from timestamps there), every decoded fr
 presentation time, and a frame folder with a gap in its numbering (00001, 00002, 00004) is refused,
 since closing the gap would shift every later frame in time.
 
+Writing is one function, :func:`write_h264`, shared by the synthetic data set and the explanation videos.
+
 Every frame is returned as uint8 RGB; grey-scale sources become three equal channels, and frames
 whose short side exceeds ``short_side_cap`` are downscaled while decoding, so that a 4K video costs
 no more memory than a 320p one. Anything that makes a single clip unusable raises :class:`VideoError`
@@ -47,6 +49,8 @@ __all__ = [
     "read_frames",
     "decode_frames",
     "decoded_size",
+    "H264_OPTIONS",
+    "write_h264",
 ]
 
 log = logging.getLogger(__name__)
@@ -481,3 +485,43 @@ def read_frames(
 ) -> np.ndarray:
     """Frames ``indices`` as (T, H, W, 3) uint8 RGB: :func:`decode_frames` without the times."""
     return decode_frames(path, indices, short_side_cap=short_side_cap, info=info).frames
+
+
+# Same frames, same bytes. mbtree=0: on AVX-512 CPUs, libx264's macroblock-tree rate control gave
+# different bitstreams for the same frames depending on what the process had done before (a decode in
+# between was enough). threads=1: the default thread count follows the core count, and more than one
+# x264 thread changes the output, so files would differ between machines. Written as x264-params so it
+# overrides libavcodec's thread_count whatever PyAV sets there.
+H264_OPTIONS: dict[str, str] = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0:threads=1"}
+
+
+def write_h264(path: str | os.PathLike, video: np.ndarray, fps: float, *, faststart: bool = False) -> Path:
+    """Write (T, H, W, 3) uint8 RGB frames as an H.264 MP4 (libx264, yuv420p, :data:`H264_OPTIONS`).
+
+    The same frames give the same bytes, in any process on any machine with the same libx264.
+    ``faststart`` moves the index to the front, so a browser starts playing before the whole file has
+    arrived. H and W must be even (4:2:0 chroma halves both)."""
+    from fractions import Fraction
+
+    import av
+
+    video = np.asarray(video)
+    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8 or len(video) == 0:
+        raise ValueError(f"video must be (T, H, W, 3) uint8 RGB with T >= 1; got {video.shape} {video.dtype}")
+    if video.shape[1] % 2 or video.shape[2] % 2:
+        raise ValueError(f"H.264 (4:2:0) needs an even width and height; got {video.shape[2]}x{video.shape[1]}: "
+                         "pad or crop the frames by one pixel")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive; got {fps}")
+    path = Path(path)
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), "w", format="mp4", options=options) as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001),
+                                      options=dict(H264_OPTIONS))
+        stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
+        for frame in video:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
