@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from kpsem.app_support import faithfulness_view, probe_view, services, ui
+from kpsem.app_support import faithfulness_view, probe_view, services, ui, url_state
 from kpsem.app_support.render import (
     MODEL_COLOURS,
     colour_bar,
@@ -98,6 +98,8 @@ with pick_col, ui.guard("Clip"):
             true_label = None if truth == "unknown" else class_names.index(truth)
             outside = "" if truth == "unknown" else None
 
+in_link = st.session_state.get("ex_source") == "data set" and path is not None  # an upload has no place in a link
+url_state.remember({"clip": st.session_state.get("ex_clip") if in_link else None})
 if path is None:
     st.stop()
 
@@ -253,6 +255,8 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
     frame_number = st.slider("Frame", 1, num_frames, 1, key="frame",
                              help="moves both columns; only the drawing is redone, never the models")
     frame = frame_number - 1
+    url_state.remember({"frame": None if frame_number == 1 else str(frame_number),
+                        "overlay": url_state.overlay_param(overlay)})  # a reload or a shared link shows this view
     when = sample.times[0][frame] if sample.times else sample.indices[0][frame] / sample.fps
     st.image(encode_jpeg(filmstrip(sample.display[0], frame)), output_format="JPEG",
              caption=f"sampled frames; frame {frame_number} is video frame {sample.indices[0][frame]} "
