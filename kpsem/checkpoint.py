@@ -1,4 +1,4 @@
-"""Checkpoints: the project's own format, and the published MFNet format.
+"""Checkpoints: the project's own format, and the published formats the architectures map.
 
 Our format is a dict of plain data and tensors, always read with ``weights_only=True``::
 
@@ -12,7 +12,10 @@ unpickles: torch reads zip entries without checking their CRC) is refused as cor
 (published ones, ours from before) load with a note that they could not be verified.
 
 Published MFNet checkpoints are ``{"epoch": ..., "state_dict": ...}`` saved from DataParallel, so keys
-carry ``module.`` and, from an old PyTorch, no ``num_batches_tracked`` buffers.
+carry ``module.`` and, from an old PyTorch, no ``num_batches_tracked`` buffers. What is specific to an
+architecture (how its published keys map, which keys are its classifier, whether it has KPSEM, how a
+published file's config is read off its shapes) the model class says; this module asks it or the
+registry, and imports no architecture module.
 
 Every file is untrusted input: its declared sizes are checked against :mod:`kpsem.limits` before it is
 read, its metadata before a model is built (on the meta device first, so a config that would take
@@ -44,9 +47,8 @@ from kpsem import limits
 from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, MFNET_MEAN, MFNET_STD
 from kpsem.io import atomic_path
 from kpsem.limits import format_bytes
-from kpsem.models._registry import create_model
-from kpsem.models.mf_kpsem import MFKPSEM
-from kpsem.models.mfnet import MFNet
+from kpsem.models._registry import has_kpsem, list_models, model_class, model_entrypoint, recognise_published
+from kpsem.models.memory_format import set_memory_format
 
 __all__ = [
     "FORMAT",
@@ -346,27 +348,36 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
 
 
+def _classifier_weight_key(arch: Any) -> str:
+    """The key of the classifier's weight in ``arch``'s state dict (the model class says)."""
+    known = isinstance(arch, str) and arch in list_models()
+    return model_class(arch).classifier_keys[0] if known else "classifier.weight"
+
+
 def _infer_published_info(state_dict: dict[str, torch.Tensor], source_format: str, path: Path) -> CheckpointInfo:
+    """Arch, class count and config of a published file, read off its shapes by the architecture it fits."""
     try:
-        classifier, first = state_dict["classifier.weight"], state_dict["conv1.conv.weight"]
-        num_classes, conv1_channels = int(classifier.shape[0]), int(first.shape[0])
-        widths = tuple(int(state_dict[f"conv{i}.B01.conv_m2.conv.weight"].shape[0]) for i in range(2, 6))
-    except (KeyError, IndexError) as error:
-        missing = f"lacks {error}" if isinstance(error, KeyError) else "has a scalar where a weight should be"
+        found = recognise_published(state_dict)
+    except IndexError:
+        found, damaged = None, True
+    else:
+        damaged = False
+    if found is None:
+        what = "has a scalar where a weight should be" if damaged else "has none of the keys they expect"
+        names = ", ".join(model_class(n).display_name for n in list_models() if model_class(n).published_config)
         raise CheckpointError(
-            f"{path} does not look like an MFNet checkpoint: it {missing} (first keys: {_name_keys(list(state_dict))})"
-        ) from None
+            f"{path} does not look like a checkpoint of a known architecture ({names}): it {what} "
+            f"(first keys: {_name_keys(list(state_dict))})"
+        )
+    arch, num_classes, config = found
     if not 1 <= num_classes <= limits.MAX_CLASSES:
         raise CheckpointError(f"{path} has a classifier for {num_classes:,} classes; at least 1 and at most "
                               f"{limits.MAX_CLASSES:,} are accepted: it is not a checkpoint this project can load")
-    depths = tuple(
-        len({k.split(".")[1] for k in state_dict if k.startswith(f"conv{i}.B")}) for i in range(2, 6)
-    )
-    config: dict[str, Any] = {"conv1_channels": conv1_channels}
-    if widths != (96, 192, 384, 768) or depths != (3, 4, 6, 3):
-        config.update(widths=widths, depths=depths)
+    cls = model_class(arch)
+    if source_format != "state-dict":
+        source_format = cls.source_format
     return CheckpointInfo(
-        arch="mfnet",
+        arch=arch,
         num_classes=num_classes,
         config=config,
         class_names=[f"class_{i}" for i in range(num_classes)],
@@ -374,7 +385,7 @@ def _infer_published_info(state_dict: dict[str, torch.Tensor], source_format: st
         clip_size=CLIP_SIZE,
         mean=MFNET_MEAN,
         std=MFNET_STD,
-        provenance={"source": str(path), "note": "published MFNet format; class names unknown"},
+        provenance={"source": str(path), "note": f"published {cls.display_name} format; class names unknown"},
         source_format=source_format,
     )
 
@@ -414,7 +425,7 @@ def _own_info(obj: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Pa
     if not 1 <= len(names) <= limits.MAX_CLASSES:
         raise CheckpointError(f"checkpoint {path} declares {len(names):,} class names; at least 1 and at most "
                               f"{limits.MAX_CLASSES:,} are accepted: it is not a checkpoint this project can load")
-    classifier = state_dict.get("classifier.weight")
+    classifier = state_dict.get(_classifier_weight_key(arch))
     if classifier is not None and (classifier.dim() == 0 or classifier.shape[0] != len(names)):
         outputs = classifier.shape[0] if classifier.dim() else "no"
         raise CheckpointError(f"checkpoint {path} names {len(names):,} classes but its classifier has {outputs} "
@@ -470,13 +481,12 @@ def describe_checkpoint(path: str | Path) -> CheckpointInfo:
 
 
 def model_from_config(arch: str, num_classes: int, config: dict[str, Any]) -> nn.Module:
-    """Build a registered model from the plain config a checkpoint stores."""
+    """Build a registered model from the plain config a checkpoint stores (a nested backbone's
+    ``num_classes`` is overridden by its builder), in the default memory format."""
     config = dict(config)
     config.pop("num_classes", None)
-    if isinstance(config.get("backbone"), dict):
-        config["backbone"] = {k: v for k, v in config["backbone"].items() if k != "num_classes"}
     try:
-        return create_model(arch, num_classes=num_classes, **config)
+        return set_memory_format(model_entrypoint(arch)(num_classes=num_classes, **config))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"cannot build model {arch!r} from the checkpoint's config: {error}") from None
 
@@ -535,11 +545,11 @@ def _check_model_size(info: CheckpointInfo, path: Path) -> None:
 
 
 def _model_config(model: nn.Module) -> tuple[str, dict[str, Any]]:
-    if isinstance(model, MFKPSEM):
-        return "mf_kpsem", model.extra_config()
-    if isinstance(model, MFNet):
-        return "mfnet", model.extra_config()
-    raise TypeError(f"save_checkpoint takes an MFNet or MF-KPSEM model; got {type(model).__name__}")
+    arch = getattr(model, "arch", None)
+    if arch not in list_models() or not isinstance(model, model_class(arch)):
+        raise TypeError(f"save_checkpoint takes a registered model ({', '.join(list_models())}); "
+                        f"got {type(model).__name__}")
+    return arch, model.extra_config()  # type: ignore[operator]
 
 
 def save_checkpoint(
@@ -579,11 +589,8 @@ def save_checkpoint(
     return path
 
 
-def _classifier_mismatch(model_sd: dict[str, torch.Tensor], sd: dict[str, torch.Tensor]) -> bool:
-    return any(
-        key in sd and key in model_sd and sd[key].shape != model_sd[key].shape
-        for key in ("classifier.weight", "classifier.bias")
-    )
+def _classifier_mismatch(model_sd: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], keys: Sequence[str]) -> bool:
+    return any(key in sd and key in model_sd and sd[key].shape != model_sd[key].shape for key in keys)
 
 
 def load_weights_into(
@@ -594,9 +601,10 @@ def load_weights_into(
 ) -> LoadReport:
     """Copy weights from ``source`` into ``model`` and say exactly what did not match.
 
-    Tolerated: the ``module.`` prefix and absent ``num_batches_tracked`` (published files); an MFNet
-    file loaded into MF-KPSEM, whose KPSEM and wider classifier then keep their fresh init; a classifier
-    of another class count when ``reinit_classifier`` is set. Anything else missing, unexpected or
+    The model's own ``checkpoint_filter_fn`` maps published keys first (e.g. torchvision's ResNet-50 for
+    R3D-50). Tolerated: the ``module.`` prefix and absent ``num_batches_tracked`` (published files); a
+    backbone file loaded into a model with KPSEM, whose KPSEM and wider classifier then keep their fresh
+    init; a classifier of another class count when ``reinit_classifier`` is set. Anything else missing, unexpected or
     misshapen, and any NaN or infinite value, raises :class:`CheckpointError` naming the keys.
     """
     if isinstance(source, Mapping):
@@ -614,17 +622,21 @@ def load_weights_into(
 def _load_state_dict(
     model: nn.Module, state_dict: dict[str, torch.Tensor], label: str, *, reinit_classifier: bool = False
 ) -> LoadReport:
+    filter_fn = getattr(model, "checkpoint_filter_fn", None)
     state_dict = clean_state_dict(state_dict)
+    state_dict = filter_fn(state_dict) if filter_fn is not None else state_dict
     model_sd = model.state_dict()
     report = LoadReport()
-    backbone_only = isinstance(model, MFKPSEM) and not any(k.startswith("kpsem.") for k in state_dict)
+    backbone_only = has_kpsem(model) and not any(k.startswith("kpsem.") for k in state_dict)
     if backbone_only:
+        baseline = model_class(model.baseline_arch).display_name  # type: ignore[union-attr]
         report.reinitialised += [k for k in model_sd if k.startswith("kpsem.")]
-        report.notes.append("MFNet weights loaded into the MF-KPSEM backbone; KPSEM starts fresh")
-    classifier_mismatch = _classifier_mismatch(model_sd, state_dict)
+        report.notes.append(f"{baseline} weights loaded into the {model.display_name} backbone; KPSEM starts fresh")
+    classifier_keys = tuple(getattr(model, "classifier_keys", ("classifier.weight", "classifier.bias")))
+    classifier_mismatch = _classifier_mismatch(model_sd, state_dict, classifier_keys)
     if classifier_mismatch and (reinit_classifier or backbone_only):
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("classifier.")}
-        report.reinitialised += ["classifier.weight", "classifier.bias"]
+        state_dict = {k: v for k, v in state_dict.items() if k not in classifier_keys}
+        report.reinitialised += list(classifier_keys)
         report.notes.append("classifier re-initialised (different class count or feature width)")
         classifier_mismatch = False
     unexpected = sorted(set(state_dict) - set(model_sd))
@@ -637,8 +649,8 @@ def _load_state_dict(
         if state_dict[k].shape != model_sd[k].shape
     )
     if classifier_mismatch and len(misshapen) <= 2 and not missing and not unexpected:
-        theirs = tuple(state_dict["classifier.weight"].shape)
-        ours = tuple(model_sd["classifier.weight"].shape)
+        theirs = tuple(state_dict[classifier_keys[0]].shape)
+        ours = tuple(model_sd[classifier_keys[0]].shape)
         raise CheckpointError(
             f"{label}: its classifier has shape {theirs} (classes x features) but the model's is {ours}; "
             "to fine-tune on another class count pass reinit_classifier=True (--reinit-classifier)"

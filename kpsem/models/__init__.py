@@ -1,6 +1,7 @@
 """Model definitions; importing this package registers every model."""
 
-from kpsem.models._registry import create_model, list_models, register_model
+from kpsem.models._factory import create_model
+from kpsem.models._registry import has_kpsem, list_models, model_class, register_model
 from kpsem.models.kpsem_module import KPSEM, KPSEMConfig, KPSEMInternals, normalised_to_pixels
 from kpsem.models.memory_format import (
     DEFAULT_MEMORY_FORMAT,
@@ -11,11 +12,17 @@ from kpsem.models.memory_format import (
 )
 from kpsem.models.mf_kpsem import MFKPSEM, MFKPSEMConfig
 from kpsem.models.mfnet import MFNet, MFNetConfig
+from kpsem.models.with_kpsem import KNOCKOUTS, KPSEMOptions, WithKPSEM
 
 __all__ = [
     "create_model",
     "list_models",
     "register_model",
+    "has_kpsem",
+    "model_class",
+    "KNOCKOUTS",
+    "KPSEMOptions",
+    "WithKPSEM",
     "KPSEM",
     "KPSEMConfig",
     "KPSEMInternals",

@@ -1,20 +1,31 @@
-"""A plain dict-backed model registry: ``@register_model``, ``create_model``, ``list_models``."""
+"""A plain dict-backed model registry: ``@register_model``, ``list_models``, and what a name stands for.
+
+The registry is the one place code outside an architecture module asks about a model: its class
+(:func:`model_class`), whether it has KPSEM (:func:`has_kpsem`, the one way to ask), and which
+architecture a published state dict is (:func:`recognise_published`). Each answer comes from the model
+class itself (its class attributes), so a new architecture is one new module. Building a model with
+weights is :func:`kpsem.models.create_model` (``_factory``): this module imports no model and no loader.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+import typing
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "model_entrypoint"]
+__all__ = ["register_model", "list_models", "model_entrypoint", "model_class", "has_kpsem", "recognise_published"]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``fn`` under its own name; the name is what ``create_model`` takes."""
+    """Register ``fn`` under its own name; the name is what ``create_model`` takes.
+
+    ``fn`` must annotate its return type with the model class (``-> MFNet``): that class answers
+    :func:`model_class`, :func:`has_kpsem` and :func:`recognise_published` for the name."""
     name = fn.__name__
     if name in _model_entrypoints:
         raise ValueError(f"model {name!r} is registered twice")
@@ -35,29 +46,26 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: int = 400,
-    checkpoint: str | Path | None = None,
-    reinit_classifier: bool = False,
-    memory_format: str = "channels_last_3d",
-    **config: Any,
-) -> nn.Module:
-    """Build a registered model; optionally load weights from ``checkpoint``.
+def model_class(name: str) -> type[nn.Module]:
+    """The class the builder registered as ``name`` returns (read from its return annotation)."""
+    return typing.get_type_hints(model_entrypoint(name))["return"]
 
-    ``checkpoint`` may be one of the project's own checkpoints or a published MFNet file
-    (``{'epoch', 'state_dict'}`` with ``module.`` prefixes). ``reinit_classifier=True`` allows a
-    checkpoint with another class count: its classifier is dropped and a fresh one is kept.
-    ``memory_format`` ("channels_last_3d", the faster default, or "contiguous") lays out the weights
-    and the activations (:mod:`kpsem.models.memory_format`); it changes no value and no saved file.
-    """
-    from kpsem.models.memory_format import set_memory_format, torch_memory_format
 
-    torch_memory_format(memory_format)  # a bad name fails before the model is built
-    model = model_entrypoint(name)(num_classes=num_classes, **config)
-    if checkpoint is not None:
-        from kpsem.checkpoint import load_weights_into
+def has_kpsem(model: nn.Module | str) -> bool:
+    """Whether a model, or the model a registered name builds, has a KPSEM module (internals to draw,
+    knock-outs, a temporal feature sized for its clip length). The one way the project asks."""
+    if isinstance(model, str):
+        return model in _model_entrypoints and bool(getattr(model_class(model), "has_kpsem", False))
+    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper asks its model
+    return bool(getattr(model, "has_kpsem", False))
 
-        load_weights_into(model, checkpoint, reinit_classifier=reinit_classifier)
-    return set_memory_format(model, memory_format)
+
+def recognise_published(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, int, dict[str, Any]] | None:
+    """``(arch, num_classes, config)`` of a published state dict (keys cleaned of ``module.``), asking each
+    registered class's ``published_config``; None when no architecture recognises it."""
+    for name in list_models():
+        reader = getattr(model_class(name), "published_config", None)
+        found = reader(state_dict) if reader is not None else None
+        if found is not None:
+            return (name, *found)
+    return None

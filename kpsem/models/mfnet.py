@@ -7,7 +7,9 @@ Every module name matches the published implementation, so that published state 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -15,7 +17,8 @@ from torch import nn
 from kpsem.models._registry import register_model
 from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format, torch_memory_format
 
-__all__ = ["MFNetConfig", "MFNet", "BN_AC_CONV3D", "MF_UNIT", "check_clip_shape", "mfnet"]
+__all__ = ["MFNetConfig", "MFNet", "BN_AC_CONV3D", "MF_UNIT", "check_clip_shape", "checkpoint_filter_fn",
+           "published_config", "mfnet"]
 
 
 @dataclass
@@ -134,6 +137,13 @@ class MFNet(nn.Module):
     """
 
     stage_names: tuple[str, ...] = ("conv2", "conv3", "conv4", "conv5")
+    # What the rest of the project asks a model (kpsem.models._registry, kpsem.checkpoint, kpsem.train):
+    arch: ClassVar[str] = "mfnet"  # registered name, saved in checkpoints
+    display_name: ClassVar[str] = "MFNet"  # the paper's name
+    has_kpsem: ClassVar[bool] = False  # a KPSEM module, its internals to draw and its knock-outs
+    classifier_keys: ClassVar[tuple[str, ...]] = ("classifier.weight", "classifier.bias")
+    cam_layers: ClassVar[tuple[str, ...]] = ("tail", "conv5", "conv4", "conv3", "conv2")  # top first
+    source_format: ClassVar[str] = "mfnet-published"  # what a published {'state_dict': ...} file is called
 
     def __init__(self, config: MFNetConfig) -> None:
         super().__init__()
@@ -189,6 +199,26 @@ class MFNet(nn.Module):
         """The config as plain data, for checkpoints."""
         return asdict(self.config)
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes`` outputs (fine-tuning on another class count)."""
+        old = self.classifier
+        self.classifier = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        self.config.num_classes = num_classes
+
+    def parameter_group(self, name: str) -> str:
+        """The learning-rate group of parameter ``name``: ``classifier`` (new layer) or ``backbone``."""
+        return "classifier" if name.startswith("classifier.") else "backbone"
+
+    @staticmethod
+    def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Published keys -> this model's keys: :func:`checkpoint_filter_fn`."""
+        return checkpoint_filter_fn(state_dict)
+
+    @staticmethod
+    def published_config(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, dict[str, Any]] | None:
+        """``(num_classes, config)`` of a published MFNet state dict: :func:`published_config`."""
+        return published_config(state_dict)
+
 
 def _init_weights(model: nn.Module) -> None:
     """He init for convolutions, unit BatchNorm, small classifier (the published code's choice)."""
@@ -198,6 +228,31 @@ def _init_weights(model: nn.Module) -> None:
         elif isinstance(module, (nn.BatchNorm3d, nn.BatchNorm2d)):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Published MFNet keys are this model's keys (module names kept): nothing to remap.
+
+    The DataParallel ``module.`` prefix and absent ``num_batches_tracked`` are handled by the loader for
+    every architecture (:func:`kpsem.checkpoint.clean_state_dict`)."""
+    return dict(state_dict)
+
+
+def published_config(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, dict[str, Any]] | None:
+    """``(num_classes, config)`` read off a published MFNet state dict's shapes; None when it is not one.
+
+    Raises ``IndexError`` when a key is there but holds a scalar (a damaged file)."""
+    keys = ("classifier.weight", "conv1.conv.weight", *(f"conv{i}.B01.conv_m2.conv.weight" for i in range(2, 6)))
+    if not all(k in state_dict for k in keys):
+        return None
+    num_classes = int(state_dict["classifier.weight"].shape[0])
+    conv1_channels = int(state_dict["conv1.conv.weight"].shape[0])
+    widths = tuple(int(state_dict[f"conv{i}.B01.conv_m2.conv.weight"].shape[0]) for i in range(2, 6))
+    depths = tuple(len({k.split(".")[1] for k in state_dict if k.startswith(f"conv{i}.B")}) for i in range(2, 6))
+    config: dict[str, Any] = {"conv1_channels": conv1_channels}
+    if widths != (96, 192, 384, 768) or depths != (3, 4, 6, 3):
+        config.update(widths=widths, depths=depths)
+    return num_classes, config
 
 
 @register_model
