@@ -1,9 +1,13 @@
 """Evaluation: top-1/top-5 per clip and per video, and the predictions table the app compares.
 
-A video's score is the mean softmax over its clips (SPEC section 1). Every clip and every video gets
-one row in a Parquet table (:data:`COLUMNS`); the app and ``python -m kpsem compare`` read it back with
-:func:`read_predictions`. Under ``torchrun`` each rank evaluates its own shard of clips and rank 0
-gathers the rows and writes the files.
+A video's score is the mean softmax over its views (SPEC section 1): its clips, or its clips x crops
+under the "3crop" protocol (:class:`kpsem.data.EvalProtocol`; the protocol is recorded in the summary and
+the table's metadata). Every view and every video gets one row in a Parquet table (:data:`COLUMNS`); the
+app and ``python -m kpsem compare`` read it back with :func:`read_predictions`. Under ``torchrun`` each
+rank evaluates its own shard of clips and rank 0 gathers the rows and writes the files.
+
+:func:`predict_clips` is the one loop over a data set's clips: ``evaluate`` and the app's class
+comparison both run it (workers decode ahead of the model; on CUDA, pinned memory and non-blocking copies).
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kpsem.constants import FRAME_INTERVAL
 from kpsem.distributed import DistInfo, ShardSampler, current, gather_to_main
@@ -31,12 +35,17 @@ from kpsem.io import atomic_path, atomic_write_text
 __all__ = [
     "COLUMNS",
     "CentreStats",
+    "ClipPredictions",
     "PREDICTIONS_FORMAT",
     "EvalResult",
     "PredictionsError",
     "autocast_context",
     "resolve_amp_dtype",
     "predictions_precision",
+    "predictions_protocol",
+    "clip_loader",
+    "evaluation_dataset",
+    "predict_clips",
     "evaluate_model",
     "evaluate_checkpoint",
     "predictions_table",
@@ -55,8 +64,8 @@ COLUMNS: dict[str, str] = {
     "true_class": "ground-truth class name",
     "model_id": "which model made the prediction (checkpoint stem:arch)",
     "level": "'clip' (one clip) or 'video' (mean softmax over the video's clips)",
-    "clip_index": "clip number within the video; -1 on video rows",
-    "num_clips": "clips behind the row: 1 on clip rows, the video's clip count on video rows",
+    "clip_index": "view number within the video (clip x crops + crop; the protocol's crops); -1 on video rows",
+    "num_clips": "views behind the row: 1 on clip rows, the video's view count on video rows",
     "topk_classes": "names of the top-5 classes, most probable first",
     "topk_labels": "indices of the top-5 classes",
     "topk_probs": "their probabilities",
@@ -90,6 +99,7 @@ class EvalResult:
     predictions: pd.DataFrame = field(repr=False)  # one row per clip and per video (:data:`COLUMNS`)
     info: dict[str, Any] = field(default_factory=dict)  # checkpoint, data set, clip settings
     precision: dict[str, str] = field(default_factory=dict)  # what ran, and why (kpsem.precision.Precision.as_dict)
+    protocol: dict[str, Any] = field(default_factory=dict)  # which views were scored (kpsem.data.EvalProtocol.as_dict)
 
     def summary(self) -> dict[str, Any]:
         """Everything except the table, as plain JSON-able data."""
@@ -127,41 +137,99 @@ def predictions_precision(table: pd.DataFrame) -> str | None:
     return recorded.get("precision") if isinstance(recorded, dict) else None
 
 
+def predictions_protocol(table: pd.DataFrame) -> dict[str, Any] | None:
+    """The evaluation protocol of a predictions table (name, clips, crops, resize, seed, ...), from the
+    metadata :func:`read_predictions` puts in ``table.attrs``; ``None`` for tables written before it was
+    recorded (they used the "centre" protocol)."""
+    summary = table.attrs.get("kpsem") or {}
+    recorded = summary.get("protocol")
+    return recorded if isinstance(recorded, dict) and recorded else None
+
+
 def default_model_id(checkpoint: str | Path, arch: str) -> str:
     """'runs/mfnet/final.pt' + 'mfnet' -> 'final:mfnet' (file stem and architecture)."""
     return f"{Path(checkpoint).stem}:{arch}"
 
 
+@dataclass
+class ClipPredictions:
+    """What :func:`predict_clips` saw: one row per scored view, and the videos it left out."""
+
+    probs: np.ndarray  # (views, classes) float32 softmax
+    labels: list[int]  # true class of each row
+    video_ids: list[str]
+    clip_indices: list[int]  # view number within its video
+    loss_sum: float  # summed cross-entropy of the rows
+    replaced: list[str]  # undecodable videos whose neighbour's clips were left out
+
+
+def clip_loader(dataset: Dataset, *, batch_size: int, workers: int, device: torch.device,
+                sampler: Sampler[int] | None = None) -> DataLoader:
+    """Batches of ``dataset`` for :func:`predict_clips`: ``workers`` processes decode ahead of the model (two
+    batches each in flight), into pinned memory on CUDA so that the copy to the GPU does not block."""
+    ahead = {"prefetch_factor": 2} if workers > 0 else {}
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=torch.device(device).type == "cuda", persistent_workers=False, **ahead)
+
+
 @torch.no_grad()
-def _predict(
-    model: nn.Module, loader: Iterable[dict[str, Any]], device: torch.device, precision: Any, progress: Any
-) -> dict[str, list[Any]]:
+def predict_clips(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    *,
+    device: torch.device,
+    precision: Any,
+    name: str | None = None,
+    progress: Callable[[int], Any] | None = None,
+    lock: AbstractContextManager | None = None,
+) -> ClipPredictions:
+    """Softmax scores of ``model`` on every batch of ``loader`` (items as :class:`kpsem.data.ClipDataset` yields).
+
+    ``precision``: a :class:`kpsem.precision.Precision`. ``name`` names the model in the error on non-finite
+    scores (default: its class). ``progress(n)`` is called after every batch with its item count (stand-ins
+    included); it may raise to stop the loop. ``lock`` is held around each forward pass (a model shared
+    between threads). Stand-ins for undecodable videos are left out and listed in ``replaced``.
+    """
     from kpsem.checkpoint import check_finite_logits
 
-    out: dict[str, list[Any]] = {"probs": [], "label": [], "video_id": [], "clip_index": [], "loss": [], "replaced": []}
+    name = name or type(model).__name__
+    probs: list[np.ndarray] = []
+    labels: list[int] = []
+    video_ids: list[str] = []
+    clip_indices: list[int] = []
+    replaced: list[str] = []
+    loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per batch for it
     for batch in loader:
+        size = len(batch["clip"])
         # ClipDataset stands a decodable neighbour in for an undecodable video; counting that neighbour
         # twice would skew the accuracy, so such items are left out and the videos listed instead.
-        stand_ins = [str(r) for r in batch.get("replaced", [""] * len(batch["clip"]))]
-        keep = torch.tensor([not r for r in stand_ins])  # (N,)
-        out["replaced"].extend(r for r in stand_ins if r)
-        if not keep.any():
-            continue
-        clips = batch["clip"][keep].to(device, non_blocking=True)  # (N', 3, T, H, W)
-        labels = torch.as_tensor(batch["label"])[keep].to(device)
-        with precision.autocast():  # kpsem.precision.Precision
-            logits = model(clips)  # (N', classes)
-        logits = logits.float()
-        names = [f"{v} clip {int(c)}" for v, c, k in zip(batch["video_id"], batch["clip_index"], keep) if k]
-        check_finite_logits(logits, model=type(model).__name__, items=names)  # a softmax of NaN is no prediction
-        out["loss"].append(F.cross_entropy(logits, labels, reduction="sum").item())
-        out["probs"].append(F.softmax(logits, dim=1).cpu().numpy())
-        out["label"].extend(int(v) for v in labels.cpu())
-        out["video_id"].extend(str(v) for v, k in zip(batch["video_id"], keep) if k)
-        out["clip_index"].extend(int(v) for v, k in zip(torch.as_tensor(batch["clip_index"]), keep) if k)
+        stand_ins = [str(r) for r in batch.get("replaced", [""] * size)]
+        keep = [not r for r in stand_ins]
+        replaced.extend(r for r in stand_ins if r)
+        if any(keep):
+            mask = torch.tensor(keep)  # (N,)
+            clips, batch_labels = batch["clip"], torch.as_tensor(batch["label"])
+            if not all(keep):  # indexing copies out of pinned memory: only when something is left out
+                clips, batch_labels = clips[mask], batch_labels[mask]
+            clips = clips.to(device, non_blocking=True)  # (N', 3, T, H, W)
+            targets = batch_labels.to(device, non_blocking=True)
+            with lock or nullcontext(), precision.autocast():  # kpsem.precision.Precision
+                logits = model(clips)  # (N', classes)
+            logits = logits.float()
+            kept_ids = [str(v) for v, k in zip(batch["video_id"], keep) if k]
+            kept_clips = [int(c) for c, k in zip(torch.as_tensor(batch["clip_index"]).tolist(), keep) if k]
+            check_finite_logits(logits, model=name, items=[f"{v} clip {c}" for v, c in zip(kept_ids, kept_clips)])
+            loss += F.cross_entropy(logits, targets, reduction="sum")
+            probs.append(F.softmax(logits, dim=1).cpu().numpy())
+            labels.extend(int(v) for v in batch_labels.tolist())
+            video_ids.extend(kept_ids)
+            clip_indices.extend(kept_clips)
         if progress is not None:
-            progress.update(len(clips))
-    return out
+            progress(size)
+    classes = probs[0].shape[1] if probs else 0
+    return ClipPredictions(probs=np.concatenate(probs) if probs else np.zeros((0, classes), np.float32),
+                           labels=labels, video_ids=video_ids, clip_indices=clip_indices,
+                           loss_sum=float(loss.item()), replaced=replaced)
 
 
 def _topk(probs: np.ndarray, k: int) -> np.ndarray:
@@ -548,8 +616,7 @@ def evaluate_model(
     started = time.perf_counter()
     model.eval()
     sampler = ShardSampler(len(dataset), rank=dist_info.rank, world_size=dist_info.world_size)  # type: ignore[arg-type]
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                        pin_memory=dist_info.device.type == "cuda", persistent_workers=False)
+    loader = clip_loader(dataset, batch_size=batch_size, workers=workers, device=dist_info.device, sampler=sampler)
     bar = None
     if progress and dist_info.is_main:
         from tqdm.auto import tqdm
@@ -557,26 +624,27 @@ def evaluate_model(
         bar = tqdm(total=len(sampler), desc=f"evaluate {split}", unit="clip", dynamic_ncols=True)
     centre_stats = CentreStats(model, training=False)
     try:
-        shard = _predict(model, loader, dist_info.device, resolved, bar)
+        shard = predict_clips(model, loader, device=dist_info.device, precision=resolved,
+                              progress=bar.update if bar is not None else None)
     finally:
         centre_stats.close()
         if bar is not None:
             bar.close()
-    num_classes = len(class_names)
-    shard["probs"] = np.concatenate(shard["probs"]) if shard["probs"] else np.zeros((0, num_classes), np.float32)
-    shard["loss"] = [float(sum(shard["loss"]))]
+    if shard.probs.shape[1] == 0:
+        shard.probs = np.zeros((0, len(class_names)), np.float32)
     gathered = gather_to_main(dist_info, shard)
     if gathered is None:
         return None
-    probs = np.concatenate([g["probs"] for g in gathered])
-    labels = [v for g in gathered for v in g["label"]]
+    probs = np.concatenate([g.probs for g in gathered])
+    labels = [v for g in gathered for v in g.labels]
     table = predictions_table(
-        probs, labels, [v for g in gathered for v in g["video_id"]], [v for g in gathered for v in g["clip_index"]],
+        probs, labels, [v for g in gathered for v in g.video_ids], [v for g in gathered for v in g.clip_indices],
         class_names=class_names, model_id=model_id,
     )
     videos = table[table["level"] == "video"]
     per_class = videos.groupby("true_class")["correct_top1"].mean()
-    replaced = sorted({v for g in gathered for v in g["replaced"]})
+    replaced = sorted({v for g in gathered for v in g.replaced})
+    described = getattr(dataset, "protocol", None)  # ClipDataset's EvalProtocol; other data sets may not say
     info = {**(info or {}), "undecodable_videos": replaced}  # left out of the table and the accuracies
     info.update(centre_stats.take())  # MF-KPSEM: how much the separation centres moved (rank 0's batches)
     return EvalResult(
@@ -589,12 +657,14 @@ def evaluate_model(
         clip_top5=_accuracy(table, "clip", "correct_top5"),
         video_top1=_accuracy(table, "video", "correct_top1"),
         video_top5=_accuracy(table, "video", "correct_top5"),
-        clip_loss=sum(g["loss"][0] for g in gathered) / max(len(labels), 1),
+        clip_loss=sum(g.loss_sum for g in gathered) / max(len(labels), 1),
         per_class_top1={str(k): float(v) for k, v in per_class.items()},
         seconds=time.perf_counter() - started,
         predictions=table,
         info=info,
         precision=resolved.as_dict(),
+        protocol=described.as_dict() if hasattr(described, "as_dict") else {"name": "unstated",
+                                                                            "dataset": type(dataset).__name__},
     )
 
 
@@ -613,12 +683,26 @@ def _check_classes(checkpoint_classes: list[str], dataset_classes: list[str], ch
         )
 
 
+def evaluation_dataset(index: Any, info: Any, *, clips: int, protocol: str = "centre", seed: int = 0) -> Dataset:
+    """The test views of ``index`` (a :class:`kpsem.data.DatasetIndex`) for the model that ``info`` (a
+    :class:`kpsem.checkpoint.CheckpointInfo`) describes: its clip length, size, normalisation and, when
+    recorded, the frame interval it was trained with; ``clips`` per video under ``protocol``."""
+    from kpsem.data import ClipDataset
+
+    interval = info.provenance.get("config", {}).get("interval", FRAME_INTERVAL)  # as trained, when recorded
+    return ClipDataset(index, train=False, frames=info.clip_frames, interval=interval, size=info.clip_size,
+                       clips_per_video=clips, seed=seed, mean=tuple(info.mean), std=tuple(info.std),
+                       protocol=protocol)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
     data: str | Path | None = None,
     split: str = "test",
     clips: int = 10,
+    protocol: str = "centre",
+    seed: int = 0,
     batch_size: int = 8,
     workers: int = 2,
     precision: str = "fp32",
@@ -635,13 +719,17 @@ def evaluate_checkpoint(
 ) -> EvalResult | None:
     """Load ``checkpoint``, evaluate ``clips`` clips per video of ``data``'s ``split``, write the table.
 
-    The clip length and size come from the checkpoint. ``out`` (``.parquet``) gets the predictions and
+    ``protocol`` (:data:`kpsem.data.PROTOCOLS`: "centre", "mfnet" or "3crop") decides the views of each
+    video; ``seed`` seeds the "mfnet" protocol's random clips and crops. The clip length and size come from
+    the checkpoint. ``out`` (``.parquet``) gets the predictions and
     ``summary_path`` (default: ``out`` with ``.json``) the summary; only rank 0 writes and returns a
     result. ``dataset``/``class_names`` replace ``data`` (tests, custom data). ``precision``: as in
     :func:`evaluate_model`.
     """
     from kpsem.checkpoint import load_checkpoint
+    from kpsem.data.clips import check_protocol
 
+    check_protocol(protocol, clips)  # before the checkpoint is read
     checkpoint = Path(checkpoint)
     dist_info = dist_info or current()
     loaded = load_checkpoint(checkpoint, map_location=dist_info.device)
@@ -650,14 +738,12 @@ def evaluate_checkpoint(
     if dataset is None:
         if data is None:
             raise ValueError("evaluate_checkpoint needs data=ROOT (a data set folder) or dataset=")
-        from kpsem.data import ClipDataset, open_dataset
+        from kpsem.data import open_dataset
 
         index = open_dataset(data, split=split, layout=layout, split_id=split_id,
                              annotations=annotations)  # type: ignore[arg-type]
         class_names = list(index.class_names)
-        interval = info.provenance.get("config", {}).get("interval", FRAME_INTERVAL)  # as trained, when recorded
-        dataset = ClipDataset(index, train=False, frames=info.clip_frames, interval=interval, size=info.clip_size,
-                              clips_per_video=clips, mean=info.mean, std=info.std)
+        dataset = evaluation_dataset(index, info, clips=clips, protocol=protocol, seed=seed)
         data_info = {"root": str(data), "layout": index.layout, "split": split, "split_id": split_id,
                      "videos": len(index.videos), "skipped": len(index.skipped)}
     else:

@@ -15,7 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="data set root")
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")
     parser.add_argument("--clips", type=int, default=10,
-                        help="clips per video; video score = mean softmax (default 10)")
+                        help="clips per video; video score = mean softmax over its views (default 10)")
+    parser.add_argument("--protocol", default="centre", metavar="{centre,mfnet,3crop}",
+                        help="test views: centre (default: evenly spaced clips, short side 256/224 of the crop, "
+                             "centre crop), mfnet (the MFNet reference: seeded random clips and crops from a "
+                             "256/224 square resize), 3crop (evenly spaced clips x three crops along the long side "
+                             "after a short-side resize to the crop size); the table's metadata records it")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the mfnet protocol's random clips and crops")
     parser.add_argument("--out", default=None,
                         help="predictions table (.parquet); default: <checkpoint stem>_<split>_preds.parquet beside it")
     parser.add_argument("--summary", default=None, help="summary JSON (default: --out with .json)")
@@ -30,14 +36,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def describe_protocol(protocol: dict) -> str:
+    """One line for a recorded protocol: '3crop: 10 clips x 3 crops of 224 px, short side resized to 224'."""
+    if "crops" not in protocol:
+        return str(protocol.get("name", "unstated"))
+    seed = f", seed {protocol['seed']}" if protocol.get("seed") is not None else ""
+    return (f"{protocol['name']}: {protocol['clips']} clips x {protocol['crops']} {protocol['crop']} crop"
+            f"{'s' if protocol['crops'] > 1 else ''} of {protocol['size']} px, {protocol['resize_to']} resized to "
+            f"{protocol['resize']}{seed}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate (each torchrun rank its shard); rank 0 writes the table and the summary and prints them."""
     from kpsem.commands._precision import announce, precision_from_args
+    from kpsem.data.clips import check_protocol
     from kpsem.distributed import init_distributed, shutdown_distributed
     from kpsem.evaluate import evaluate_checkpoint
 
     if args.clips < 1:
         raise ValueError(f"--clips must be at least 1; got {args.clips}")
+    try:
+        check_protocol(args.protocol, args.clips)
+    except ValueError as error:
+        raise ValueError(f"--{error}") from None  # the option's name, as the user typed it
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint.with_name(f"{checkpoint.stem}_{args.split}_preds.parquet")
     precision = precision_from_args(args)
@@ -46,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         announce(dist_info.device, precision, what="evaluating in ")
     try:
         result = evaluate_checkpoint(
-            checkpoint, data=args.data, split=args.split, clips=args.clips, batch_size=args.batch_size,
+            checkpoint, data=args.data, split=args.split, clips=args.clips, protocol=args.protocol, seed=args.seed,
+            batch_size=args.batch_size,
             workers=args.workers, precision=precision, out=out, summary_path=args.summary, model_id=args.model_id,
             layout=args.layout, split_id=args.split_id, annotations=args.annotations, dist_info=dist_info,
             progress=args.progress,
@@ -55,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         shutdown_distributed(dist_info)
     if result is not None:
         print(f"{result.model_id} on {result.split}: {result.num_videos} videos, {result.num_clips} clips")
+        print(f"  protocol {describe_protocol(result.protocol)}")
         print(f"  clip  top-1 {result.clip_top1:.2%}  top-5 {result.clip_top5:.2%}")
         print(f"  video top-1 {result.video_top1:.2%}  top-5 {result.video_top5:.2%}  (mean softmax over clips)")
         if "centre_std_clips" in result.info:

@@ -1,6 +1,6 @@
 """Data: decoding, data set layouts, MFNet sampling and transforms, clips, and the synthetic demo set."""
 
-from kpsem.data.clips import FLIP_MODES, ClipDataset, ClipSample, load_clip
+from kpsem.data.clips import FLIP_MODES, PROTOCOLS, ClipDataset, ClipSample, EvalProtocol, eval_protocol, load_clip
 from kpsem.data.datasets import (
     LAYOUTS,
     SPLITS,
@@ -21,8 +21,10 @@ __all__ = [
     "ClipDataset",
     "ClipSample",
     "ClipTransform",
+    "EvalProtocol",
     "DatasetIndex",
     "KINETICS_INTERVALS",
+    "PROTOCOLS",
     "LAYOUTS",
     "SPLITS",
     "ShortVideoError",
@@ -34,6 +36,7 @@ __all__ = [
     "VideoRecord",
     "denormalise",
     "detect_layout",
+    "eval_protocol",
     "generate",
     "load_clip",
     "mirrored_labels",

@@ -3,7 +3,10 @@
 train: random square scale (each frame resized to s x s, s uniform in ``scale_range``, as the MFNet
 reference's ``RandomScale(make_square=True)`` does), random ``size`` crop, horizontal flip with p = 0.5
 (``flip=False`` turns it off).
-test: resize the short side to ``resize`` (aspect kept), centre crop ``size``.
+test: resize the short side to ``resize`` (aspect kept), centre crop ``size``. The evaluation protocols
+(:class:`kpsem.data.EvalProtocol`) also take three crops along the long side (``crop="three"``) or a seeded
+random crop after a square resize (``crop="random"``, ``square=True``: the MFNet reference's test transform);
+:func:`view_geometry` works out every such box.
 Defaults follow the 224 recipe and scale with ``size``: resize = round(size * 256 / 224) and
 scale_range = (size, round(size * 288 / 224)), so a 112 model gets 128 and (112, 144).
 """
@@ -19,7 +22,8 @@ import torch
 
 from kpsem.constants import CLIP_SIZE, MFNET_MEAN, MFNET_STD
 
-__all__ = ["ClipTransform", "TransformedClip", "mirrored_labels", "normalise", "denormalise"]
+__all__ = ["TEST_CROPS", "ClipTransform", "TransformedClip", "mirrored_labels", "normalise", "denormalise",
+           "view_geometry"]
 
 # Words that a left-right mirror turns into each other, in class names.
 _MIRROR_WORDS = {"left": ("right",), "right": ("left",), "cw": ("ccw",), "ccw": ("cw",),
@@ -57,6 +61,52 @@ def mirrored_labels(class_names: Sequence[str]) -> list[int]:
         if result[j] != i:
             result[i] = i
     return result
+
+
+TEST_CROPS = ("centre", "three", "random")  # test-time crops: the centre, one of three along the long side, random
+
+
+def view_geometry(
+    height: int,
+    width: int,
+    *,
+    size: int,
+    resize: int,
+    crop: str = "centre",
+    square: bool = False,
+    position: int = 0,
+    rng: np.random.Generator | None = None,
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where a test view of a ``height`` x ``width`` frame comes from: ((resized h, w), (top, left)) of its
+    ``size`` x ``size`` crop.
+
+    The frame is resized so that its short side is ``resize`` (aspect kept; never below ``size``), or to
+    ``resize`` x ``resize`` when ``square``. ``crop``: "centre"; "three", crop ``position`` (0, 1, 2) of three
+    along the long side (its start, centre and end; centred on the short side); "random", a top-left corner
+    drawn uniformly from every position where the crop fits (``rng``: top first, then left).
+    E.g. 240 x 320 with resize = size = 224: resized 224 x 299, three crops at left 0, 37 and 75.
+    """
+    if crop not in TEST_CROPS:
+        raise ValueError(f"crop must be one of {', '.join(TEST_CROPS)}; got {crop!r}")
+    if square:
+        new_h = new_w = resize
+    else:
+        scale = resize / min(height, width)
+        new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    if crop == "three":
+        if position not in (0, 1, 2):
+            raise ValueError(f"position must be 0, 1 or 2 (three crops); got {position}")
+        if new_w >= new_h:  # landscape (or square): the crops move along the width
+            left = (0, (new_w - size) // 2, new_w - size)[position]
+        else:
+            top = (0, (new_h - size) // 2, new_h - size)[position]
+    elif crop == "random":
+        if rng is None:
+            raise ValueError("a random crop needs rng= (a seeded numpy Generator)")
+        top = int(rng.integers(new_h - size + 1))
+        left = int(rng.integers(new_w - size + 1))
+    return (new_h, new_w), (top, left)
 
 
 @dataclass
@@ -101,7 +151,11 @@ class ClipTransform:
         mean: tuple[float, ...] = MFNET_MEAN,
         std: tuple[float, ...] = MFNET_STD,
         flip: bool = True,
+        crop: str = "centre",
+        square: bool = False,
     ) -> None:
+        if crop not in TEST_CROPS:
+            raise ValueError(f"crop must be one of {', '.join(TEST_CROPS)}; got {crop!r}")
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels; got {size}")
         self.train = bool(train)
@@ -117,10 +171,12 @@ class ClipTransform:
             raise ValueError(f"mean and std need 3 values (RGB); got {mean}, {std}")
         self.mean, self.std = tuple(mean), tuple(std)
         self.flip = bool(flip)  # train only: mirror left-right with p = 0.5
+        self.crop = crop  # test only: which crop (see view_geometry)
+        self.square = bool(square)  # test only: resize to resize x resize instead of the short side
 
     def __repr__(self) -> str:
         mode = (f"train, scale_range={self.scale_range}, flip={self.flip}" if self.train
-                else f"test, resize={self.resize}")
+                else f"test, resize={self.resize}{' square' if self.square else ''}, crop={self.crop}")
         return f"ClipTransform({mode}, size={self.size})"
 
     @property
@@ -132,8 +188,10 @@ class ClipTransform:
         """(T, H, W, 3) uint8 -> (3, T, size, size) float32, normalised."""
         return self.apply(frames, rng=rng).clip
 
-    def apply(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> TransformedClip:
-        """The clip, its display pixels and the crop actually used (``rng`` drives the train randomness)."""
+    def apply(self, frames: np.ndarray, rng: np.random.Generator | None = None, position: int = 0
+              ) -> TransformedClip:
+        """The clip, its display pixels and the crop actually used (``rng`` drives the train randomness and
+        a random test crop; ``position`` picks one of three test crops)."""
         import cv2
 
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -150,10 +208,9 @@ class ClipTransform:
             left = int(rng.integers(side - self.size + 1))
             flipped = bool(rng.random() < 0.5) and self.flip
         else:
-            scale = self.resize / min(height, width)
-            new_h = max(self.size, round(height * scale))
-            new_w = max(self.size, round(width * scale))
-            top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
+            (new_h, new_w), (top, left) = view_geometry(height, width, size=self.size, resize=self.resize,
+                                                        crop=self.crop, square=self.square, position=position,
+                                                        rng=rng)
         shrink = new_h * new_w < height * width
         method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
         display = np.empty((len(frames), self.size, self.size, 3), dtype=np.uint8)  # (T, size, size, 3)
