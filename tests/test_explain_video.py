@@ -94,3 +94,96 @@ def test_write_h264_decodes_back_and_repeats_its_bytes(tmp_path: Path) -> None:
 def test_write_h264_refuses_what_it_cannot_encode(tmp_path: Path, video: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         write_h264(tmp_path / "x.mp4", video, 4.0)
+
+
+# ---- the explanation video ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_analysis():
+    """A tiny MFNet and MF-KPSEM pair analysed for class 0 on one seeded 8x64x64 clip, and its pixels."""
+    import torch
+
+    import kpsem
+    from kpsem.explain.analysis import analyse_pair
+
+    torch.manual_seed(0)
+    backbone = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
+    baseline = kpsem.create_model("mfnet", num_classes=5, **backbone).eval()
+    ours = kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(backbone), num_frames=8).eval()
+    clip = torch.randn(1, 3, 8, 64, 64, generator=torch.Generator().manual_seed(1))
+    pair = analyse_pair(baseline, ours, clip, target=0, class_names=[f"c{i}" for i in range(5)])
+    display = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    return pair, display
+
+
+def test_layout_sizes_add_up_and_are_even() -> None:
+    from kpsem.explain.video import video_layout
+
+    layout = video_layout(64)  # 64 px clip -> 4x -> 256 px panels
+    assert (layout.scale, layout.panel) == (4, 256)
+    assert layout.width == 2 * 256 + 3 * 8 == 536
+    assert layout.height == 26 + 2 * (22 + 256) + 2 * 8 + 70 == 668
+    assert layout.panel_origin(0, 0) == (26 + 22, 8) and layout.panel_origin(1, 1) == (26 + 22 + 256 + 8 + 22, 272)
+    odd = video_layout(97)  # 3x: 291 px panels; the odd sums are padded to even
+    assert (odd.scale, odd.panel, odd.width % 2, odd.height % 2) == (3, 291, 0, 0)
+    assert video_layout(400).scale == 1  # never smaller than the clip
+    with pytest.raises(ValueError, match="clip_size must be at least 1; got 0"):
+        video_layout(0)
+
+
+def test_difference_limit_fits_the_data_symmetrically() -> None:
+    from kpsem.explain.video import difference_limit
+
+    diff = np.zeros((2, 10, 10))
+    assert difference_limit(diff) == 0.0
+    diff[0, 0, 0] = -0.3  # one value in 200: the 99th percentile is 0, so the maximum is the range
+    assert difference_limit(diff) == pytest.approx(0.3)
+    ramp_values = np.linspace(-0.5, 0.5, 101)  # |d| = 0, 0.01 (twice) ... 0.5 (twice): 99th percentile 0.5
+    assert difference_limit(ramp_values) == pytest.approx(np.percentile(np.abs(ramp_values), 99))
+
+
+def test_frames_are_panels_of_the_library_drawings(tiny_analysis) -> None:
+    from kpsem.explain.draw import KeyPointOptions, cam_overlay, render_frame
+    from kpsem.explain.video import draw_video, frame_captions, plan_video
+
+    pair, display = tiny_analysis
+    captions = frame_captions(8, indices=range(40, 56, 2), times=[i / 10 for i in range(40, 56, 2)])
+    assert captions[1] == "clip frame 2/8 · video frame 42 · 4.20 s"
+    plan = plan_video(pair, captions=captions, cmap="viridis")
+    assert plan.labels[2].startswith("MFNet minus MF-KPSEM") and plan.names == ("MFNet", "MF-KPSEM")
+    frames = draw_video(plan, pair, display, keypoints=KeyPointOptions(top_channels=2))
+    layout = plan.layout
+    assert frames.shape == (8, layout.height, layout.width, 3) and frames.dtype == np.uint8
+    top, left = layout.panel_origin(0, 1)  # frame 3's KPSEM CAM, exactly as draw.py draws it
+    expected = render_frame(cam_overlay(display[3], pair.kpsem_shared[3], cmap="viridis"), scale=layout.scale)
+    np.testing.assert_array_equal(frames[3, top:top + layout.panel, left:left + layout.panel], expected)
+    assert not np.array_equal(frames[0, :layout.header], frames[1, :layout.header])  # each frame's own caption
+
+
+def test_video_decodes_to_the_clip_frames_and_repeats_its_bytes(tiny_analysis, tmp_path: Path) -> None:
+    from kpsem.explain.video import explanation_video_bytes, video_layout, write_explanation_video
+
+    pair, display = tiny_analysis
+    data = explanation_video_bytes(pair, display)
+    assert explanation_video_bytes(pair, display) == data  # same input, same bytes, in one process
+    path = write_explanation_video(tmp_path / "clip.mp4", pair, display)
+    assert path.read_bytes() == data
+    layout = video_layout(64)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = list(container.decode(stream))
+        assert stream.codec_context.name == "h264" and float(stream.average_rate) == 4.0
+    assert len(decoded) == 8 and (decoded[0].width, decoded[0].height) == (layout.width, layout.height)
+
+
+def test_a_pair_explaining_two_classes_needs_a_difference_pair(tiny_analysis) -> None:
+    import dataclasses
+
+    from kpsem.explain.video import plan_video
+
+    pair, _ = tiny_analysis
+    split = dataclasses.replace(pair, kpsem=dataclasses.replace(pair.kpsem, target=1), difference=None)
+    with pytest.raises(ValueError, match=r"the two CAMs explain different classes \('c0' and 'c1'\).*pass difference="):
+        plan_video(split)
+    assert plan_video(split, difference=pair).labels[2].endswith("CAM of c0")
