@@ -103,6 +103,9 @@ class CheckpointInfo:
     provenance: dict[str, Any] = field(default_factory=dict)  # how it was made
     source_format: str = FORMAT  # "kpsem-studio", "mfnet-published" or "state-dict"
     integrity: str = ""  # whether the tensors matched a checksum saved with them, in words
+    has_kpsem: bool = False  # the architecture has KPSEM (internals to draw); filled from the registry
+    baseline_arch: str = "mfnet"  # registered name of the baseline it is compared with (the paper's: MFNet)
+    baseline_name: str = "MFNet"  # that baseline's name in the paper
 
 
 @dataclass
@@ -469,6 +472,11 @@ def _describe(
     else:
         info = _infer_published_info(clean_state_dict(state_dict), source_format, path)
     info.integrity = _integrity(obj, source_format)
+    if info.arch in list_models():  # an unknown arch fails when the model is built, with the known names
+        cls = model_class(info.arch)
+        info.has_kpsem = has_kpsem(info.arch)
+        info.baseline_arch = getattr(cls, "baseline_arch", info.baseline_arch)
+        info.baseline_name = model_class(info.baseline_arch).display_name
     return info
 
 

@@ -551,7 +551,9 @@ class CentreStats:
     def __init__(self, model: nn.Module, *, training: bool) -> None:
         self.training = training  # record the forward passes made in this mode only
         self.sums = [0.0, 0.0, 0.0, 0.0]  # std over clips, std over frames, near-bound fraction, batches
-        kpsem = getattr(model, "kpsem", None)
+        from kpsem.models import has_kpsem
+
+        kpsem = getattr(model, "module", model).kpsem if has_kpsem(model) else None
         learned = kpsem is not None and getattr(kpsem, "has_centre_mlp", False)
         self.handle = kpsem.register_forward_hook(self._hook) if learned else None
 

@@ -31,9 +31,11 @@ class PairCheck:
 def check_pair(baseline: CheckpointInfo, kpsem: CheckpointInfo) -> PairCheck:
     """Compare what two checkpoints say about themselves, before either model runs."""
     check = PairCheck()
-    if baseline.arch != "mfnet":
-        check.warnings.append(f"the baseline slot holds an {baseline.arch} checkpoint; the paper's baseline is MFNet")
-    if kpsem.arch != "mf_kpsem":
+    expected = kpsem.baseline_arch if kpsem.has_kpsem else "mfnet"  # the paper's baseline for that KPSEM model
+    if baseline.arch != expected:
+        name = kpsem.baseline_name if kpsem.has_kpsem else "MFNet"
+        check.warnings.append(f"the baseline slot holds an {baseline.arch} checkpoint; the paper's baseline is {name}")
+    if not kpsem.has_kpsem:
         check.warnings.append(f"the KPSEM slot holds an {kpsem.arch} checkpoint: "
                               "it has no key points or shifts to show")
     if (baseline.clip_frames, baseline.clip_size) != (kpsem.clip_frames, kpsem.clip_size):

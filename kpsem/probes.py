@@ -35,7 +35,7 @@ from torch import nn
 from kpsem.checkpoint import check_finite_logits
 from kpsem.data.transforms import mirrored_labels
 from kpsem.io import atomic_path
-from kpsem.models.mf_kpsem import KNOCKOUTS, MFKPSEM
+from kpsem.models import KNOCKOUTS, has_kpsem
 
 __all__ = [
     "COLUMNS",
@@ -196,7 +196,7 @@ def target_labels(probe: str, labels: Sequence[int] | np.ndarray, class_names: S
 
 def supports_knockouts(model: nn.Module) -> bool:
     """Whether the knock-outs apply: they switch parts of KPSEM off, so only MF-KPSEM has them."""
-    return isinstance(model, MFKPSEM)
+    return has_kpsem(model)
 
 
 @torch.no_grad()

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from kpsem.models import has_kpsem
+
 __all__ = ["ModelCost", "PartCost", "model_cost", "format_cost_table"]
 
 PARTS = ("backbone", "kpsem", "classifier")
@@ -61,8 +63,8 @@ def model_cost(model: nn.Module, *, name: str, clip: tuple[int, int, int] = (16,
         if "." in child:  # count each leaf once, at the model's direct children
             continue
         macs[_part_of(child)] += sum(counts.values()) // 2
-    has_kpsem = hasattr(model, "kpsem")
-    parts = {p: PartCost(params[p], macs[p]) for p in PARTS if p != "kpsem" or has_kpsem}
+    with_kpsem = has_kpsem(model)
+    parts = {p: PartCost(params[p], macs[p]) for p in PARTS if p != "kpsem" or with_kpsem}
     total = PartCost(sum(c.parameters for c in parts.values()), sum(c.macs for c in parts.values()))
     num_classes = model.classifier.out_features  # type: ignore[union-attr]
     return ModelCost(model=name, num_classes=num_classes, clip=clip, parts=parts, total=total)

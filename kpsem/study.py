@@ -351,7 +351,9 @@ def run_config(plan: Plan, variant: Variant, *, seed: int, data: str, out: str |
     Per-epoch validation is off unless the plan asks for it: the study measures the final model once."""
     merged = {**plan.base, **variant.overrides}
     arch = str(merged.get("arch", TrainConfig.arch))
-    options = {k: v for k, v in plan.base.items() if k in MODEL_OPTIONS} if arch == "mf_kpsem" else {}
+    from kpsem.models import has_kpsem
+
+    options = {k: v for k, v in plan.base.items() if k in MODEL_OPTIONS} if has_kpsem(arch) else {}
     options.update({k: v for k, v in variant.overrides.items() if k in MODEL_OPTIONS})
     values: dict[str, Any] = {"val_split": None}
     values.update({k: v for k, v in merged.items() if k not in MODEL_OPTIONS})
@@ -802,7 +804,8 @@ def design_panels(plan: Plan, results: pd.DataFrame, *, skipped: dict[str, str] 
     members: dict[str, list[tuple[Any, Variant]]] = {option: [] for option, _, _ in PANELS}
     for variant in plan.variants:
         config = run_config(plan, variant, seed=0, data="", out="")
-        if config.arch != "mf_kpsem" or {k: v for k, v in config.to_dict().items() if k != "model_options"} != ref_rest:
+        rest = {k: v for k, v in config.to_dict().items() if k != "model_options"}
+        if config.arch != reference.arch or rest != ref_rest:
             continue
         options = _resolved_options(config)
         differing = [k for k in options if options[k] != ref_options[k]]

@@ -36,6 +36,7 @@ from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, FRAME_INTERVAL, MFNET_MEAN, 
 from kpsem.distributed import DistInfo, all_reduce_sums, barrier, current, gather_to_main, pick_device
 from kpsem.evaluate import CentreStats, evaluate_model
 from kpsem.io import atomic_write_text
+from kpsem.models import has_kpsem
 from kpsem.models.memory_format import set_memory_format, torch_memory_format
 from kpsem.precision import normalise_precision, resolve_precision
 
@@ -220,7 +221,7 @@ def _backbone_config(config: TrainConfig) -> dict[str, Any]:
         from kpsem.checkpoint import describe_checkpoint
 
         described = describe_checkpoint(config.init)
-        source = described.config.get("backbone", {}) if described.arch == "mf_kpsem" else described.config
+        source = described.config.get("backbone", {}) if has_kpsem(described.arch) else described.config
         inherited = {k: source[k] for k in _BACKBONE_FIELDS if k in source}
     explicit = {k: getattr(config, k) for k in _BACKBONE_FIELDS if getattr(config, k, None) is not None}
     return {**inherited, **explicit}
@@ -232,8 +233,8 @@ def build_model(config: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[
     from kpsem.models import create_model
 
     backbone = _backbone_config(config)
-    if config.arch == "mf_kpsem":
-        model = create_model("mf_kpsem", num_classes=num_classes, backbone=backbone, num_frames=config.frames,
+    if has_kpsem(config.arch):
+        model = create_model(config.arch, num_classes=num_classes, backbone=backbone, num_frames=config.frames,
                              memory_format=config.memory_format, **config.model_options)
     elif config.model_options:
         raise ValueError(f"model_options {sorted(config.model_options)} apply to mf_kpsem only, not {config.arch}")
@@ -261,14 +262,7 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if name.startswith("classifier."):
-            grouped["classifier"].append(param)
-        elif name.startswith("kpsem.centre_"):
-            grouped["kpsem.centre"].append(param)
-        elif name.startswith("kpsem."):
-            grouped["kpsem"].append(param)
-        else:
-            grouped["backbone"].append(param)
+        grouped[model.parameter_group(name)].append(param)  # the model says which part a parameter is
     return [
         {"params": params, "name": name, "lr_mult": mults[name], "lr": config.lr * mults[name]}
         for name, params in grouped.items()
@@ -470,7 +464,7 @@ def train(
     if dist_info.distributed:
         if config.sync_bn and device.type == "cuda":
             train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
-        find_unused = config.arch == "mf_kpsem" and config.model_options.get("gradient") == "hard"
+        find_unused = has_kpsem(config.arch) and config.model_options.get("gradient") == "hard"
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=find_unused,

@@ -9,6 +9,7 @@ from kpsem.app_support.sources import file_key
 from kpsem.app_support.studio import CAM_CMAPS, DIFFERENCE_CMAPS, FIGURES, export_figure
 from kpsem.app_support.tables import table_source
 from kpsem.explain.figures import display_names
+from kpsem.models import has_kpsem
 
 st.header("Figure studio", anchor=False)
 chosen = ui.selection() if "_selection" in st.session_state else None
@@ -93,7 +94,7 @@ with ui.guard("Figure settings"):
                     spec["options"] |= {"shared": o3.checkbox("One colour scale for both", True, key="fig_shared"),
                                         "difference": o3.checkbox("Difference row", False, key="fig_diff")}
                 else:
-                    num_sets = ours.model.kpsem_config.num_sets if hasattr(ours.model, "kpsem_config") else 1
+                    num_sets = ours.model.kpsem.config.num_sets if has_kpsem(ours.model) else 1
                     spec["options"] |= {
                         "sets": o3.multiselect("Sets", list(range(num_sets)), default=[0], key="fig_sets") or [0],
                         "top_channels": int(o3.number_input("Channels per set", 1, 32, 5, key="fig_channels")),

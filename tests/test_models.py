@@ -13,7 +13,7 @@ TINY_BACKBONE = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
 
 def tiny(name: str, **config: object) -> torch.nn.Module:
     """A registered model small enough for CPU tests (8-frame clips)."""
-    if name == "mf_kpsem":
+    if kpsem.models.has_kpsem(name):
         return kpsem.create_model(name, num_classes=5, backbone=TINY_BACKBONE, num_frames=8, **config)
     return kpsem.create_model(name, num_classes=5, **TINY_BACKBONE)
 

@@ -13,6 +13,8 @@ def _info(**changes: object) -> SimpleNamespace:
     info = dict(arch="mfnet", clip_frames=16, clip_size=96, num_classes=3, class_names=["a", "b", "c"],
                 mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
     info.update(changes)
+    # the registry's answers, as describe_checkpoint fills them
+    info.update(has_kpsem=info["arch"] == "mf_kpsem", baseline_arch="mfnet", baseline_name="MFNet")
     return SimpleNamespace(**info)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 HELP = "evaluate a checkpoint: top-1/top-5 over several clips per video, predictions table as Parquet"
 
@@ -36,14 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def describe_protocol(protocol: dict) -> str:
-    """One line for a recorded protocol: '3crop: 10 clips x 3 crops of 224 px, short side resized to 224'."""
+def describe_protocol(protocol: dict[str, Any]) -> str:
+    """One line for a recorded protocol, e.g. '3crop: 10 clips x 3 crops (three) of 224 px, short side
+    resized to 224'."""
     if "crops" not in protocol:
         return str(protocol.get("name", "unstated"))
+    size, resize = protocol["size"], protocol["resize"]
+    resized = f"frames resized to {resize}x{resize}" if protocol["resize_to"] == "square" else (
+        f"short side resized to {resize}")
     seed = f", seed {protocol['seed']}" if protocol.get("seed") is not None else ""
-    return (f"{protocol['name']}: {protocol['clips']} clips x {protocol['crops']} {protocol['crop']} crop"
-            f"{'s' if protocol['crops'] > 1 else ''} of {protocol['size']} px, {protocol['resize_to']} resized to "
-            f"{protocol['resize']}{seed}")
+    return (f"{protocol['name']}: {protocol['clips']} clips x {protocol['crops']} crops ({protocol['crop']}) "
+            f"of {size} px, {resized}{seed}")
 
 
 def run(args: argparse.Namespace) -> int:

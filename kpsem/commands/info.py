@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Table 1 for registered models or for checkpoints."""
     from kpsem.checkpoint import load_checkpoint
-    from kpsem.models import create_model
+    from kpsem.models import create_model, has_kpsem, list_models, model_class
     from kpsem.profile import format_cost_table, model_cost
 
     costs, described = [], []
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         clip = args.clip or (16, 224, 224)
         for name in args.model:
-            clip_options = {"num_frames": clip[0]} if name == "mf_kpsem" else {}
+            clip_options = {"num_frames": clip[0]} if has_kpsem(name) else {}
             model = create_model(name, num_classes=args.num_classes, **clip_options)
             costs.append(model_cost(model, name=name, clip=clip))
     if args.json:
@@ -53,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
           f"({first.num_classes} classes):")
     print(format_cost_table(costs))
     by_name = {c.model: c for c in costs}
-    if "mfnet" in by_name and "mf_kpsem" in by_name and "kpsem" in by_name["mf_kpsem"].parts:
-        base, ours = by_name["mfnet"].total, by_name["mf_kpsem"]
-        print(f"KPSEM adds {ours.parts['kpsem'].macs / base.macs:.2%} multiply-adds and "
-              f"{ours.total.parameters / base.parameters - 1:.2%} parameters over MFNet")
+    for name, ours in by_name.items():  # each KPSEM model against its baseline, when both are listed
+        baseline = getattr(model_class(name), "baseline_arch", None) if name in list_models() else None
+        if baseline in by_name and "kpsem" in ours.parts:
+            base = by_name[baseline].total
+            print(f"KPSEM adds {ours.parts['kpsem'].macs / base.macs:.2%} multiply-adds and "
+                  f"{ours.total.parameters / base.parameters - 1:.2%} parameters over "
+                  f"{model_class(baseline).display_name}")
     return 0

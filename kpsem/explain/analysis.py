@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from kpsem.explain.gradcam import VideoGradCAM, Weighting, normalise_cam
+from kpsem.models import has_kpsem
 from kpsem.models.kpsem_module import KPSEMInternals, normalised_to_pixels
 
 __all__ = [
@@ -191,8 +192,8 @@ def common_target(
 
 
 def model_label(model: nn.Module) -> str:
-    """The paper's name for a model: MF-KPSEM when it has a KPSEM module, else MFNet."""
-    return "MF-KPSEM" if hasattr(model, "kpsem") else "MFNet"
+    """The paper's name for a model (MFNet, MF-KPSEM, R3D-50, ...), as its class says."""
+    return str(getattr(model, "display_name", type(model).__name__))
 
 
 def feature_frame_of(num_frames: int, feature_frames: int) -> np.ndarray:
@@ -243,7 +244,7 @@ def _check_clip(model: nn.Module, clip: torch.Tensor) -> None:
                          f"224, 224); got {shape}")
     if clip.shape[3] != clip.shape[4]:
         raise ValueError(f"analyse_clip takes square clips (S x S crops); got {clip.shape[3]}x{clip.shape[4]}")
-    config = getattr(model, "kpsem_config", None)
+    config = model.kpsem_config if has_kpsem(model) else None
     if config is not None and clip.shape[2] != config.num_frames:
         raise ValueError(
             f"clip has {clip.shape[2]} frames but this MF-KPSEM needs exactly {config.num_frames} "

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kpsem._compat import import_torchvision
+from kpsem.models import has_kpsem, list_models, model_class
 from kpsem.models.kpsem_module import KPSEMInternals
 
 import_torchvision()  # pytorch-grad-cam imports torchvision; on this CPU torch that needs the shim first
@@ -44,7 +45,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 
 __all__ = ["CAM_LAYERS", "Weighting", "CAMResult", "VideoGradCAM", "explaining", "upsample_cam", "normalise_cam"]
 
-CAM_LAYERS = ("tail", "conv5", "conv4", "conv3", "conv2")  # named stages of MFNet / MF-KPSEM, top first
+# every registered model's named stages, top first (each model class lists its own: ``cam_layers``)
+CAM_LAYERS = tuple(dict.fromkeys(layer for name in list_models() for layer in model_class(name).cam_layers))
 Weighting = Literal["clip", "slice"]
 _WEIGHTINGS = ("clip", "slice")
 # One explanation at a time per model: the package's hooks record every forward of the layer they sit on,
@@ -134,7 +136,7 @@ class VideoGradCAM(BaseCAM):
         try:
             target_layer = model.get_submodule(layer)
         except AttributeError:
-            known = [name for name in CAM_LAYERS if hasattr(model, name)]
+            known = list(getattr(model, "cam_layers", ()))
             raise ValueError(
                 f"{type(model).__name__} has no layer {layer!r} for Grad-CAM; use one of {known} "
                 "(or any dotted submodule name such as 'conv5.B02')"
@@ -224,7 +226,7 @@ class VideoGradCAM(BaseCAM):
         internals = None
         try:
             with torch.no_grad():
-                if hasattr(self.model, "forward_with_internals"):
+                if has_kpsem(self.model):
                     logits, internals = self.model.forward_with_internals(clip)
                 else:
                     logits = self.model(clip)
