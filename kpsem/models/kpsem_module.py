@@ -12,6 +12,14 @@ Regions for K = 4 are the quadrants around a set's separation centre ``(cx, cy)`
 when its centre ``x >= cx`` and "bottom" when ``y >= cy``; region index ``k = 2 * bottom + right``
 (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right). K = 1 is the whole frame.
 
+K = 9 and 16 (the paper is silent on how a 3x3 or 4x4 split adapts) are a g x g grid (g = 3, 4) whose
+g - 1 split positions per axis the centre MLP predicts: it outputs g logits per axis, their softmax is
+the bands' share of the axis and its running sum places the splits, ``s_j = -1 + 2 * (p_1 + ... + p_j)``,
+ordered by construction and equally spaced while the MLP's last layer is zero. A cell belongs to the band
+of splits whose positions are ``<=`` its centre (the K = 4 rule per split), region ``k = g * row + column``
+in row-major order. :func:`grid_split_indices` clamps the integer splits so that every band keeps a cell
+at any map of at least g x g (a softmax share can round to 0). K = 4 keeps its own centre and code.
+
 No quadrant is ever empty, at any map size of at least 2x2 and in any precision: the centre MLP, tanh
 and bounds run in (at least) float32 with autocast off, and :func:`split_indices`, the one place that
 turns a centre into a split column and row for every hard quantity, clamps them so that each side
@@ -27,6 +35,8 @@ no gradient, so the backward pass is purely the soft one. In eval mode, or with
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -53,16 +63,31 @@ __all__ = [
     "regional_weights",
     "regional_key_point_shifts",
     "normalised_to_pixels",
+    "grid_side",
+    "grid_split_positions",
+    "grid_split_indices",
+    "hard_grid_masks",
+    "soft_grid_masks",
+    "grid_key_points",
+    "grid_region_means",
 ]
 
-SUPPORTED_REGIONS = (1, 4)
+SUPPORTED_REGIONS = (1, 4, 9, 16)
+
+
+def grid_side(num_regions: int) -> int:
+    """g of a g x g split: 1, 2, 3, 4 for K = 1, 4, 9, 16."""
+    side = round(num_regions**0.5)
+    if side * side != num_regions or num_regions not in SUPPORTED_REGIONS:
+        raise ValueError(f"num_regions must be one of {SUPPORTED_REGIONS}; got {num_regions}")
+    return side
 
 
 @dataclass
 class KPSEMConfig:
     in_channels: int = 384  # C of the feature map F that KPSEM reads (MFNet conv4)
     num_frames: int = 8  # T of F (a 16-frame clip after MFNet's one temporal stride)
-    num_regions: int = 4  # K: regions per frame, 1 (whole frame) or 4 (quadrants)
+    num_regions: int = 4  # K: regions per frame, 1 (whole frame), 4 (quadrants), 9 or 16 (3x3, 4x4 grid)
     num_sets: int = 8  # G: AReSE sets, each with its own separation centres and embedding
     embed_dim: int = 24  # d_e: width of each set's Linear(2 -> d_e) embedding
     centre_hidden: int = 8  # hidden width of each set's centre MLP (C -> hidden -> 2)
@@ -103,6 +128,8 @@ class KPSEMInternals:
     regional_weights: torch.Tensor  # (N, G, K, C, T-1) W_R of eq. 11
     rkps: torch.Tensor  # (N, G, C, T-1, 2) RKPS of eq. 12, summed over regions
     feature_size: tuple[int, int]  # (H, W) of the feature map the coordinates refer to
+    # (N, G, T, 2, g-1) split positions per axis, [x splits, y splits], each ordered: K = 4 the centre, K = 1 none
+    splits: torch.Tensor | None = None
 
     def detach(self) -> KPSEMInternals:
         """A copy on the CPU with no autograd history, safe to cache and draw."""
@@ -170,13 +197,14 @@ def centre_bounds(height: int, width: int, *, device: torch.device | None = None
     return torch.tensor([1 - 1 / width, 1 - 1 / height], device=device, dtype=torch.float32)
 
 
-def check_splittable(height: int, width: int) -> None:
-    """Refuse a map with a side of 1: its quadrants cannot all hold a cell, whatever the centre."""
-    if height < 2 or width < 2:
+def check_splittable(height: int, width: int, num_regions: int = 4) -> None:
+    """Refuse a map with a side under g (K = g x g): its regions cannot all hold a cell, whatever the split."""
+    side = grid_side(num_regions)
+    if height < side or width < side:
         raise ValueError(
-            f"a {height}x{width} feature map cannot be split into 4 regions of at least one cell each; "
-            "KPSEM with num_regions=4 needs a feature map of at least 2x2: feed larger frames, insert KPSEM "
-            "after an earlier stage (insert_after), or use num_regions=1"
+            f"a {height}x{width} feature map cannot be split into {num_regions} regions of at least one cell each; "
+            f"KPSEM with num_regions={num_regions} needs a feature map of at least {side}x{side}: feed larger "
+            "frames, insert KPSEM after an earlier stage (insert_after), or use num_regions=1"
         )
 
 
@@ -386,12 +414,12 @@ def hard_key_points(
 
 
 def region_means(features: torch.Tensor, mask_x: torch.Tensor, mask_y: torch.Tensor) -> torch.Tensor:
-    """P_R of eq. 11: (weighted) mean of each region. features (N, C, T, H, W), masks from
-    :func:`hard_region_masks` or :func:`soft_region_masks` -> (N, G, 4, C, T)."""
-    sums = torch.einsum("ncthw,ngtaw,ngtbh->ngbact", features, mask_x, mask_y)  # (N, G, 2, 2, C, T)
-    areas = torch.einsum("ngtaw,ngtbh->ngbat", mask_x, mask_y)[:, :, :, :, None]  # (N, G, 2, 2, 1, T)
+    """P_R of eq. 11: (weighted) mean of each region. features (N, C, T, H, W), masks of b bands per axis
+    from :func:`hard_region_masks`, :func:`soft_region_masks` or their grid versions -> (N, G, b*b, C, T)."""
+    sums = torch.einsum("ncthw,ngtaw,ngtbh->ngbact", features, mask_x, mask_y)  # (N, G, b, b, C, T)
+    areas = torch.einsum("ngtaw,ngtbh->ngbat", mask_x, mask_y)[:, :, :, :, None]  # (N, G, b, b, 1, T)
     means = sums / areas.clamp_min(1e-6)
-    return means.flatten(2, 3)  # region k = 2 * bottom + right
+    return means.flatten(2, 3)  # region k = b * row band + column band (K = 4: 2 * bottom + right)
 
 
 def _running_sum_(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -432,13 +460,153 @@ def hard_region_means(features: torch.Tensor, centres: torch.Tensor) -> torch.Te
     return _cell_region_means(_cells(features), centres)
 
 
+# ---------------------------------------------------------------------------------------------------
+# K = 9 and 16: a g x g grid of ordered split positions per axis (module doc).
+# ---------------------------------------------------------------------------------------------------
+
+
+def grid_split_positions(logits: torch.Tensor) -> torch.Tensor:
+    """The centre MLP's band logits (..., 2, g) -> ordered split positions (..., 2, g-1) in [-1, 1].
+
+    The softmax over an axis's g logits is each band's share of the axis; the running sum of the shares
+    places the splits, so they are ordered (a float running sum of non-negative numbers never decreases)
+    and all-zero logits give equally spaced splits, ``-1 + 2j / g``. Runs in at least float32.
+    """
+    shares = torch.softmax(logits.to(_geometry_dtype(logits.dtype)), dim=-1)  # (..., 2, g)
+    return shares.cumsum(dim=-1)[..., :-1] * 2 - 1
+
+
+def grid_split_indices(splits: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid's splits as integers: the first column (row) of each band after the first.
+
+    splits (N, G, T, 2, g-1) -> split_cols (N, G, T, g-1), split_rows (N, G, T, g-1), strictly increasing,
+    the j-th (from 1) in [j, W - g + j], so every band holds at least one column (row). Each split starts
+    as the count of cell centres left of (above) its position (the K = 4 comparison), ``c_j``; then
+    ``j + clamp(cummax_i<=j(c_i - i), 0, W - g)`` lifts a split that ties with or falls behind the one
+    before it (a zero softmax share, or two splits between the same two cell centres) and pushes the last
+    ones back from the far edge. Where the counts already left every band a cell, they are unchanged; for
+    g = 2 this is :func:`split_indices`'s clamp to [1, W - 1].
+    """
+    g = splits.shape[-1] + 1
+    check_splittable(height, width, g * g)
+    splits = splits.to(_geometry_dtype(splits.dtype))
+    order = torch.arange(1, g, device=splits.device)  # j = 1 .. g-1
+
+    def along(positions: torch.Tensor, size: int) -> torch.Tensor:  # (N, G, T, g-1) -> (N, G, T, g-1)
+        cells = cell_centres(size, device=splits.device, dtype=splits.dtype)
+        counts = (cells < positions[..., None]).sum(-1)  # cell centres left of each split
+        return order + torch.cummax(counts - order, dim=-1).values.clamp(0, size - g)
+
+    return along(splits[..., 0, :], width), along(splits[..., 1, :], height)
+
+
+def _bands(split_indices_: torch.Tensor, size: int) -> torch.Tensor:
+    """Band of each cell (N, G, T, size): the number of splits at or before it."""
+    cells = torch.arange(size, device=split_indices_.device)
+    return (cells >= split_indices_[..., None]).sum(-2)
+
+
+def hard_grid_masks(splits: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Band membership per axis, 0/1 in the splits' geometry dtype. splits (N, G, T, 2, g-1) ->
+    mask_x (N, G, T, g, W) [left .. right] and mask_y (N, G, T, g, H) [top .. bottom]."""
+    g = splits.shape[-1] + 1
+    cols, rows = grid_split_indices(splits, height, width)
+    dtype = _geometry_dtype(splits.dtype)
+    band = torch.arange(g, device=splits.device)[:, None]  # (g, 1)
+    mask_x = (_bands(cols, width)[..., None, :] == band).to(dtype)  # (N, G, T, g, W)
+    mask_y = (_bands(rows, height)[..., None, :] == band).to(dtype)  # (N, G, T, g, H)
+    return mask_x, mask_y
+
+
+def soft_grid_masks(
+    splits: torch.Tensor, height: int, width: int, *, sharpness: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sigmoid version of :func:`hard_grid_masks`: band j is "past split j" minus "past split j+1"
+    (1 before the first split, 0 after the last), each border ``sharpness`` cells wide."""
+
+    def along(positions: torch.Tensor, size: int) -> torch.Tensor:  # (N, G, T, g-1) -> (N, G, T, g, size)
+        cells = cell_centres(size, device=splits.device, dtype=splits.dtype)
+        past = torch.sigmoid((cells - positions[..., None]) * (size / 2 / sharpness))  # (N, G, T, g-1, size)
+        ones = torch.ones_like(past[..., :1, :])
+        edges = torch.cat([ones, past, torch.zeros_like(ones)], dim=-2)  # (N, G, T, g+1, size)
+        return edges[..., :-1, :] - edges[..., 1:, :]
+
+    return along(splits[..., 0, :], width), along(splits[..., 1, :], height)
+
+
+def _grid_region_ids(splits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Region ``k = g * row band + column band`` of every cell, (N, G, T, H*W) in row-major cell order."""
+    g = splits.shape[-1] + 1
+    cols, rows = grid_split_indices(splits, height, width)
+    ids = g * _bands(rows, height)[..., :, None] + _bands(cols, width)[..., None, :]  # (N, G, T, H, W)
+    return ids.flatten(-2)
+
+
+def grid_key_points(features: torch.Tensor, splits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 6-7 for a g x g grid: I (N, G, K, C, T, 2), V (N, G, K, C, T) in the geometry dtype, ties to the
+    first cell in row-major order. features (N, C, T, H, W), splits (N, G, T, 2, g-1).
+
+    A 16- or 32-bit float map takes one scatter-maximum of order keys (:func:`_order_keys`) into the K
+    regions of every set (no (G, C, T, H, W) copy is built: the keys and region ids are broadcast views);
+    others (float64) take one masked maximum per region.
+    """
+    n, c, t, h, w = features.shape
+    g = splits.shape[-1] + 1
+    k = g * g
+    cells = _cells(features)  # (N, T, H, W, C)
+    ids = _grid_region_ids(splits, h, w)  # (N, G, T, H*W)
+    sets = ids.shape[1]
+    xs = cell_centres(w, device=cells.device, dtype=cells.dtype).repeat(h)  # x of each cell, row-major
+    ys = cell_centres(h, device=cells.device, dtype=cells.dtype).repeat_interleave(w)
+    if _keyed(features):
+        bits = features.detach().permute(0, 2, 3, 4, 1).contiguous()  # (N, T, H, W, C), the map's own numbers
+        keys = _order_keys(bits.view(_KEY_TYPES[bits.element_size()][0]))
+        keys = keys.view(n, 1, t, h * w, c).expand(n, sets, t, h * w, c)
+        best = torch.full((n, sets, t, k, c), torch.iinfo(keys.dtype).min, dtype=keys.dtype, device=keys.device)
+        best.scatter_reduce_(3, ids[..., None].expand(n, sets, t, h * w, c), keys, reduce="amax")  # (N, G, T, K, C)
+        index = (h * w - 1) - (best & ((1 << (4 * best.element_size())) - 1)).long()  # row * W + column
+    else:
+        flat = cells.flatten(2, 3)[:, None]  # (N, 1, T, H*W, C)
+        lowest = torch.finfo(cells.dtype).min
+        index = torch.stack([flat.masked_fill((ids != region)[..., None], lowest).argmax(dim=3)
+                             for region in range(k)], dim=3)  # (N, G, T, K, C): first maximum
+    frame = torch.arange(n * t, device=cells.device).view(n, 1, t, 1, 1)
+    channel = torch.arange(c, device=cells.device)
+    # Read the maxima back from the map (as the quadrant path does): the gradient of a selected cell flows.
+    values = cells.flatten().take((frame * (h * w) + index) * c + channel)  # (N, G, T, K, C)
+    key_points = torch.stack([xs[index], ys[index]], dim=-1)  # (N, G, T, K, C, 2)
+    return key_points.permute(0, 1, 3, 4, 2, 5), values.permute(0, 1, 3, 4, 2)
+
+
+def grid_region_means(features: torch.Tensor, splits: torch.Tensor) -> torch.Tensor:
+    """P_R of eq. 11 for the hard grid, from an integral image: (N, C, T, H, W), (N, G, T, 2, g-1) ->
+    (N, G, K, C, T) in the geometry dtype; equal to ``region_means(features, *hard_grid_masks(...))``."""
+    cells = _cells(features)  # (N, T, H, W, C)
+    n, t, h, w, c = cells.shape
+    cols, rows = grid_split_indices(splits, h, w)  # (N, G, T, g-1)
+    g = cols.shape[-1] + 1
+    integral = F.pad(_running_sum_(_running_sum_(cells.clone(), 2), 3), (0, 0, 1, 0, 1, 0))  # (N, T, H+1, W+1, C)
+    zero, sets = torch.zeros_like(cols[..., :1]), cols.shape[1]
+    col_edges = torch.cat([zero, cols, zero + w], dim=-1)  # (N, G, T, g+1): band j is [edge j, edge j+1)
+    row_edges = torch.cat([zero, rows, zero + h], dim=-1)
+    frame = torch.arange(n * t, device=cells.device).view(n, 1, t, 1, 1)
+    corner = (frame * (h + 1) + row_edges[..., :, None]) * (w + 1) + col_edges[..., None, :]  # (N, G, T, g+1, g+1)
+    sums = integral.view(-1, c).index_select(0, corner.flatten()).view(n, sets, t, g + 1, g + 1, c)
+    # (N, G, T, g, g, C): inclusion-exclusion of the four corners of each box
+    boxes = sums[..., 1:, 1:, :] - sums[..., :-1, 1:, :] - sums[..., 1:, :-1, :] + sums[..., :-1, :-1, :]
+    areas = (row_edges.diff(dim=-1)[..., :, None] * col_edges.diff(dim=-1)[..., None, :])  # (N, G, T, g, g)
+    means = boxes / areas[..., None].to(cells.dtype)  # (N, G, T, g, g, C)
+    return means.flatten(3, 4).permute(0, 1, 3, 4, 2)  # (N, G, K, C, T)
+
+
 def _soft_key_points(
     features: torch.Tensor, mask_x: torch.Tensor, mask_y: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft-argmax coordinates and soft-max values per quadrant, as two batched contractions.
+    """Soft-argmax coordinates and soft-max values per region, as two batched contractions.
 
     Weights p(h, w) proportional to exp(F / temperature) * mask_x(w) * mask_y(h) inside each region.
-    Returns I (N, G, 4, C, T, 2) and V (N, G, 4, C, T). The exponent is stabilised by the frame's
+    Masks of b bands per axis (b = 2: the quadrants; b = g: the grid) give K = b * b regions, row-major.
+    Returns I (N, G, K, C, T, 2) and V (N, G, K, C, T). The exponent is stabilised by the frame's
     maximum, so a region whose maximum lies more than ~87 * temperature below it (float32) has
     underflowing mass: its soft values read 0 and its gradient vanishes (the forward pass is the hard
     one, so only that region's straight-through gradient is lost, never the forward value).
@@ -457,15 +625,16 @@ def _soft_key_points(
         scaled = features / temperature
         exp = torch.exp(scaled - scaled.amax(dim=(3, 4), keepdim=True))  # (N, C, T, H, W)
         stacked = torch.stack([exp, exp * features], dim=1)  # (N, 2, C, T, H, W): mass and value
-        along_x = torch.cat([mask_x, mask_x * xs], dim=3)  # (N, G, T, 4, W): [L, R, L*x, R*x]
-        along_y = torch.cat([mask_y, mask_y * ys], dim=3)  # (N, G, T, 4, H): [T, B, T*y, B*y]
-        partial = torch.einsum("nscthw,ngtaw->ngsacth", stacked, along_x)  # (N, G, 2, 4, C, T, H)
-        total = torch.einsum("ngsacth,ngtbh->ngsbact", partial, along_y)  # (N, G, 2, 4, 4, C, T)
-        mass = total[:, :, 0, :2, :2].clamp_min(torch.finfo(total.dtype).tiny)  # (N, G, 2[y], 2[x], C, T)
-        x = total[:, :, 0, :2, 2:] / mass
-        y = total[:, :, 0, 2:, :2] / mass
-        v = total[:, :, 1, :2, :2] / mass
-        key_points = torch.stack([x, y], dim=-1).flatten(2, 3)  # (N, G, 4, C, T, 2)
+        b = mask_x.shape[3]  # bands per axis
+        along_x = torch.cat([mask_x, mask_x * xs], dim=3)  # (N, G, T, 2b, W): b = 2: [L, R, L*x, R*x]
+        along_y = torch.cat([mask_y, mask_y * ys], dim=3)  # (N, G, T, 2b, H): b = 2: [T, B, T*y, B*y]
+        partial = torch.einsum("nscthw,ngtaw->ngsacth", stacked, along_x)  # (N, G, 2, 2b, C, T, H)
+        total = torch.einsum("ngsacth,ngtbh->ngsbact", partial, along_y)  # (N, G, 2, 2b, 2b, C, T)
+        mass = total[:, :, 0, :b, :b].clamp_min(torch.finfo(total.dtype).tiny)  # (N, G, b[y], b[x], C, T)
+        x = total[:, :, 0, :b, b:] / mass
+        y = total[:, :, 0, b:, :b] / mass
+        v = total[:, :, 1, :b, :b] / mass
+        key_points = torch.stack([x, y], dim=-1).flatten(2, 3)  # (N, G, K, C, T, 2)
     return key_points.to(dtype), v.flatten(2, 3).to(dtype)
 
 
@@ -546,16 +715,24 @@ class KPSEM(nn.Module):
         super().__init__()
         self.config = config
         c, g = config.in_channels, config.num_sets
+        self.grid = grid_side(config.num_regions)  # g of the g x g split
+        self.geometric = False  # True inside geometric_splits(): every split at its geometric place
         self.has_centre_mlp = config.num_regions > 1 and not config.fixed_regions
         if self.has_centre_mlp:
             self.centre_hidden = SetwiseLinear(g, c, config.centre_hidden)
-            self.centre_out = SetwiseLinear(g, config.centre_hidden, 2)
-            nn.init.zeros_(self.centre_out.weight)  # every set starts at the geometric centre
+            # K = 4: the centre's (x, y); K = 9, 16: g band logits per axis, [x bands, y bands]
+            self.centre_out = SetwiseLinear(g, config.centre_hidden, 2 if self.grid == 2 else 2 * self.grid)
+            nn.init.zeros_(self.centre_out.weight)  # every set starts at the geometric centre (equal bands)
             nn.init.zeros_(self.centre_out.bias)
-        if config.fixed_regions:
+        if config.fixed_regions and self.grid == 2:
             generator = torch.Generator().manual_seed(config.fixed_seed)
             # Fractions of the allowed offset, turned into coordinates once H and W are known.
             self.register_buffer("fixed_centres", torch.rand(g, 2, generator=generator) * 1.8 - 0.9)
+        elif config.fixed_regions and self.grid > 2:
+            generator = torch.Generator().manual_seed(config.fixed_seed)
+            # Band shares drawn in [0.5, 1.5) before normalising: no band under a third of another's width.
+            shares = torch.rand(g, 2, self.grid, generator=generator) + 0.5
+            self.register_buffer("fixed_splits", (shares / shares.sum(-1, keepdim=True)).cumsum(-1)[..., :-1] * 2 - 1)
         self.embed = SetwiseLinear(g, 2, config.embed_dim)
         reduced = [c, c // 2, c // 4]
         self.reduce = nn.Sequential(
@@ -580,8 +757,10 @@ class KPSEM(nn.Module):
         """
         n, _, t, h, w = features.shape
         g = self.config.num_sets
-        if self.config.num_regions == 1:
+        if self.config.num_regions == 1 or self.geometric:
             return torch.zeros(n, g, t, 2, device=features.device, dtype=_geometry_dtype(features.dtype))
+        if self.grid > 2:  # the grid's centre: the mean split position per axis
+            return self.separation_splits(features, cells=cells).mean(dim=-1)
         bounds = centre_bounds(h, w, device=features.device)  # (2,) float32
         if self.config.fixed_regions:
             return (self.fixed_centres.to(_geometry_dtype(features.dtype)) * bounds).expand(n, t, g, 2).transpose(1, 2)
@@ -591,6 +770,40 @@ class KPSEM(nn.Module):
             pooled = cells.mean(dim=(2, 3))  # (N, T, C)
             hidden = F.relu(self.centre_hidden(pooled[:, None].expand(n, g, t, -1)))  # (N, G, T, hidden)
             return torch.tanh(self.centre_out(hidden)) * bounds  # O = (0, 0) in normalised coordinates
+
+    def separation_splits(self, features: torch.Tensor, *, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """Split positions per axis, (N, C, T, H, W) -> (N, G, T, 2, g-1) in at least float32, ordered.
+
+        K = 1: none (g - 1 = 0); K = 4: the separation centre (:meth:`separation_centres`); K = 9, 16:
+        :func:`grid_split_positions` of the centre MLP's band logits (or the frozen random splits), equally
+        spaced inside :meth:`geometric_splits`. Autocast is off here, as for the centres.
+        """
+        n, _, t = features.shape[:3]
+        g, dtype = self.config.num_sets, _geometry_dtype(features.dtype)
+        if self.grid < 3:
+            return self.separation_centres(features, cells=cells)[..., None]
+        if self.geometric:
+            equal = torch.arange(1, self.grid, device=features.device, dtype=dtype) * (2 / self.grid) - 1
+            return equal.expand(n, g, t, 2, self.grid - 1)
+        if self.config.fixed_regions:
+            return self.fixed_splits.to(dtype)[None, :, None].expand(n, g, t, 2, self.grid - 1)
+        with torch.autocast(features.device.type, enabled=False):
+            if cells is None:
+                cells = _cells(features)
+            pooled = cells.mean(dim=(2, 3))  # (N, T, C)
+            hidden = F.relu(self.centre_hidden(pooled[:, None].expand(n, g, t, -1)))  # (N, G, T, hidden)
+            logits = self.centre_out(hidden).unflatten(-1, (2, self.grid))  # (N, G, T, 2, g)
+            return grid_split_positions(logits)
+
+    @contextmanager
+    def geometric_splits(self) -> Iterator[None]:
+        """Inside the block every split sits at its geometric place (K = 4: the centre (0, 0); K = 9, 16:
+        equally spaced), bypassing the centre MLP or the frozen splits; no weight changes."""
+        before, self.geometric = self.geometric, True
+        try:
+            yield
+        finally:
+            self.geometric = before
 
     def _uses_soft_path(self) -> bool:
         return self.training and torch.is_grad_enabled() and self.config.gradient == "straight_through"
@@ -603,9 +816,10 @@ class KPSEM(nn.Module):
                 f"KPSEM was built for {self.config.in_channels} channels x {self.config.num_frames} frames; "
                 f"got features of {c} x {t}"
             )
-        if self.config.num_regions > 1:
-            check_splittable(h, w)  # before any work; K = 1 reads the whole frame at any size
+        check_splittable(h, w, self.config.num_regions)  # before any work; K = 1 reads the whole frame at any size
         cells = _cells(features)  # (N, T, H, W, C): a view of a channels_last_3d map, read by every step
+        if self.grid > 2:
+            return self._extract_grid(features, cells)
         centres = self.separation_centres(features, cells=cells)  # (N, G, T, 2)
         hard_centres = centres.detach()
         # The hard quantities run in the geometry dtype (float32 for half-precision maps): the maxima are
@@ -632,6 +846,28 @@ class KPSEM(nn.Module):
             soft_points, soft_values = _soft_key_points(features, ones_x, ones_y, self.config.soft_temperature)
             key_points = _straight_through(key_points, soft_points[:, :, :1])
             values = _straight_through(values, soft_values[:, :, :1])
+        splits = centres[..., None][..., : self.grid - 1]  # (N, G, T, 2, 1), or (.., 0) for K = 1
+        return self._shifts(centres, splits, key_points, values, means, (h, w))
+
+    def _extract_grid(self, features: torch.Tensor, cells: torch.Tensor) -> KPSEMInternals:
+        """K = 9, 16: the g x g grid (module doc), straight-through as the quadrants are."""
+        h, w = features.shape[-2:]
+        splits = self.separation_splits(features, cells=cells)  # (N, G, T, 2, g-1)
+        key_points, values = grid_key_points(features, splits.detach())  # (N, G, K, C, T, 2), (N, G, K, C, T)
+        means = grid_region_means(features, splits.detach())  # (N, G, K, C, T)
+        if self._uses_soft_path():
+            soft_x, soft_y = soft_grid_masks(splits, h, w, sharpness=self.config.mask_sharpness)  # >= float32
+            soft_points, soft_values = _soft_key_points(features, soft_x, soft_y, self.config.soft_temperature)
+            key_points = _straight_through(key_points, soft_points)
+            values = _straight_through(values, soft_values)
+            soft_means = region_means(features, soft_x.to(features.dtype), soft_y.to(features.dtype))
+            means = _straight_through(means, soft_means)
+        return self._shifts(splits.mean(dim=-1), splits, key_points, values, means, (h, w))
+
+    @staticmethod
+    def _shifts(centres: torch.Tensor, splits: torch.Tensor, key_points: torch.Tensor, values: torch.Tensor,
+                means: torch.Tensor, size: tuple[int, int]) -> KPSEMInternals:
+        """Eq. 8-12 from the regions' key points, values and means, for any K."""
         weights = shift_weights(values)  # (N, G, K, K, C, T-1)
         shifts = key_point_shifts(key_points, weights)  # (N, G, K, C, T-1, 2)
         region_weights = regional_weights(means)  # (N, G, K, C, T-1)
@@ -644,7 +880,8 @@ class KPSEM(nn.Module):
             shifts=shifts,
             regional_weights=region_weights,
             rkps=rkps,
-            feature_size=(h, w),
+            feature_size=size,
+            splits=splits,
         )
 
     def embed_and_reduce(self, rkps: torch.Tensor) -> torch.Tensor:

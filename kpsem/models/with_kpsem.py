@@ -148,17 +148,8 @@ class WithKPSEM:
         frozen random centres) is bypassed for the block only; no weight changes, so a shared model is safe
         as long as its users hold a lock around the call (the app does).
         """
-        kpsem = self.kpsem
-
-        def centred(features: torch.Tensor, *, cells: torch.Tensor | None = None) -> torch.Tensor:
-            n, _, t = features.shape[:3]
-            return torch.zeros(n, kpsem.config.num_sets, t, 2, device=features.device)  # (N, G, T, 2) float32
-
-        kpsem.separation_centres = centred  # type: ignore[method-assign]  # instance attribute shadows the method
-        try:
+        with self.kpsem.geometric_splits():  # K = 9, 16: equally spaced splits
             yield
-        finally:
-            del kpsem.separation_centres
 
     def forward_with_internals(self, x: torch.Tensor) -> tuple[torch.Tensor, KPSEMInternals]:
         """Logits and KPSEM's internals from one forward pass."""
