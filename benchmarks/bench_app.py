@@ -143,9 +143,9 @@ def main() -> int:
     logging.getLogger("streamlit").setLevel(logging.ERROR)  # bare-mode cache warnings are expected here
 
     from kpsem.app_support import services
-    from kpsem.app_support.demo import resolve_demo
+    from kpsem.app_support.config import DEMO
 
-    demo = resolve_demo()
+    DEMO.require()  # the bundled demo, or a message saying how to restore it
     _navigation_mode()
     _server_script_cache()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
@@ -203,7 +203,7 @@ def main() -> int:
     threads = torch.get_num_threads()
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {threads} threads"
     med = statistics.median
-    print(f"device: {name}; demo: {'stand-in (tiny models)' if demo.standin else 'bundled'} "
+    print(f"device: {name}; demo: bundled "
           f"{info.clip_frames}x{info.clip_size}x{info.clip_size} clips; AppTest script runs; medians of {args.repeats}")
     print(f"cold start to a fully rendered explorer:        {cold:8.2f} s")
     print(f"new clip, app (decode + analyse + draw):        {med(app_clip):8.3f} s")

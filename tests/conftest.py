@@ -148,11 +148,10 @@ def tiny_clip() -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def app_demo():
-    """The bundled demo (assets/demo/) or, until it ships, the generated stand-in (tiny models and
-    clips, built once per machine in about a minute on a CPU; see kpsem/app_support/demo.py)."""
-    from kpsem.app_support.demo import resolve_demo
+    """The bundled demo (assets/demo/, made by its make_demo.sh)."""
+    from kpsem.app_support.config import DEMO
 
-    return resolve_demo()
+    return DEMO.require()
 
 
 @pytest.fixture

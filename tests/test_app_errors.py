@@ -182,3 +182,14 @@ def test_concurrent_analyses_share_models_safely(app_demo):
         serial = analyse_pair(base, model, sample.clips[:1], cam_layer="conv4", weighting="slice")
         np.testing.assert_allclose(results[i].kpsem.cam_raw, serial.kpsem.cam_raw, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(results[i].baseline.probs, serial.baseline.probs, rtol=1e-5, atol=1e-7)
+
+
+def test_missing_bundled_demo_says_how_to_restore_it(app, tmp_path, monkeypatch):
+    from kpsem.app_support import services
+    from kpsem.app_support.config import DemoPaths
+
+    monkeypatch.setattr(services, "DEMO", DemoPaths.at(tmp_path / "demo"))  # a trimmed checkout
+    at = app.run()
+    message = f"the bundled demo is missing from {tmp_path / 'demo'} (its checkpoints or clips): restore it with"
+    assert _errors(at).count(message) == 3  # both checkpoints and the data set, each in its own box
+    assert "git checkout -- assets/demo" in _errors(at)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 import torch
 
-from kpsem.app_support.config import DemoPaths
+from kpsem.app_support.config import DEMO, DemoPaths
 from kpsem.app_support.sources import FileKey, ModelKey
 
 if TYPE_CHECKING:  # pandas only for the class comparison's tables: the Explorer never loads it from here
@@ -46,12 +46,9 @@ MODEL_LOCK = threading.RLock()  # held around every use of a cached model
 _local = threading.local()  # per-thread flag: did the last analyse() call compute?
 
 
-@st.cache_resource(show_spinner="Preparing the bundled demo (first run only) ...")
 def demo_paths() -> DemoPaths:
-    """The trained demo in assets/demo, else the generated stand-in (built once per machine)."""
-    from kpsem.app_support.demo import resolve_demo
-
-    return resolve_demo()
+    """The bundled demo (assets/demo); whether its files are there is checked where they are chosen."""
+    return DEMO
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

@@ -257,7 +257,7 @@ def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device:
     slot = ModelSlot(role=role, source=source)
     try:
         if source == "bundled demo":
-            path = demo.baseline if role == "baseline" else demo.kpsem
+            path = demo.require().baseline if role == "baseline" else demo.require().kpsem
         elif source == "path":
             text = box.text_input("Checkpoint path", key=f"{role}_path", placeholder="/data/runs/final.pt")
             if not text.strip():
@@ -287,8 +287,7 @@ def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device:
             names = "names from the checkpoint"
         caption.caption(f"**{escape_markdown(info.arch)}** · {info.num_classes} classes ({names}) · clip "
                         f"{info.clip_frames}×{info.clip_size}×{info.clip_size} · "
-                        f"{escape_markdown(slot.name, code=True)}"
-                        + (" · stand-in" if source == "bundled demo" and demo.standin else ""))
+                        f"{escape_markdown(slot.name, code=True)}")
     except Exception as error:  # noqa: BLE001 - shown in the sidebar; pages then say what is missing
         slot.key, slot.loaded, slot.error = None, None, friendly(error)
         box.error(escape_markdown(slot.error), icon=":material/error:")
@@ -338,7 +337,7 @@ def _data_choice(demo: DemoPaths, config: ServerSettings) -> DataChoice:
     choice = DataChoice(source=source)
     try:
         if source == "bundled demo":
-            choice.root = demo.clips
+            choice.root = demo.require().clips
         else:
             text = box.text_input("Data set folder", key="data_path", placeholder="/data/UCF101")
             if not text.strip():
