@@ -4,15 +4,15 @@ import time
 
 import streamlit as st
 
-from kpsem.app_support import faithfulness_view, probe_view, services, ui, url_state
+from kpsem.app_support import faithfulness_view, keypoint_settings, probe_view, services, ui, url_state
 from kpsem.app_support.render import (
     MODEL_COLOURS,
+    centre_chart,
     colour_bar,
     difference_caption,
     difference_limit,
     draw_frame,
-    encode_jpeg,
-    filmstrip,
+    movement_table,
     region_legend_html,
     topk_chart,
 )
@@ -23,9 +23,10 @@ from kpsem.app_support.sources import (
     upscaled_note,
     weighting_note,
 )
+from kpsem.app_support.studio import CAM_CMAPS
 from kpsem.app_support.text import escape_markdown
-from kpsem.explain.analysis import common_target
-from kpsem.explain.draw import REGION_NAMES, KeyPointOptions, select_channels
+from kpsem.explain.analysis import centre_movement, common_target, keypoint_density, movement_summary
+from kpsem.explain.draw import KeyPointOptions, region_names, select_channels
 
 st.header("Explorer", anchor=False)
 chosen = ui.selection() if "_selection" in st.session_state else None
@@ -49,12 +50,6 @@ def _open_request() -> None:
     st.session_state["ex_source"] = "data set"
     st.session_state["ex_class"] = "All classes"
     st.session_state["ex_clip"] = request
-
-
-def _jump() -> None:
-    if st.session_state.get("frame_jump") is not None:
-        st.session_state["frame"] = int(st.session_state["frame_jump"]) + 1
-        st.session_state["frame_jump"] = None
 
 
 _open_request()
@@ -144,7 +139,9 @@ with controls:
         c3.caption(same_maps)
     scale = c4.radio("Colour scale", ("shared", "separate"), key="scale", horizontal=True)
     c5, c6, _, _ = st.columns(4)
-    cmap = c5.selectbox("Colour map", ("jet", "turbo", "inferno", "viridis"), key="cmap")
+    cmap = c5.selectbox("Colour map", CAM_CMAPS, key="cmap",  # perceptually uniform first; jet stays on offer
+                        help="Grad-CAM and key point density; viridis, cividis, inferno and magma are perceptually "
+                             "uniform (equal steps look equal, also in greyscale)")
     alpha = c6.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="alpha")
 target = None
 if target_pick == "true class":
@@ -187,9 +184,12 @@ with controls:
     if kp.has_kpsem:
         st.markdown("**Key points and shifts (MF-KPSEM)**")
         num_sets, num_regions, channels = kp.key_points_px.shape[:3]
+        keys = keypoint_settings.WIDGET_KEYS
         k1, k2, k3, k4 = st.columns(4)
-        sets = k1.multiselect("Sets", list(range(num_sets)), default=[0], key="kp_sets",
-                              format_func=lambda g: f"set {g}") or [0]
+        sets = k1.multiselect("Sets", list(range(num_sets)), default=[0], key=keys["sets"],
+                              format_func=lambda g: f"set {g}",
+                              help="each AReSE set has its own split; sets are told apart by marker fill and line "
+                                   "style") or [0]
         channel_mode = k2.radio("Channels", ("top by regional weight", "chosen"), key="kp_channel_mode")
         if channel_mode == "chosen":
             picked = k2.multiselect("Channel numbers", list(range(channels)), default=select_channels(kp, sets[0], 3),
@@ -197,20 +197,32 @@ with controls:
             channel_choice = tuple(picked) or tuple(select_channels(kp, sets[0], 1))
             top = len(channel_choice)
         else:
-            top = int(k2.number_input("How many", 1, channels, min(3, channels), key="kp_top"))
+            top = int(k2.number_input("How many", 1, channels, min(3, channels), key=keys["top_channels"]))
             channel_choice = None
+        names = region_names(num_regions)
         regions = k3.multiselect("Regions", list(range(num_regions)), default=list(range(num_regions)),
-                                 key="kp_regions",
-                                 format_func=lambda k: REGION_NAMES[k] if num_regions > 1 else "whole map")
-        arrow_scale = k4.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key="kp_arrow")
-        k5, k6, k7, _ = st.columns(4)
-        split_lines = k5.checkbox("Split lines", True, key="kp_split")
-        crossing = k6.checkbox("Mark cross-region shifts", True, key="kp_cross")
+                                 key="kp_regions", format_func=lambda k: names[k])
+        arrows = int(k3.number_input("Arrows per set", 0, num_regions * channels, min(4, num_regions * channels),
+                                     key=keys["max_arrows"],
+                                     help="the shifts of the drawn key points whose regional weight W_R (eq. 11) "
+                                          "is largest on the frame; the other key points are drawn without arrows"))
+        arrow_scale = k4.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key=keys["arrow_scale"],
+                                help="arrows longer than the frame end at its border, with their heads")
+        k5, k6, k7, k8 = st.columns(4)
+        split_lines = k5.checkbox("Split lines", True, key=keys["split_lines"])
+        crossing = k6.checkbox("Mark cross-region shifts", True, key=keys["highlight_crossing"])
         on_cam = k7.checkbox("Key points on the Grad-CAM view", True, key="kp_on_cam")
-        thin = max(0.35, 1.2 * kp.size / 224)  # arrow widths are in clip pixels: keep them slim on small clips
+        centre_paths = k8.checkbox("Centre paths", True, key=keys["centre_paths"],
+                                   help="each drawn set's separation centre over all frames")
+        tracks = k8.checkbox("Key point tracks", False, key=keys["tracks"],
+                             help="each drawn key point's position over all frames")
         options = KeyPointOptions(sets=tuple(sets), channels=channel_choice, top_channels=top,
                                   regions=tuple(regions) or tuple(range(num_regions)), arrow_scale=arrow_scale,
-                                  split_lines=split_lines, highlight_crossing=crossing, line_width=thin)
+                                  split_lines=split_lines, highlight_crossing=crossing, line_width=1.2,
+                                  max_arrows=arrows, centre_paths=centre_paths, tracks=tracks)
+        keypoint_settings.remember(st.session_state, keypoint_settings.SharedKeyPointSettings(
+            sets=tuple(sets), top_channels=top, max_arrows=arrows, arrow_scale=arrow_scale, split_lines=split_lines,
+            highlight_crossing=crossing, tracks=tracks, centre_paths=centre_paths, cmap=cmap))
     else:
         on_cam = False
         st.info(f"{kp.model_name} has no KPSEM module, so there are no key point settings.")
@@ -257,12 +269,10 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
     frame = frame_number - 1
     url_state.remember({"frame": None if frame_number == 1 else str(frame_number),
                         "overlay": url_state.overlay_param(overlay)})  # a reload or a shared link shows this view
+    keypoint_settings.remember_frame(st.session_state, frame)  # the Figure studio starts from this frame
     when = sample.times[0][frame] if sample.times else sample.indices[0][frame] / sample.fps
-    st.image(encode_jpeg(filmstrip(sample.display[0], frame)), output_format="JPEG",
-             caption=f"sampled frames; frame {frame_number} is video frame {sample.indices[0][frame]} "
-                     f"(counted from 0), shown at {when:.2f} s")
-    st.pills("Jump to frame", list(range(num_frames)), format_func=lambda t: str(t + 1), key="frame_jump",
-             on_change=_jump)
+    st.caption(f"Frame {frame_number} of the {num_frames} sampled frames is video frame {sample.indices[0][frame]} "
+               f"(counted from 0), shown at {when:.2f} s")
 
     display = sample.display[0]
     shared = scale == "shared"
@@ -294,7 +304,7 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
                      width="stretch")
         else:
             show_cam = overlay == "Grad-CAM"
-            v1, v2 = st.columns(2, gap="large")
+            v1, v2, *v3 = st.columns(3 if kp.has_kpsem else 2, gap="medium" if kp.has_kpsem else "large")
             with v1:
                 drawn = draw_frame(display[frame], cam=base_map[frame] if show_cam else None, cmap=cmap, alpha=alpha)
                 st.image(drawn.jpeg, output_format="JPEG", width="stretch",
@@ -309,7 +319,8 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
                 st.image(drawn.jpeg, output_format="JPEG", width="stretch", caption=f"{kp.model_name}, frame "
                          f"{frame_number} (feature frame {int(kp.frame_to_feature[frame]) + 1})")
                 if draw_kp:
-                    st.markdown(region_legend_html(kp.key_points_px.shape[1], crossing=options.highlight_crossing),
+                    st.markdown(region_legend_html(kp.key_points_px.shape[1], crossing=options.highlight_crossing,
+                                                   sets=options.sets),
                                 unsafe_allow_html=True)
                     last = int(kp.frame_to_feature[frame]) >= kp.shifts_px.shape[3]
                     st.caption(f"{drawn.key_points} key points, {drawn.arrows} shift arrows "
@@ -317,10 +328,35 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
                                + (" · last feature frame: no shift to draw" if last else ""))
                 elif overlay == "Key points and shifts":
                     st.info(f"{kp.model_name} has no KPSEM module, so it has no key points either.")
+            if v3:  # where the module's key points gather, next to where the CAM looks
+                with v3[0]:
+                    drawn_sets = options.sets if options is not None else (0,)
+                    counts = keypoint_density(kp.internals, sets=drawn_sets)  # (T', H', W')
+                    shares = counts / counts.sum(axis=(1, 2), keepdims=True)  # each feature frame sums to 1
+                    paths = KeyPointOptions(sets=drawn_sets, channels=(), max_arrows=0, split_lines=False,
+                                            centre_paths=True, line_width=1.2)
+                    t = int(kp.frame_to_feature[frame])
+                    drawn = draw_frame(display[frame], density=shares[t], density_max=float(shares.max()), cmap=cmap,
+                                       alpha=alpha, analysis=kp, frame=frame, keypoints=paths)
+                    which = ", ".join(str(g) for g in drawn_sets)
+                    st.image(drawn.jpeg, output_format="JPEG", width="stretch",
+                             caption=f"key point density, set{'s' if len(drawn_sets) > 1 else ''} {which}: the "
+                                     f"share of the {int(counts[t].sum())} key points (all {kp.key_points_px.shape[2]} "
+                                     f"channels, all regions) in each feature cell, 0 … {shares.max():.1%} "
+                                     "(the clip's largest), with each set's centre path")
             if show_cam:
                 label = (f"one shared scale for both models (max {pair.shared_scale:.3g})" if scale == "shared"
                          else "each model scaled to its own maximum")
                 st.image(colour_bar(cmap, width=512), caption=f"Grad-CAM, 0 … 1: {label}", width="stretch")
+        if kp.has_kpsem and overlay != "Difference":  # which splits follow the action, and by how much
+            movements = centre_movement(kp.internals, kp.size)
+            st.markdown("**Separation centres over the clip**")
+            st.caption(escape_markdown(movement_summary(movements)) + f" · 1 feature cell = "
+                       f"{kp.size / kp.internals.feature_size[1]:g} input pixels")
+            chart_col, table_col = st.columns([3, 2])
+            chart_col.plotly_chart(centre_chart(kp, current=int(kp.frame_to_feature[frame])), key="centre_chart",
+                                   config={"displayModeBar": False})
+            table_col.dataframe(movement_table(movements), hide_index=True, height=230)
 
     fresh = st.session_state.pop("_explorer_fresh", False)
     st.caption(f"Device **{run.device}** · {escape_markdown(run.precision)} · analysis {run.seconds:.2f} s "

@@ -36,9 +36,9 @@ def test_explorer_shows_both_models_then_redraws_without_recomputing(app, app_de
     at = app.run()
     _clean(at)
     assert [s.value for s in at.subheader] == ["MFNet", "MF-KPSEM"]
-    assert len(at.get("plotly_chart")) == 2  # top-k of each model
+    assert len(at.get("plotly_chart")) == 3  # top-k of each model, MF-KPSEM's centres over time
     images = at.get("image")
-    assert len(images) >= 4  # two frames, the colour bar, the filmstrip
+    assert len(images) >= 4  # two frames, the key point density, the colour bar
     assert any("MFNet has no key points" in i.value for i in at.info)
     arrows = next(c for c in _captions(at) if "shift arrows" in c)
     assert "key points" in arrows and "cross a region border" in arrows
@@ -73,7 +73,7 @@ def test_explorer_shows_both_models_then_redraws_without_recomputing(app, app_de
     assert "(fresh)" in _footer(at)
 
 
-def test_explorer_class_filter_and_filmstrip_jump(app):
+def test_explorer_class_filter_and_one_frame_control(app):
     at = app.run()
     classes = at.selectbox(key="ex_class").options
     target = classes[2]  # a class, not "All classes"
@@ -85,9 +85,13 @@ def test_explorer_class_filter_and_filmstrip_jump(app):
     _clean(at)
     assert f"**true label**: {escape_markdown(target)}" in " ".join(m.value for m in at.markdown)
     assert at.slider(key="frame").value == 1
-    at.session_state["frame_jump"] = 11  # what clicking the 12th filmstrip pill does
-    at.run()
+    # One way to move between frames: the slider; no filmstrip image, no row of frame pills.
+    assert [s.key for s in at.slider if s.key == "frame"] == ["frame"]
+    assert not at.get("button_group") and "frame_jump" not in at.session_state
+    assert not any("sampled frames" in c for i in at.get("image") for c in i.captions)
+    at.slider(key="frame").set_value(12).run()
     _clean(at)
+    assert any(c.startswith("Frame 12 of the") for c in _captions(at))
 
 
 def test_explorer_target_and_weighting(app):

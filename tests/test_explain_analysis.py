@@ -155,7 +155,8 @@ def test_draw_keypoints_artists(tiny_pair, tiny_clip):
     assert len(arrows) == 2 * 2  # 2 regions x 2 channels
     crossing = crossing_shifts(analysis, 0, 1)
     assert sum(a.get_gid() == "crossing" for a in arrows) == int(crossing[[0, 3]][:, [1, 2]].sum())
-    assert len(draw_keypoints(Figure().add_subplot(), analysis, frame=7, options=options)) == 3 + 2  # last: no arrows
+    # last frame: split lines and centre (3), key points of 2 regions (2), the centre's path (1), no arrows
+    assert len(draw_keypoints(Figure().add_subplot(), analysis, frame=7, options=options)) == 3 + 2 + 1
     with pytest.raises(ValueError, match=r"channels \[99\] do not exist; KPSEM reads 32 channels \(0..31\)"):
         draw_keypoints(ax, analysis, 0, KeyPointOptions(channels=(99,)))
     with pytest.raises(ValueError, match=r"frame 8 is outside the clip's 8 frames \(0..7\)"):

@@ -23,7 +23,7 @@ from kpsem.cli import main
 from kpsem.explain.analysis import analyse_pair, clip_to_display, common_target
 from kpsem.explain.cli_options import add_style_arguments, names_from_args, style_from_args
 from kpsem.explain.compare import compare_predictions, per_class_accuracy
-from kpsem.explain.draw import REGION_COLOURS, REGION_MARKERS, cam_overlay
+from kpsem.explain.draw import REGION_COLOURS, REGION_MARKERS, KeyPointOptions, cam_overlay
 from kpsem.explain.figures import (
     COLUMN_WIDTHS,
     FigureStyle,
@@ -31,7 +31,9 @@ from kpsem.explain.figures import (
     display_name,
     display_names,
     figure_confusion,
+    figure_centres,
     figure_cost_table,
+    figure_density,
     figure_gradcam,
     figure_keypoints,
     figure_per_class_accuracy,
@@ -97,6 +99,11 @@ BUILDERS = {  # every figure function, in its most crowded form
     "fig9_difference": lambda d, s: figure_gradcam(d["difference_pair"], d["display"], difference_row=True,
                                                    common=d["common"], shared_scale=False, names=LONG_NAMES, style=s),
     "fig10": lambda d, s: figure_keypoints(d["pair"].kpsem, d["display"], style=s),
+    "fig10_sets": lambda d, s: figure_keypoints(d["pair"].kpsem, d["display"], style=s, frames=[0, 2, 4, 6, 7],
+                                                options=KeyPointOptions(sets=(0, 3, 5), tracks=True, arrow_scale=4)),
+    "centres": lambda d, s: figure_centres(d["pair"].kpsem, name=LONG_NAMES[1], style=s),
+    "density": lambda d, s: figure_density(d["pair"].kpsem, d["display"], sets=[0, 1, 2], name=LONG_NAMES[1],
+                                           style=s),
     "table1": lambda d, s: figure_cost_table(d["costs"], style=s),
     "confusion": lambda d, s: figure_confusion(d["compared"], style=s),
 }
@@ -297,12 +304,14 @@ def test_model_names_come_from_display_name_never_ids(inputs, tmp_path):
 def test_fig10_tells_regions_apart_by_shape_as_well_as_colour(inputs):
     analysis = inputs["pair"].kpsem
     figure = figure_keypoints(analysis, inputs["display"], frames=[2])
-    assert len(set(REGION_MARKERS)) == len(REGION_MARKERS) == len(REGION_COLOURS)
-    points = [a for a in figure.figure.axes[0].lines if a.get_color() in REGION_COLOURS]  # not the split lines
-    drawn = {a.get_color(): a.get_marker() for a in points}
-    assert drawn == dict(zip(REGION_COLOURS, REGION_MARKERS))  # each region: its colour and its own shape
+    assert len(set(REGION_MARKERS)) == len(REGION_MARKERS) == len(REGION_COLOURS) == 16  # K up to 16
+    assert len(set(zip(REGION_COLOURS, REGION_MARKERS))) == 16  # colours repeat past 8, (colour, shape) never
+    points = [a for a in figure.figure.axes[0].lines if a.get_gid() == "keypoints"]  # not split lines or paths
+    drawn = [(a.get_color(), a.get_marker()) for a in points]
+    assert drawn == list(zip(REGION_COLOURS[:4], REGION_MARKERS[:4]))  # each region: its colour and its own shape
     legend = figure.figure.legends[0]
-    entries = {t.get_text(): (h.get_color(), h.get_marker()) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    entries = {t.get_text(): (h.get_color(), h.get_marker()) for t, h in zip(legend.get_texts(), legend.legend_handles)
+               if isinstance(h, Line2D)}  # the crossing entry is a patch
     assert entries["top-left"] == (REGION_COLOURS[0], REGION_MARKERS[0])
     assert entries["bottom-right"] == (REGION_COLOURS[3], REGION_MARKERS[3])
-    assert figure.settings["markers"] == {"top-left": "x", "top-right": "+", "bottom-left": "^", "bottom-right": "s"}
+    assert figure.settings["markers"] == {"top-left": "o", "top-right": "s", "bottom-left": "^", "bottom-right": "D"}

@@ -17,17 +17,20 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from matplotlib import colormaps
-from matplotlib.patches import FancyArrow
 from PIL import Image
 
 from kpsem.app_support.text import escape_plotly
-from kpsem.explain.analysis import ClipAnalysis, PairAnalysis
+from kpsem.explain.analysis import CentreMovement, ClipAnalysis, PairAnalysis
 from kpsem.explain.draw import (
+    DEFAULT_CMAP,
     REGION_COLOURS,
-    REGION_NAMES,
+    REGION_MARKERS,
+    SET_FILLS,
     KeyPointOptions,
     cam_overlay,
+    density_overlay,
     difference_overlay,
+    region_names,
     render_frame,
     render_keypoint_frame,
 )
@@ -48,6 +51,8 @@ __all__ = [
     "per_class_chart",
     "confusion_heatmap",
     "region_legend_html",
+    "centre_chart",
+    "movement_table",
 ]
 
 MODEL_COLOURS = ("#7f7f7f", "#D55E00")  # baseline grey, KPSEM vermillion (as in the paper figures)
@@ -60,7 +65,7 @@ class DrawnFrame:
     image: np.ndarray  # (H, W, 3) uint8
     arrows: int = 0  # shift arrows drawn
     crossing: int = 0  # of which end in another region
-    key_points: int = 0  # crosses drawn
+    key_points: int = 0  # key point markers drawn
 
     @cached_property
     def jpeg(self) -> bytes:
@@ -94,17 +99,22 @@ def draw_frame(
     cam: np.ndarray | None = None,
     difference: np.ndarray | None = None,
     limit: float = 1.0,
-    cmap: str = "jet",
+    cmap: str = DEFAULT_CMAP,
     alpha: float = 0.5,
     analysis: ClipAnalysis | None = None,
     frame: int = 0,
     keypoints: KeyPointOptions | None = None,
+    density: np.ndarray | None = None,
+    density_max: float | None = None,
 ) -> DrawnFrame:
     """One frame for the app: the clip's pixels, optionally blended with a CAM (or a signed
-    difference, coloured over [-limit, limit]: see :func:`difference_limit`), optionally with KPSEM's
-    split lines, key points and shift arrows on top."""
+    difference, coloured over [-limit, limit]: see :func:`difference_limit`; or a key point density
+    (H', W') grid, coloured over [0, density_max]), optionally with KPSEM's split lines, key points and
+    shift arrows on top."""
     if cam is not None:
         base = cam_overlay(frame_rgb, cam, cmap=cmap, alpha=alpha)
+    elif density is not None:
+        base = density_overlay(frame_rgb, density, cmap=cmap, alpha=max(alpha, 0.6), vmax=density_max)
     elif difference is not None:
         base = difference_overlay(frame_rgb, difference, limit=limit if limit > 0 else 1.0)
     else:
@@ -113,8 +123,8 @@ def draw_frame(
     if analysis is None or keypoints is None or not analysis.has_kpsem:
         return DrawnFrame(render_frame(base, scale=scale))
     image, artists = render_keypoint_frame(base, analysis, frame, keypoints, scale=scale)
-    arrows = [a for a in artists if isinstance(a, FancyArrow)]
-    points = sum(len(a.get_xdata()) for a in artists if getattr(a, "get_marker", lambda: None)() == "x")
+    arrows = [a for a in artists if a.get_gid() in ("shift", "crossing")]
+    points = sum(len(a.get_xdata()) for a in artists if a.get_gid() == "keypoints")  # type: ignore[attr-defined]
     return DrawnFrame(image, arrows=len(arrows), crossing=sum(a.get_gid() == "crossing" for a in arrows),
                       key_points=points)
 
@@ -214,10 +224,70 @@ def confusion_heatmap(matrix: np.ndarray, class_names: list[str], *, title: str,
     return fig
 
 
-def region_legend_html(num_regions: int, *, crossing: bool) -> str:
-    """A one-line legend: region colours, and the mark of a shift that crosses a region border."""
-    items = [f'<span style="color:{REGION_COLOURS[k]};font-weight:700">&#x2715; &#x2192;</span> {REGION_NAMES[k]}'
-             for k in range(min(num_regions, 4))]
+# The shape of each of REGION_MARKERS as a character, for the legend under the frame.
+_MARKER_GLYPHS = {"o": "&#x25CB;", "s": "&#x25A1;", "^": "&#x25B3;", "D": "&#x25C7;", "v": "&#x25BD;",
+                  "P": "&#x271A;", "X": "&#x2716;", "p": "&#x2B20;", "<": "&#x25C1;", ">": "&#x25B7;",
+                  "h": "&#x2B21;", "*": "&#x2606;", "d": "&#x25CA;", "8": "&#x25EF;", "H": "&#x2B22;",
+                  "x": "&#x2715;"}
+_FILL_WORDS = {"none": "hollow", "full": "filled", "left": "left half filled", "bottom": "bottom half filled",
+               "right": "right half filled", "top": "top half filled"}
+_DASH_WORDS = ("dashed", "dotted", "dash-dot", "dash-dot-dot", "loosely dotted", "long dashes")
+
+
+def region_legend_html(num_regions: int, *, crossing: bool, sets: tuple[int, ...] = ()) -> str:
+    """A one-line legend: each region's marker shape in its colour, the drawn sets' marker fill and line
+    style, and the mark of a shift that crosses a region border."""
+    names = region_names(num_regions)
+    items = [f'<span style="color:{REGION_COLOURS[k]};font-weight:700">{_MARKER_GLYPHS[REGION_MARKERS[k]]} '
+             f'&#x2192;</span> {names[k]}' for k in range(num_regions)]
+    for position, g in enumerate(sets):
+        fill = _FILL_WORDS[SET_FILLS[position % len(SET_FILLS)]]
+        items.append(f"<b>set {g}</b>: {fill} markers, {_DASH_WORDS[position % len(_DASH_WORDS)]} split and path")
     if crossing:
-        items.append('<span style="font-weight:700">- - &#x2192;</span> outlined, dashed: crosses a region border')
+        items.append('<span style="font-weight:700">&#x2192;</span> outlined in black: crosses a region border')
     return '<div class="kpsem-legend" style="font-size:0.85rem">' + " &nbsp; ".join(items) + "</div>"
+
+
+_SET_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")  # plotly's, one per set
+_SET_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999")
+
+
+def centre_chart(analysis: ClipAnalysis, *, current: int | None = None, sets: tuple[int, ...] | None = None) -> dict:
+    """Each set's separation centre over the feature frames, x and y in input pixels side by side (a plotly
+    figure as a plain dict): which splits follow the action and which stay put. ``current``: the feature frame
+    to mark; ``sets``: the sets to show (default all; the drawn ones are what a user chose)."""
+    if analysis.centres_px is None:
+        raise ValueError(f"{analysis.model_name} has no KPSEM module, so it has no separation centres")
+    centres = analysis.centres_px  # (G, T', 2)
+    chosen = range(centres.shape[0]) if sets is None else sets
+    frames = list(range(1, centres.shape[1] + 1))
+    traces = []
+    for g in chosen:
+        colour, dash = _SET_COLOURS[g % len(_SET_COLOURS)], _SET_DASHES[g % len(_SET_DASHES)]
+        for axis, (label, values) in enumerate((("x", centres[g, :, 0]), ("y", centres[g, :, 1]))):
+            traces.append(dict(type="scatter", mode="lines+markers", x=frames, y=[float(v) for v in values],
+                               name=f"set {g}", legendgroup=f"set {g}", showlegend=axis == 0,
+                               xaxis="x" if axis == 0 else "x2", yaxis="y" if axis == 0 else "y2",
+                               line=dict(color=colour, dash=dash, width=1.5), marker=dict(size=4),
+                               hovertemplate=f"set {g}, feature frame %{{x}}: {label} = %{{y:.2f}} px<extra></extra>"))
+    size = analysis.size
+    axis = dict(title="feature frame", dtick=1, fixedrange=True)
+    layout = dict(height=230, margin=dict(l=4, r=4, t=28, b=4), legend=dict(orientation="h", y=-0.35),
+                  xaxis=dict(axis, domain=[0, 0.46]), xaxis2=dict(axis, domain=[0.54, 1]),
+                  yaxis=dict(title="centre x (px)", range=[-0.5, size - 0.5], fixedrange=True),
+                  yaxis2=dict(title="centre y (px)", range=[size - 0.5, -0.5], anchor="x2", fixedrange=True),
+                  annotations=[dict(text="x: left to right", x=0.23, y=1.12, xref="paper", yref="paper",
+                                    showarrow=False), dict(text="y: top to bottom", x=0.77, y=1.12, xref="paper",
+                                                           yref="paper", showarrow=False)])
+    if current is not None:
+        layout["shapes"] = [dict(type="line", x0=current + 1, x1=current + 1, y0=0, y1=1, xref=ref, yref="paper",
+                                 line=dict(color="#888888", width=1, dash="dot")) for ref in ("x", "x2")]
+    return dict(data=traces, layout=layout)
+
+
+def movement_table(movements: list[CentreMovement]) -> pd.DataFrame:
+    """One row per set: how far its centre moves (span: the farthest two positions; path: frame to frame)."""
+    return pd.DataFrame([{"set": m.set_index, "span (px)": round(m.span_px, 2), "span (cells)": round(m.span_cells, 3),
+                          "path (px)": round(m.path_px, 2), "path (cells)": round(m.path_cells, 3),
+                          "mean x (px)": round(m.mean_px[0], 1), "mean y (px)": round(m.mean_px[1], 1)}
+                         for m in movements])

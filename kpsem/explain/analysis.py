@@ -32,6 +32,10 @@ __all__ = [
     "crop_to_original",
     "internals_to_pixels",
     "clip_to_display",
+    "CentreMovement",
+    "centre_movement",
+    "movement_summary",
+    "keypoint_density",
 ]
 
 
@@ -346,3 +350,87 @@ def combine_pair(first: ClipAnalysis, second: ClipAnalysis) -> PairAnalysis:
         difference=base_shared - kpsem_shared if first.target == second.target else None,
         difference_normalised=first.cam - second.cam if first.target == second.target else None,
     )
+
+
+# --- views drawn from KPSEM's own internals: where the centres go, where the key points gather ---------
+
+
+@dataclass(frozen=True)
+class CentreMovement:
+    """How far one set's separation centre travels over a clip, in feature cells and in input pixels."""
+
+    set_index: int  # AReSE set g
+    span_cells: float  # largest distance between two of the set's centres in the clip, feature cells
+    span_px: float  # the same, in pixels of the model's input crop
+    path_cells: float  # length of the centre's path, feature frame to feature frame, feature cells
+    path_px: float  # the same, in input pixels
+    mean_px: tuple[float, float]  # the centre's mean (x, y) over the clip, input pixels
+
+    def moves(self, threshold_px: float = 1.0) -> bool:
+        """Whether the centre moves at least ``threshold_px`` input pixels (its span) over the clip."""
+        return self.span_px >= threshold_px
+
+
+def _span(points: np.ndarray) -> float:
+    """Largest distance between two of the (T, 2) points (T is a handful of feature frames)."""
+    gaps = points[:, None, :] - points[None, :, :]  # (T, T, 2)
+    return float(np.sqrt((gaps**2).sum(-1)).max()) if len(points) else 0.0
+
+
+def centre_movement(internals: KPSEMInternals, size: int, *, index: int = 0) -> list[CentreMovement]:
+    """Per set, how far the separation centre (eq. 5) moves over clip ``index``: its span (the farthest two
+    of its centres) and its path length, in feature cells and in pixels of the S x S input crop (``size``).
+
+    Why both units: the module decides on the feature map (a cell of a 14 x 14 map is 16 input pixels at
+    224), while a reader judges the drawing in pixels; a centre that moves a tenth of a cell looks frozen."""
+    if size < 1:
+        raise ValueError(f"size is the input crop's side in pixels; got {size}")
+    height, width = internals.feature_size
+    centres = internals.centres[index].double().numpy()  # (G, T, 2) normalised (x, y)
+    half = np.array([width / 2, height / 2])  # normalised -> feature cells, per axis
+    movements = []
+    for g, track in enumerate(centres):
+        cells, pixels = track * half, track * (size / 2)  # (T, 2): an offset does not change a distance
+        steps_cells, steps_px = np.diff(cells, axis=0), np.diff(pixels, axis=0)  # (T-1, 2)
+        mean = (track.mean(axis=0) + 1) * (size / 2) - 0.5  # pixel centres, as normalised_to_pixels
+        movements.append(CentreMovement(
+            set_index=g, span_cells=_span(cells), span_px=_span(pixels),
+            path_cells=float(np.linalg.norm(steps_cells, axis=-1).sum()),
+            path_px=float(np.linalg.norm(steps_px, axis=-1).sum()), mean_px=(float(mean[0]), float(mean[1]))))
+    return movements
+
+
+def movement_summary(movements: Sequence[CentreMovement], *, threshold_px: float = 1.0) -> str:
+    """One sentence for the screen: which sets' centres move (and by how much), which stay put."""
+    if not movements:
+        return "no separation centres: this model has no KPSEM sets"
+    moving = sorted((m for m in movements if m.moves(threshold_px)), key=lambda m: -m.span_px)
+    still = [m.set_index for m in movements if not m.moves(threshold_px)]
+    parts = [f"set {m.set_index} by {m.span_px:.1f} px ({m.span_cells:.2f} cells)" for m in moving]
+    text = ("centres that move over the clip (farthest two positions): " + ", ".join(parts) if parts
+            else f"no set's centre moves {threshold_px:g} px or more over the clip")
+    if still and parts:
+        names = ", ".join(str(g) for g in still)
+        text += f"; set{'s' if len(still) > 1 else ''} {names} stay{'' if len(still) > 1 else 's'} within " \
+                f"{threshold_px:g} px"
+    return text
+
+
+def keypoint_density(internals: KPSEMInternals, *, sets: Sequence[int] | None = None, index: int = 0) -> np.ndarray:
+    """(T, H', W') how many key points (eq. 6-7) of clip ``index`` fall in each feature cell per feature
+    frame, over every channel and region of the chosen ``sets`` (default all): where the module looks.
+    Each frame sums to len(sets) * K * C. Key points sit on cell centres (an argmax position), so the
+    count is exact, not binned."""
+    num_sets = internals.centres.shape[1]
+    chosen = list(range(num_sets)) if sets is None else [int(g) for g in sets]
+    bad = [g for g in chosen if not 0 <= g < num_sets]
+    if bad or not chosen:
+        raise ValueError(f"sets {bad or chosen} do not exist; this model has sets 0..{num_sets - 1}")
+    height, width = internals.feature_size
+    points = internals.key_points[index, chosen].double().numpy()  # (g, K, C, T, 2) normalised
+    frames = points.shape[3]
+    cols = np.clip(np.rint((points[..., 0] + 1) * width / 2 - 0.5), 0, width - 1).astype(np.int64)  # (g, K, C, T)
+    rows = np.clip(np.rint((points[..., 1] + 1) * height / 2 - 0.5), 0, height - 1).astype(np.int64)
+    flat = (np.arange(frames) * height + rows) * width + cols  # (g, K, C, T): one bin per frame and cell
+    counts = np.bincount(flat.reshape(-1), minlength=frames * height * width)
+    return counts.reshape(frames, height, width).astype(np.float64)  # (T, H', W')

@@ -36,18 +36,22 @@ from matplotlib.patches import Patch
 from matplotlib.text import Text
 from matplotlib.textpath import text_to_path
 
-from kpsem.explain.analysis import ClipAnalysis, CommonTarget, PairAnalysis
+from kpsem.explain.analysis import ClipAnalysis, CommonTarget, PairAnalysis, centre_movement, keypoint_density
 from kpsem.explain.compare import ComparedPredictions, confusion_matrix
 from kpsem.explain.draw import (
     DEFAULT_CMAP,
     DEFAULT_DIFFERENCE_CMAP,
     REGION_COLOURS,
     REGION_MARKERS,
-    REGION_NAMES,
+    SET_FILLS,
+    SET_LINESTYLES,
     KeyPointOptions,
     cam_overlay,
+    density_overlay,
     difference_overlay,
+    draw_centre_paths,
     draw_keypoints,
+    region_names,
 )
 from kpsem.io import atomic_path, atomic_write_text
 from kpsem.profile import ModelCost
@@ -70,6 +74,8 @@ __all__ = [
     "figure_top_predictions",
     "figure_gradcam",
     "figure_keypoints",
+    "figure_centres",
+    "figure_density",
     "cost_table",
     "figure_cost_table",
     "figure_confusion",
@@ -649,8 +655,9 @@ def figure_keypoints(
     style: FigureStyle | None = None,
 ) -> PaperFigure:
     """Fig. 10: key points marked by region, in colour and in shape (a reader in greyscale or with a
-    colour-vision deficiency still tells them apart), and shifts as arrows of the region's colour,
-    over frames. Raises ValueError for a model without KPSEM (MFNet has no key points)."""
+    colour-vision deficiency still tells them apart), sets by marker fill and line style, and the strongest
+    shifts as thin arrows of the region's colour, cut at the frame's border, over frames. Raises ValueError
+    for a model without KPSEM (MFNet has no key points)."""
     style = style or FigureStyle()
     options = options or KeyPointOptions()
     name = name or analysis.model_name
@@ -660,26 +667,135 @@ def figure_keypoints(
     total = analysis.num_frames
     chosen = _check_frames(frames, total) if frames is not None else sample_frames(total, num_frames)
     wrapping = _Wrapping()  # titles and bar labels, wrapped again once laid out
+    num_regions = analysis.key_points_px.shape[1]  # type: ignore[union-attr]
+    names = region_names(num_regions)
+    regions = [k for k in (options.regions if options.regions is not None else range(num_regions)) if k < num_regions]
     with matplotlib.rc_context(style.rc()):
         fig = style.figure(style.width / len(chosen) + 0.6)
         axes = fig.subplots(1, len(chosen), squeeze=False)[0]
         side = min(_width_pt(style) / len(chosen), MAX_IMAGE_SIDE * 72)
         for ax, f in zip(axes, chosen):
             ax.imshow(display[f])
-            draw_keypoints(ax, analysis, f, options, markers=REGION_MARKERS)
+            draw_keypoints(ax, analysis, f, options)
             _image_axis(ax)
             wrapping.put(ax.set_title(""), f"frame {f + 1}", side)
-        regions = [k for k in options.regions if k < analysis.key_points_px.shape[1]]  # type: ignore[union-attr]
         handles: list[Artist] = [Line2D([], [], color=REGION_COLOURS[k], marker=REGION_MARKERS[k], mfc="none",
-                                        ls="-", label=REGION_NAMES[k] if len(regions) > 1 else "whole map")
-                                 for k in regions]
-        if options.highlight_crossing:
-            handles.append(Line2D([], [], color="black", ls="--", label="crosses a border"))
+                                        ls="-", label=names[k]) for k in regions]
+        if len(options.sets) > 1:  # a set's entry shows its marker fill and line style
+            handles += [Line2D([], [], color="0.3", marker="o", fillstyle=SET_FILLS[i % len(SET_FILLS)],
+                               ls=SET_LINESTYLES[i % len(SET_LINESTYLES)], label=f"set {g}")
+                        for i, g in enumerate(options.sets)]
+        if options.highlight_crossing and num_regions > 1:
+            handles.append(Patch(facecolor="0.8", edgecolor="black", label="crosses a border"))
         _legend(fig, handles, style.font_size * 0.85)
         _settle(fig, wrapping, list(axes))
     settings = {"frames": chosen, "options": asdict(options), "model": name,
-                "markers": {REGION_NAMES[k]: REGION_MARKERS[k] for k in regions}}
+                "markers": {names[k]: REGION_MARKERS[k] for k in regions}}
     return PaperFigure("fig10_keypoints", fig, settings, style)
+
+
+# --- KPSEM's own views: centres over time, key point density -------------------------------------
+
+
+_CENTRE_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999")
+
+
+def figure_centres(
+    analysis: ClipAnalysis,
+    *,
+    sets: Sequence[int] | None = None,
+    name: str | None = None,
+    style: FigureStyle | None = None,
+) -> PaperFigure:
+    """Each set's adaptive separation centre (eq. 5) over the feature frames: x and y in input pixels, one
+    line per set (colour and line style), and in the sidecar how far each moves (span and path, in feature
+    cells and input pixels, :func:`~kpsem.explain.analysis.centre_movement`)."""
+    style = style or FigureStyle()
+    name = name or analysis.model_name
+    if not analysis.has_kpsem or analysis.internals is None or analysis.centres_px is None:
+        raise ValueError(f"the centres figure needs an MF-KPSEM model; {name} has no KPSEM module, so no centres")
+    centres = analysis.centres_px  # (G, T', 2)
+    chosen = list(range(centres.shape[0])) if sets is None else [int(g) for g in sets]
+    bad = [g for g in chosen if not 0 <= g < centres.shape[0]]
+    if bad or not chosen:
+        raise ValueError(f"sets {bad or chosen} do not exist; this model has sets 0..{centres.shape[0] - 1}")
+    movements = centre_movement(analysis.internals, analysis.size)
+    size = style.font_size
+    frames = np.arange(1, centres.shape[1] + 1)
+    wrapping = _Wrapping()
+    with matplotlib.rc_context(style.rc()):
+        fig = style.figure(style.width * 0.45 + 0.6)
+        axes = fig.subplots(1, 2, sharex=True)
+        for i, g in enumerate(chosen):
+            for ax, axis in zip(axes, (0, 1)):
+                ax.plot(frames, centres[g, :, axis], color=_CENTRE_COLOURS[i % len(_CENTRE_COLOURS)],
+                        ls=SET_LINESTYLES[i % len(SET_LINESTYLES)] if i else "-", marker=".", lw=1.0, ms=3,
+                        label=f"set {g} ({movements[g].span_px:.1f} px)")
+        for ax, word in zip(axes, ("x (px, left to right)", "y (px, top to bottom)")):
+            ax.set_xlabel("feature frame")
+            wrapping.put(ax.set_title(""), f"centre {word}", _width_pt(style) / 2)
+            ax.set_ylim(-0.5, analysis.size - 0.5)
+            ax.set_xticks(frames if len(frames) <= 8 else frames[::2])
+        axes[1].invert_yaxis()  # y grows downwards in an image
+        _legend(fig, axes[0].get_legend_handles_labels()[0], size * 0.85)
+        _settle(fig, wrapping)
+    settings = {"model": name, "sets": chosen, "size": analysis.size,
+                "movement": [asdict(m) for m in movements if m.set_index in chosen]}
+    return PaperFigure("centres_over_time", fig, settings, style)
+
+
+def figure_density(
+    analysis: ClipAnalysis,
+    display: np.ndarray,
+    *,
+    frames: Sequence[int] | None = None,
+    num_frames: int = 4,
+    sets: Sequence[int] | None = None,
+    name: str | None = None,
+    style: FigureStyle | None = None,
+) -> PaperFigure:
+    """Where the model looks, two ways: its Grad-CAM (above) and where KPSEM's key points gather (below: the
+    share of the chosen sets' key points, over every channel and region, in each feature cell, with each
+    set's centre path), on ``num_frames`` evenly sampled frames (or ``frames``)."""
+    style = style or FigureStyle()
+    name = name or analysis.model_name
+    if not analysis.has_kpsem or analysis.internals is None:
+        raise ValueError(f"the density figure needs an MF-KPSEM model; {name} has no KPSEM module, so no key points")
+    _check_display(display, analysis)
+    chosen = _check_frames(frames, analysis.num_frames) if frames is not None else sample_frames(
+        analysis.num_frames, num_frames)
+    drawn_sets = list(range(analysis.internals.centres.shape[1])) if sets is None else [int(g) for g in sets]
+    counts = keypoint_density(analysis.internals, sets=drawn_sets)  # (T', H', W')
+    shares = counts / counts.sum(axis=(1, 2), keepdims=True)  # each feature frame sums to 1
+    top = float(shares.max()) or 1.0  # one scale for every frame of the clip
+    size = style.font_size
+    wrapping = _Wrapping()
+    with matplotlib.rc_context(style.rc()):
+        fig = style.figure(style.width / (len(chosen) + 0.3) * 2 + 1.0)
+        axes = fig.subplots(2, len(chosen), squeeze=False)
+        side = min(_width_pt(style) / (len(chosen) + 0.5), MAX_IMAGE_SIDE * 72)
+        for c, f in enumerate(chosen):
+            t = int(analysis.frame_to_feature[f])
+            axes[0, c].imshow(cam_overlay(display[f], analysis.cam[f], cmap=style.cmap, alpha=0.5))
+            axes[1, c].imshow(density_overlay(display[f], shares[t], cmap=style.cmap, vmax=top))
+            if analysis.key_points_px is not None and analysis.key_points_px.shape[1] > 1:
+                draw_centre_paths(axes[1, c], analysis, drawn_sets, line_width=0.8)
+            for ax in axes[:, c]:
+                _image_axis(ax)
+            wrapping.put(axes[0, c].set_title(""), f"frame {f + 1}", side)
+        axes[0, 0].set_ylabel(_wrap(f"{name}\nGrad-CAM", side, size))
+        axes[1, 0].set_ylabel(_wrap("key points\nper cell", side, size))
+        cam_norm = matplotlib.cm.ScalarMappable(norm=Normalize(0, 1), cmap=style.cmap)
+        _colour_bar(fig, cam_norm, axes[:1, :], "Grad-CAM \N{DIVISION SIGN} its maximum", (0, 0.5, 1), size * 0.85,
+                    wrapping)
+        share_norm = matplotlib.cm.ScalarMappable(norm=Normalize(0, top), cmap=style.cmap)
+        label = f"share of the key points of set{'s' if len(drawn_sets) > 1 else ''} " \
+                f"{', '.join(map(str, drawn_sets))} in a feature cell (all channels and regions)"
+        _colour_bar(fig, share_norm, axes[1:, :], label, (0, top / 2, top), size * 0.85, wrapping)
+        _settle(fig, wrapping, list(axes.flat))
+    settings = {"frames": chosen, "sets": drawn_sets, "model": name, "density_max": top,
+                "feature_size": list(analysis.internals.feature_size)}
+    return PaperFigure("keypoint_density", fig, settings, style)
 
 
 # --- Table 1 --------------------------------------------------------------------------------------
