@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from kpsem.app_support import faithfulness_view, keypoint_settings, probe_view, services, ui, url_state
+from kpsem.app_support import faithfulness_view, keypoint_settings, probe_view, services, ui, url_state, video_view
 from kpsem.app_support.render import (
     MODEL_COLOURS,
     centre_chart,
@@ -100,7 +100,7 @@ if path is None:
 
 sample = None
 with facts_col, ui.guard("Could not read the clip"):
-    clip_key = file_key(path)
+    clip_key = video_view.window_control(file_key(path), info.clip_frames)  # a window of a long video
     sample = services.clip_sample(clip_key, info.clip_frames, info.clip_size, tuple(info.mean), tuple(info.std))
     frames_used = sample.indices[0]
     height, width = sample.original_size
@@ -122,6 +122,7 @@ with facts_col, ui.guard("Could not read the clip"):
     if enlarged:
         st.info(enlarged, icon=":material/zoom_in:")
     st.caption(escape_markdown(path, code=True))
+    video_view.clip_context(clip_key, sample)  # the window on a time line, the crop on the full frame
 if sample is None:
     st.stop()
 
@@ -364,5 +365,8 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
 
 
 frame_viewer(sample, pair, run, options, on_cam=on_cam, scale=scale, cmap=cmap, alpha=alpha)
+video_view.explorer_section(sample, pair, common_pair, options, cmap=cmap, alpha=alpha,
+                            analysis_key=(base.key, ours.key, chosen.device, clip_key, cam_layer, target,
+                                          weighting, chosen.precision))
 faithfulness_view.explorer_section(chosen, clip_key, common, cam_layer=cam_layer, weighting=weighting)
 probe_view.explorer_section(chosen, clip_key, true_label)  # below the views: one clip under the motion probes

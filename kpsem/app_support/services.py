@@ -26,6 +26,8 @@ import torch
 from kpsem.app_support.config import DEMO, DemoPaths
 from kpsem.app_support.sources import FileKey, ModelKey
 
+ClipKey = FileKey | tuple[str, int, int, int]  # a video's FileKey, plus the first frame of a chosen window
+
 if TYPE_CHECKING:  # pandas only for the class comparison's tables: the Explorer never loads it from here
     import pandas as pd
 
@@ -36,6 +38,7 @@ __all__ = [
     "load_model",
     "detect_data_layout",
     "open_data",
+    "ClipKey",
     "clip_sample",
     "analyse",
     "model_cost_cached",
@@ -106,11 +109,15 @@ def open_data(root: str, layout: str | None, split: str, split_id: int, stamp: i
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def clip_sample(key: FileKey, frames: int, size: int, mean: tuple[float, ...], std: tuple[float, ...]):  # noqa: ANN201
-    """Test-time clip of a video (:class:`kpsem.data.ClipSample`); raises VideoError."""
+def clip_sample(key: ClipKey, frames: int, size: int, mean: tuple[float, ...], std: tuple[float, ...]):  # noqa: ANN201
+    """Test-time clip of a video (:class:`kpsem.data.ClipSample`); raises VideoError.
+
+    A key with a fourth item is the window that starts at that video frame (chosen in a long video); a
+    plain file key, MFNet's test clip from the middle. Every cache keyed on the clip's key (analyses,
+    faithfulness, probes) then follows the window."""
     from kpsem.data import load_clip
 
-    return load_clip(key[0], frames=frames, size=size, mean=mean, std=std)
+    return load_clip(key[0], frames=frames, size=size, mean=mean, std=std, start=key[3] if len(key) > 3 else None)
 
 
 @dataclass
