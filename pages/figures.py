@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from kpsem.app_support import ui
+from kpsem.app_support import keypoint_settings, ui
 from kpsem.app_support.sources import file_key
 from kpsem.app_support.studio import CAM_CMAPS, DIFFERENCE_CMAPS, FIGURES, export_figure
 from kpsem.app_support.tables import table_source
@@ -24,6 +24,7 @@ def _export(spec_json: str) -> dict[str, bytes]:
 
 base, ours = chosen.baseline, chosen.kpsem
 info = ours.info
+explorer = keypoint_settings.recall(st.session_state)  # what the Explorer last drew: the figures start from it
 kind = st.selectbox("Figure", list(FIGURES), format_func=FIGURES.get, key="fig_kind")
 s1, s2, s3, s4, s5 = st.columns(5)
 style = {
@@ -31,7 +32,8 @@ style = {
                        format_func=lambda c: f"{c} column"),
     "font_size": float(s2.slider("Font size (pt)", 5, 14, 8, key="fig_font")),
     "dpi": int(s3.selectbox("PNG resolution (DPI)", (150, 300, 600), index=1, key="fig_dpi")),
-    "cmap": s4.selectbox("Colour map (Grad-CAM)", CAM_CMAPS, key="fig_cmap"),
+    "cmap": s4.selectbox("Colour map (Grad-CAM)", CAM_CMAPS, key="fig_cmap",
+                         index=CAM_CMAPS.index(explorer.cmap) if explorer.cmap in CAM_CMAPS else 0),
     "difference_cmap": s5.selectbox("Colour map (differences)", DIFFERENCE_CMAPS, key="fig_diff_cmap"),
 }
 # The models' names on every figure: the checkpoints' display names unless the user types others.
@@ -82,23 +84,45 @@ with ui.guard("Figure settings"):
             frames = info.clip_frames
             if kind == "fig8":
                 spec["options"] = {"topk": int(o2.number_input("Top classes", 1, 5, 3, key="fig_topk")),
-                                   "frame": int(o3.slider("Frame shown", 1, frames, frames // 2 + 1,
+                                   "frame": int(o3.slider("Frame shown", 1, frames, min(explorer.frame, frames - 1) + 1,
                                                           key="fig_frame")) - 1}
             else:
                 from kpsem.explain.figures import sample_frames
 
-                chosen_frames = o2.multiselect("Frames", list(range(frames)), default=sample_frames(frames, 4),
-                                               format_func=lambda t: str(t + 1), key=f"fig_frames_{kind}")
+                # Evenly spaced frames with the Explorer's own frame among them.
+                default_frames = sorted({*sample_frames(frames, 3), min(explorer.frame, frames - 1)})
+                chosen_frames = (o2.multiselect("Frames", list(range(frames)), default=default_frames,
+                                                format_func=lambda t: str(t + 1), key=f"fig_frames_{kind}")
+                                 if kind != "centres" else [])
                 spec["options"] = {"frames": sorted(chosen_frames)}
+                num_sets = ours.model.kpsem.config.num_sets if has_kpsem(ours.model) else 1
+                sets_default = [g for g in explorer.sets if g < num_sets] or [0]
                 if kind == "fig9":
                     spec["options"] |= {"shared": o3.checkbox("One colour scale for both", True, key="fig_shared"),
                                         "difference": o3.checkbox("Difference row", False, key="fig_diff")}
+                elif kind in ("centres", "density"):
+                    every = kind == "centres"  # the centres plot shows every set unless told otherwise
+                    spec["options"] |= {"sets": o3.multiselect("Sets", list(range(num_sets)),
+                                                               default=list(range(num_sets)) if every else sets_default,
+                                                               key=f"fig_sets_{kind}")}
                 else:
-                    num_sets = ours.model.kpsem.config.num_sets if has_kpsem(ours.model) else 1
+                    p1, p2 = o3.columns(2)
                     spec["options"] |= {
-                        "sets": o3.multiselect("Sets", list(range(num_sets)), default=[0], key="fig_sets") or [0],
-                        "top_channels": int(o3.number_input("Channels per set", 1, 32, 5, key="fig_channels")),
-                        "arrow_scale": float(o3.slider("Arrow scale", 0.5, 5.0, 1.0, 0.5, key="fig_arrows"))}
+                        "sets": o3.multiselect("Sets", list(range(num_sets)), default=sets_default, key="fig_sets")
+                        or [0],
+                        "top_channels": int(p1.number_input("Channels per set", 1, 32, explorer.top_channels,
+                                                            key="fig_channels")),
+                        "max_arrows": int(p2.number_input("Arrows per set", 0, 64, explorer.max_arrows or 0,
+                                                          key="fig_arrows_n")),
+                        "arrow_scale": float(o3.slider("Arrow scale", 0.5, 5.0, explorer.arrow_scale, 0.5,
+                                                       key="fig_arrows")),
+                        "split_lines": p1.checkbox("Split lines", explorer.split_lines, key="fig_split"),
+                        "highlight_crossing": p2.checkbox("Mark crossings", explorer.highlight_crossing,
+                                                          key="fig_cross"),
+                        "centre_paths": p1.checkbox("Centre paths", explorer.centre_paths, key="fig_paths"),
+                        "tracks": p2.checkbox("Tracks", explorer.tracks, key="fig_tracks")}
+                    o2.caption("Key point settings start from the Explorer's (sets, channels, arrows, overlays, "
+                               "colour map, frame).")
             ready = bool(picked)
 
 if ready:

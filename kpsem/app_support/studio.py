@@ -23,6 +23,8 @@ FIGURES = {
     "fig8": "Fig. 8: frames with top predictions",
     "fig9": "Fig. 9: Grad-CAM rows",
     "fig10": "Fig. 10: key points and shifts",
+    "centres": "Separation centres over time",
+    "density": "Grad-CAM and key point density",
     "table1": "Table 1: parameters and multiply-adds",
     "confusion": "Confusion matrices",
 }
@@ -61,8 +63,10 @@ def build_figure(spec: dict[str, Any]) -> Any:
     from kpsem.explain.draw import KeyPointOptions
     from kpsem.explain.figures import (
         FigureStyle,
+        figure_centres,
         figure_confusion,
         figure_cost_table,
+        figure_density,
         figure_gradcam,
         figure_keypoints,
         figure_per_class_accuracy,
@@ -114,8 +118,16 @@ def build_figure(spec: dict[str, Any]) -> Any:
                               difference_row=options["difference"], common=common, names=names, style=style)
     if kind == "fig10":
         kp = KeyPointOptions(sets=tuple(options["sets"]), top_channels=options["top_channels"],
-                             arrow_scale=options["arrow_scale"])
+                             arrow_scale=options["arrow_scale"], max_arrows=options.get("max_arrows", 4),
+                             split_lines=options.get("split_lines", True),
+                             highlight_crossing=options.get("highlight_crossing", True),
+                             centre_paths=options.get("centre_paths", True), tracks=options.get("tracks", False))
         return figure_keypoints(pair.kpsem, sample.display[0], frames=frames, options=kp, name=names[1], style=style)
+    if kind == "centres":
+        return figure_centres(pair.kpsem, sets=options.get("sets") or None, name=names[1], style=style)
+    if kind == "density":
+        return figure_density(pair.kpsem, sample.display[0], frames=frames, sets=options.get("sets") or None,
+                              name=names[1], style=style)
     raise ValueError(f"unknown figure {kind!r}; choose one of {', '.join(FIGURES)}")
 
 
