@@ -12,6 +12,7 @@ from kpsem.models.memory_format import (
 )
 from kpsem.models.mf_kpsem import MFKPSEM, MFKPSEMConfig
 from kpsem.models.mfnet import MFNet, MFNetConfig
+from kpsem.models.r3d import R3D, R3DKPSEM, R3DConfig, R3DKPSEMConfig
 from kpsem.models.with_kpsem import KNOCKOUTS, KPSEMOptions, WithKPSEM
 
 __all__ = [
@@ -30,6 +31,10 @@ __all__ = [
     "MFKPSEMConfig",
     "MFNet",
     "MFNetConfig",
+    "R3D",
+    "R3DConfig",
+    "R3DKPSEM",
+    "R3DKPSEMConfig",
     "normalised_to_pixels",
     "DEFAULT_MEMORY_FORMAT",
     "MEMORY_FORMATS",
