@@ -187,3 +187,37 @@ def test_a_pair_explaining_two_classes_needs_a_difference_pair(tiny_analysis) ->
     with pytest.raises(ValueError, match=r"the two CAMs explain different classes \('c0' and 'c1'\).*pass difference="):
         plan_video(split)
     assert plan_video(split, difference=pair).labels[2].endswith("CAM of c0")
+
+
+def test_explain_command_writes_the_video_of_a_chosen_window(tmp_path: Path, capsys) -> None:
+    import json
+
+    import torch
+
+    import kpsem
+    from kpsem.checkpoint import save_checkpoint
+    from kpsem.cli import main
+
+    torch.manual_seed(0)
+    backbone = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
+    models = (kpsem.create_model("mfnet", num_classes=5, **backbone).eval(),
+              kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(backbone), num_frames=8).eval())
+    for model, stem in zip(models, ("base", "ours")):
+        save_checkpoint(tmp_path / f"{stem}.pt", model, class_names=[f"c{i}" for i in range(5)], clip_frames=8,
+                        clip_size=64)
+    video = write_video(tmp_path / "long.mp4", ramp(100, 64, 80), fps=10)  # 10 s; an 8-frame clip spans 15 frames
+    out = tmp_path / "out"
+    args = ["explain", "--baseline", str(tmp_path / "base.pt"), "--kpsem", str(tmp_path / "ours.pt"), "--clip",
+            str(video), "--out", str(out), "--formats", "png", "--dpi", "30", "--jobs", "1", "--video"]
+    assert main([*args, "--start", "5"]) == 0
+    facts = json.loads((out / "analysis.json").read_text())["inputs"]["clip_facts"]
+    assert facts["frame_indices"] == list(range(50, 65, 2))  # 5 s x 10 fps = frame 50, then every 2nd
+    with av.open(str(out / "explained.mp4")) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert stream.codec_context.name == "h264"
+    assert len(frames) == 8 and frames[0].shape == (668, 536, 3)  # 64 px clip: four 256 px panels
+    capsys.readouterr()
+    assert main([*args, "--start", "9"]) == 2  # the last window starts at frame 85: 8.5 s
+    assert ("--start 9 s is outside this 10.00 s video's clip windows: a 8-frame clip can start at 0 … 8.50 s"
+            in capsys.readouterr().err)

@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-index", type=int, default=0, help="which of --num-clips evenly "
                         "spaced clips (default 0)")
     parser.add_argument("--num-clips", type=int, default=1, help="clips spread over the video (default 1: the middle)")
+    parser.add_argument("--start", type=float, default=None, help="seconds into the video where the clip starts: "
+                        "a window of a long video (instead of --clip-index and --num-clips)")
+    parser.add_argument("--video", action="store_true", help="also write explained.mp4: the clip frame by frame, "
+                        "both models' Grad-CAM on one scale, their difference and the key points (H.264)")
     parser.add_argument("--cam-layer", default="tail", choices=CAM_LAYERS, help="Grad-CAM layer (default tail)")
     parser.add_argument("--weighting", choices=("clip", "slice"), default="clip",
                         help="one weight per channel (clip) or per channel and time slice (slice)")
@@ -94,7 +98,7 @@ def _target(text: str | None, class_names: list[str], option: str = "--target") 
 
 
 def _load_clip(path: str, frames: int, size: int, mean: tuple[float, ...], std: tuple[float, ...],
-               num_clips: int, clip_index: int) -> tuple[object, object, dict]:
+               num_clips: int, clip_index: int, start: float | None = None) -> tuple[object, object, dict]:
     """(clip (1, 3, T, S, S), display uint8 (T, S, S, 3), facts for the sidecar)."""
     import numpy as np
     import torch
@@ -113,8 +117,22 @@ def _load_clip(path: str, frames: int, size: int, mean: tuple[float, ...], std: 
         return ((rgb - mean_t) / std_t)[None], display, {"source": "npy"}
     from kpsem.data import load_clip
 
-    sample = load_clip(path, frames=frames, size=size, num_clips=num_clips, mean=mean, std=std)
+    first = None
+    if start is not None:  # seconds -> the window's first frame, refused past the last window that fits
+        if num_clips != 1 or clip_index != 0:
+            raise ValueError("--start chooses one clip's window; leave out --num-clips and --clip-index")
+        from kpsem.data import probe_video
+        from kpsem.data.sampling import clip_span
+
+        info = probe_video(path)
+        last = max(0, info.num_frames - clip_span(frames))
+        first = int(start * info.fps + 0.5) if start >= 0 else -1
+        if not 0 <= first <= last:
+            raise ValueError(f"--start {start:g} s is outside this {info.num_frames / info.fps:.2f} s video's clip "
+                             f"windows: a {frames}-frame clip can start at 0 … {last / info.fps:.2f} s")
+    sample = load_clip(path, frames=frames, size=size, num_clips=num_clips, mean=mean, std=std, start=first)
     facts = {"source": "video", "frame_indices": [int(i) for i in sample.indices[clip_index]], "fps": sample.fps,
+             "frame_times": [float(t) for t in sample.times[clip_index]] if sample.times else None,
              "num_frames": sample.num_frames, "original_size": list(sample.original_size),
              "crop_box": list(sample.crop_box), "resize_scale": sample.resize_scale}
     return sample.clips[clip_index:clip_index + 1], sample.display[clip_index], facts
@@ -192,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     _step(f"decoding a {ki.clip_frames}x{ki.clip_size}x{ki.clip_size} clip of {args.clip}")
     clip, display, facts = _load_clip(args.clip, ki.clip_frames, ki.clip_size, tuple(ki.mean), tuple(ki.std),
-                                      args.num_clips, args.clip_index)
+                                      args.num_clips, args.clip_index, args.start)
     target = _target(args.target, ki.class_names)
     true_label = _target(args.true_class, ki.class_names, "--true-class")
     options = {"cam_layer": args.cam_layer, "weighting": args.weighting, "class_names": ki.class_names}
@@ -224,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
 
     diff_pair = pair if common.explains(pair) else retarget(pair, common.index)
     inputs = {"baseline": str(args.baseline), "kpsem": str(args.kpsem), "clip": str(args.clip),
-              "clip_index": args.clip_index, "num_clips": args.num_clips, "clip_facts": facts,
+              "clip_index": args.clip_index, "num_clips": args.num_clips, "start": args.start, "clip_facts": facts,
               "argv": sys.argv[1:]}
     extra = {"inputs": inputs, "precision": precision.as_dict()}
     out = Path(args.out)
@@ -241,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         lambda: figure_gradcam(pair, display, frames=args.frames, names=names, style=style),
         difference_figure,
     ]
+    points = None
     if pair.kpsem.has_kpsem:
         points = KeyPointOptions(sets=tuple(args.sets), top_channels=args.top_channels, arrow_scale=args.arrow_scale)
         figures.append(lambda: figure_keypoints(pair.kpsem, display, frames=args.frames, options=points,
@@ -254,6 +273,16 @@ def run(args: argparse.Namespace) -> int:
     figures.append(lambda: figure_cost_table(costs, style=style))
     _step(f"drawing {len(figures)} figures as {', '.join(formats)}")
     written = _render(figures, out, formats, extra, args.jobs)
+    if args.video:
+        from kpsem.explain.video import explanation_video_bytes, frame_captions
+        from kpsem.io import atomic_write_bytes
+
+        _step("drawing and encoding the clip as a video (explained.mp4, H.264)")
+        captions = frame_captions(len(display), facts.get("frame_indices"), facts.get("frame_times"))
+        data = explanation_video_bytes(pair, display, difference=diff_pair, names=names, captions=captions,
+                                       keypoints=points, cmap=style.cmap, difference_cmap=style.difference_cmap)
+        atomic_write_bytes(out / "explained.mp4", data)
+        written.append(out / "explained.mp4")
     summary = {"baseline": pair.baseline.summary(), "kpsem": pair.kpsem.summary(), "shared_cam_max": pair.shared_scale,
                "difference_target": common.as_dict(), **extra}
     atomic_write_text(out / "analysis.json", json.dumps(summary, indent=2, default=str) + "\n")
