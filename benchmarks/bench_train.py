@@ -5,9 +5,10 @@
     python benchmarks/bench_train.py --data ROOT           # loader on a real data set instead of synth videos
     python benchmarks/bench_train.py --threads 1           # steadiest model ratio on a shared CPU
 
-Model steps are full optimiser steps (forward, backward, SGD with the recipe's parameter groups) on
-random clips; the two models alternate round by round so that load from other processes hits both
-alike, and the reported figure is the median over rounds. The loader is :class:`kpsem.data.ClipDataset`
+Model steps are :func:`kpsem.train.train_step`, the very step training takes (forward under the
+precision's autocast, backward through the scaler, SGD with the recipe's parameter groups), on random
+clips; the two models alternate round by round so that load from other processes hits both alike, and
+the reported figure is the median over rounds. The loader is :class:`kpsem.data.ClipDataset`
 with training augmentation through a DataLoader, on synthetic videos written to a temporary folder
 unless ``--data`` is given. Target: MF-KPSEM >= 0.9x MFNet; loader faster than the model.
 """
@@ -15,6 +16,7 @@ unless ``--data`` is given. Target: MF-KPSEM >= 0.9x MFNet; loader faster than t
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -22,11 +24,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from kpsem.precision import resolve_precision
-from kpsem.train import TrainConfig, build_model, parameter_groups
+from kpsem.train import TrainConfig, build_model, build_optimizer, grad_scaler, train_step
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -85,24 +86,12 @@ def bench_models(args: argparse.Namespace, device: torch.device) -> dict[str, di
         torch.manual_seed(0)
         model, _ = build_model(config, args.classes)
         model.to(device).train()
-        optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=0.9, nesterov=True,
-                                    weight_decay=1e-4)
-        precision = resolve_precision(device, args.precision)
-        scaler = torch.amp.GradScaler(device.type, enabled=precision.name == "fp16")
+        optimizer, _ = build_optimizer(model, config)  # the recipe's SGD and parameter groups, as train builds them
+        precision = resolve_precision(device, config.precision)
         clips = torch.randn(args.batch_size, 3, args.frames, args.size, args.size, device=device)  # (N, 3, T, S, S)
         labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
-
-        def step(model: torch.nn.Module = model, optimizer: torch.optim.Optimizer = optimizer,
-                 scaler: torch.amp.GradScaler = scaler, clips: torch.Tensor = clips,
-                 labels: torch.Tensor = labels, precision: object = precision) -> None:
-            with precision.autocast():
-                loss = F.cross_entropy(model(clips).float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-        steps[arch] = step
+        steps[arch] = functools.partial(train_step, model, clips, labels, optimizer=optimizer,
+                                        scaler=grad_scaler(device, precision), precision=precision)
     for step in steps.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice
         step()
         step()

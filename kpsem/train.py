@@ -10,6 +10,11 @@ training state), ``checkpoints/latest.json`` (which checkpoint a resume starts f
 (weights and metadata only). Resuming restores model, optimiser, scheduler, GradScaler, epoch, step,
 every rank's RNG states and the metrics so far; the data order and augmentation of an epoch depend
 only on (seed, epoch, item), so a resumed run ends with exactly the weights of an uninterrupted one.
+
+:func:`train` runs named steps over one :class:`_Run` (what they share) whose progress is a typed
+:class:`TrainState`: set up (:func:`_set_up`, :func:`_restore`), one epoch (:func:`_train_epoch`, each batch
+through :func:`train_step`), its end with validation and checkpoint (:func:`_end_epoch`, :func:`_save`) and
+the summary (:func:`_finish`). :class:`TrainConfig` lives in :mod:`kpsem.train_config`, free of torch.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -32,22 +37,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, FRAME_INTERVAL, MFNET_MEAN, MFNET_STD
+from kpsem.constants import MFNET_MEAN, MFNET_STD
 from kpsem.distributed import DistInfo, all_reduce_sums, barrier, current, gather_to_main, pick_device
 from kpsem.evaluate import CentreStats, evaluate_model
 from kpsem.io import atomic_write_text
 from kpsem.models import has_kpsem
-from kpsem.models.memory_format import set_memory_format, torch_memory_format
-from kpsem.precision import normalise_precision, resolve_precision
+from kpsem.models.memory_format import set_memory_format
+from kpsem.precision import Precision, resolve_precision
+from kpsem.train_config import TrainConfig, renamed_fields
 
 __all__ = [
     "TrainConfig",
     "TrainData",
     "TrainResult",
+    "TrainState",
+    "EpochSums",
     "ResumeError",
     "open_train_data",
     "build_model",
     "parameter_groups",
+    "build_optimizer",
+    "grad_scaler",
+    "train_step",
     "train",
     "latest_checkpoint",
 ]
@@ -59,109 +70,10 @@ _RESUMABLE_CHANGES = frozenset(
     {"epochs", "resume", "progress", "workers", "save_every", "keep_checkpoints", "log_every", "device", "out",
      "memory_format"}  # a layout changes no value beyond float rounding (~1e-7), as a device does
 )
-_LEGACY_FIELDS = {"amp": "precision"}  # names in config.json and checkpoints written before the rename
 
 
 class ResumeError(ValueError):
     """A resume that would not continue the same run; the message says which setting differs."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; written to ``config.json`` in the run folder."""
-
-    arch: str = "mf_kpsem"  # registered model: "mfnet" or "mf_kpsem"
-    data: str | None = None  # data set root (None when the caller passes TrainData)
-    out: str = "runs/train"  # run folder
-    layout: str | None = None  # data set layout (None: detect from the folder)
-    split_id: int = 1  # official split number for HMDB51 / UCF101
-    annotations: str | None = None  # annotation file or folder when not in the standard place
-    train_split: str = "train"  # split trained on
-    val_split: str | None = "val"  # split evaluated after each epoch (None: none); HMDB51/UCF101: test list
-    val_clips: int = 1  # clips per video in the per-epoch validation
-    epochs: int = 30  # passes over the training set
-    batch_size: int = 16  # clips per optimiser step on each process (paper's ablations: 16)
-    lr: float = 0.005  # base learning rate (paper 4.1)
-    momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True  # Nesterov momentum (MFNet reference)
-    weight_decay: float = 1e-4  # L2 penalty on every parameter
-    backbone_lr_mult: float | None = None  # MFNet layers; None: 0.2 with --init, 1.0 from scratch
-    kpsem_lr_mult: float = 1.0  # KPSEM (new layers)
-    centre_lr_mult: float = 1.0  # KPSEM's centre MLPs (kpsem.centre_*), multiplied onto kpsem_lr_mult
-    classifier_lr_mult: float = 1.0  # classifier (new layer)
-    lr_steps: tuple[int, ...] = (20, 27)  # epochs after which the lr is multiplied by lr_factor
-    lr_factor: float = 0.1  # step decay factor
-    frames: int = CLIP_FRAMES  # frames per clip
-    interval: int | tuple[int, ...] = FRAME_INTERVAL  # frame interval, or one drawn per clip (Kinetics: 1,2,2,3)
-    size: int = CLIP_SIZE  # side of the square crop (multiple of 16)
-    flip: str = "mirror"  # train flips: "mirror" (mirror-image classes swap labels: slide_left/right), "plain", "off"
-    conv1_channels: int | None = None  # backbone stem width (None: MFNet's 16, or the init checkpoint's)
-    widths: tuple[int, int, int, int] | None = None  # conv2..conv5 widths (None: MFNet's, or init's)
-    depths: tuple[int, int, int, int] | None = None  # conv2..conv5 units (None: MFNet's, or init's)
-    dropout: float | None = None  # dropout before the classifier (None: 0, or init's)
-    model_options: dict[str, Any] = field(default_factory=dict)  # more create_model keywords (MF-KPSEM's)
-    init: str | None = None  # checkpoint to start from (ours or published MFNet)
-    reinit_classifier: bool = False  # drop init's classifier (another class count)
-    precision: str = "fp32"  # fp32, bf16, fp16 (+ GradScaler) autocast, or auto (kpsem.precision); the command: auto
-    memory_format: str = "channels_last_3d"  # layout of weights and activations (kpsem.models.memory_format)
-    sync_bn: bool = False  # SyncBatchNorm across GPUs (CUDA + torchrun only)
-    seed: int = 0  # seeds model init, data order and augmentation
-    workers: int = 4  # data loader processes per training process
-    eval_batch_size: int | None = None  # validation batch size (None: batch_size)
-    save_every: int = 0  # extra mid-epoch checkpoint every N steps (0: only at epoch ends)
-    keep_checkpoints: int = 0  # epoch checkpoints kept on disk, newest first (0: all)
-    log_every: int = 10  # steps between metrics.jsonl records
-    resume: str | None = None  # "auto" (latest in the run folder, if any) or a checkpoint path
-    device: str = "auto"  # "auto" (GPU when available), "cpu", "cuda", "cuda:1"
-    progress: bool = True  # tqdm progress bar on rank 0
-
-    def __post_init__(self) -> None:
-        self.lr_steps = tuple(int(s) for s in self.lr_steps)
-        if self.widths is not None:
-            self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
-        if self.depths is not None:
-            self.depths = tuple(int(d) for d in self.depths)  # type: ignore[assignment]
-        if self.size < 32 or self.size % 16:
-            raise ValueError(f"size must be a multiple of 16 and at least 32 (e.g. 112, 160, 224); got {self.size}")
-        if not isinstance(self.interval, int):
-            self.interval = tuple(int(i) for i in self.interval)
-            if not self.interval or min(self.interval) < 1:
-                raise ValueError(f"interval must be positive frame counts; got {list(self.interval)}")
-        for name in ("epochs", "batch_size", "frames", "val_clips", "log_every") + (
-            ("interval",) if isinstance(self.interval, int) else ()
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive; got {self.lr}")
-        self.precision = normalise_precision(self.precision)
-        torch_memory_format(self.memory_format)  # a bad name fails here, not after the data is opened
-        if list(self.lr_steps) != sorted(set(self.lr_steps)):
-            raise ValueError(f"lr_steps must be increasing epochs; got {list(self.lr_steps)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The config a ``config.json`` or checkpoint holds; older files' ``amp`` is read as ``precision``."""
-        data = _renamed_fields(data)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
-
-
-def _renamed_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """A config dict with the fields of older versions under their current names (``amp`` -> ``precision``,
-    whose ``off`` is ``fp32``)."""
-    data = dict(data)
-    for old, new in _LEGACY_FIELDS.items():
-        if old in data and new not in data:
-            data[new] = normalise_precision(data.pop(old)) if new == "precision" else data.pop(old)
-    return data
 
 
 @dataclass
@@ -349,7 +261,7 @@ def latest_checkpoint(out: str | Path) -> Path | None:
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    saved = _renamed_fields(saved)
+    saved = renamed_fields(saved)
     current_cfg = config.to_dict()
     changed = sorted(k for k in current_cfg if k not in _RESUMABLE_CHANGES and saved.get(k) != current_cfg[k])
     if changed:
@@ -361,10 +273,11 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
 
 
 class _MetricsLog:
-    """``metrics.jsonl`` on rank 0, and the same records in memory (they travel in checkpoints)."""
+    """``metrics.jsonl`` on rank 0, and the same records in memory: appended to ``records`` (the run's
+    :attr:`TrainState.metrics`, which travel in checkpoints)."""
 
     def __init__(self, path: Path, enabled: bool, records: list[dict[str, Any]]) -> None:
-        self.path, self.enabled, self.records = path, enabled, list(records)
+        self.path, self.enabled, self.records = path, enabled, records
         if enabled:  # rewrite from the checkpoint: records of a lost partial epoch disappear
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
 
@@ -386,6 +299,95 @@ def _broadcast_buffers(model: nn.Module, dist_info: DistInfo) -> None:
             dist.broadcast(buffer, src=0)
 
 
+_StepDecay = torch.optim.lr_scheduler.MultiStepLR
+
+
+@dataclass
+class EpochSums:
+    """Sums over the clips of one epoch (or one log window) on this process; all-reduced when reported."""
+
+    loss: float = 0.0  # per-clip cross-entropy, summed
+    correct: float = 0.0  # top-1 hits
+    count: float = 0.0  # clips
+    seconds: float = 0.0  # time spent in training steps (not validation or checkpoints)
+    replaced: float = 0.0  # clips the data set replaced because they could not be decoded
+
+    def add(self, loss: float, correct: float, count: int) -> None:
+        self.loss += loss * count
+        self.correct += correct
+        self.count += count
+
+
+@dataclass
+class TrainState:
+    """How far a run has come: with the optimiser, scheduler, scaler and RNG states, what a checkpoint's
+    ``training_state`` restores (there as plain data, ``running`` a dict)."""
+
+    epoch: int = 0  # epochs completed
+    epoch_step: int = 0  # optimiser steps taken in the current epoch
+    step: int = 0  # optimiser steps taken in all
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # every metrics.jsonl record so far
+    running: EpochSums | None = None  # the current epoch's sums, at a mid-epoch checkpoint
+
+
+@dataclass
+class _Run:
+    """What the steps of one training run share; built by :func:`_set_up`."""
+
+    config: TrainConfig
+    data: TrainData
+    dist_info: DistInfo
+    model: nn.Module  # the model itself: saved and evaluated
+    train_model: nn.Module  # what the steps run: the model or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: _StepDecay
+    scaler: torch.amp.GradScaler
+    precision: Precision
+    state: TrainState
+    init_info: dict[str, Any]  # what --init did (or, resumed, what it did then)
+    command: list[str]
+    resumed_from: Path | None
+    log: _MetricsLog = field(init=False)  # opened once config.json is written
+    bar: Any = None  # tqdm bar on rank 0, if any
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / "checkpoints"
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.SGD, _StepDecay]:
+    """The recipe's SGD over :func:`parameter_groups` and its step decay."""
+    optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=config.momentum,
+                                nesterov=config.nesterov, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_steps), gamma=config.lr_factor)
+    return optimizer, scheduler
+
+
+def grad_scaler(device: torch.device, precision: Precision) -> torch.amp.GradScaler:
+    """fp16's narrow range underflows small gradients, so it trains scaled; bf16 has fp32's range and needs none
+    (the scaler is then a no-op)."""
+    return torch.amp.GradScaler(device.type, enabled=precision.name == "fp16")
+
+
+def train_step(model: nn.Module, clips: torch.Tensor, labels: torch.Tensor, *, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on one batch, as :func:`train` takes it (and the benchmark times it): forward under
+    the precision's autocast, cross-entropy in float32, backward through the scaler, SGD. Returns
+    ``(loss, logits)``."""
+    with precision.autocast():
+        logits = model(clips)  # (N, classes)
+        loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logits
+
+
 def train(
     config: TrainConfig,
     *,
@@ -403,227 +405,304 @@ def train(
     started = time.perf_counter()
     if dist_info is None:
         dist_info = current(pick_device(0, config.device))
-    device, is_main = dist_info.device, dist_info.is_main
-    out = Path(config.out)
-    checkpoints = out / "checkpoints"
-    resume_path: Path | None = None
-    if config.resume == "auto":
-        resume_path = latest_checkpoint(out)
-    elif config.resume:
-        resume_path = Path(config.resume)
+    resume_path = _resume_path(config)
     data = data or open_train_data(config)
-    num_classes = len(data.class_names)
+    payload = _read_resume(resume_path)
+    run = _set_up(config, data, dist_info, payload, resumed_from=resume_path,
+                  command=list(command) if command is not None else sys.argv)
+    items, sampler, steps_per_epoch = _training_order(run)
+    _write_run_config(run)
+    run.log = _MetricsLog(run.out / "metrics.jsonl", dist_info.is_main, run.state.metrics)
+    centre_stats = CentreStats(run.model, training=True)
+    run.bar = _progress_bar(run, steps_per_epoch)
+    epoch_metrics: dict[str, Any] | None = None
+    try:
+        while run.state.epoch < config.epochs:
+            sums = _train_epoch(run, items, sampler, steps_per_epoch, on_step)
+            epoch_metrics = _end_epoch(run, sums, centre_stats)
+    finally:
+        centre_stats.close()
+        if run.bar is not None:
+            run.bar.close()
+    final = _finish(run, epoch_metrics, started)
+    return TrainResult(out=run.out, final_checkpoint=final, epochs=run.state.epoch, steps=run.state.step,
+                       metrics=run.state.metrics, resumed_from=resume_path)
 
-    payload: dict[str, Any] | None = None
-    if resume_path is not None:
-        from kpsem.checkpoint import model_from_config, read_checkpoint
 
-        payload = read_checkpoint(resume_path)
-        if payload.get("training_state") is None:
-            raise ResumeError(f"{resume_path} has no training state (a final or published checkpoint); "
-                              "pass it as --init to fine-tune from it instead")
+def _resume_path(config: TrainConfig) -> Path | None:
+    """The checkpoint ``config.resume`` names: the run folder's latest for "auto" (None in a fresh folder)."""
+    if config.resume == "auto":
+        return latest_checkpoint(config.out)
+    return Path(config.resume) if config.resume else None
+
+
+def _read_resume(path: Path | None) -> dict[str, Any] | None:
+    """The checkpoint a resume continues from, refused unless it holds a training state."""
+    if path is None:
+        return None
+    from kpsem.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(path)
+    if payload.get("training_state") is None:
+        raise ResumeError(f"{path} has no training state (a final or published checkpoint); "
+                          "pass it as --init to fine-tune from it instead")
+    return payload
+
+
+def _set_up(config: TrainConfig, data: TrainData, dist_info: DistInfo, payload: dict[str, Any] | None, *,
+            resumed_from: Path | None, command: list[str]) -> _Run:
+    """Seeds, the model (built, or as the resumed checkpoint describes it), the optimiser, scheduler and scaler,
+    restored from ``payload`` when resuming, and the model wrapped for several processes."""
+    device = dist_info.device
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
     if payload is None:
-        model, init_info = build_model(config, num_classes)
+        model, init_info = build_model(config, len(data.class_names))
     else:  # the checkpoint describes the model itself: the --init file need not exist any more
-        model, init_info = model_from_config(payload["arch"], num_classes, payload["config"]), {}
+        from kpsem.checkpoint import model_from_config
+
+        model, init_info = model_from_config(payload["arch"], len(data.class_names), payload["config"]), {}
     set_memory_format(model, config.memory_format)  # measured faster for training steps on CPU too (README)
     model.to(device)
-    groups = parameter_groups(model, config)
-    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                                weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_steps), gamma=config.lr_factor)
+    optimizer, scheduler = build_optimizer(model, config)
     precision = resolve_precision(device, config.precision)
-    # fp16's narrow range underflows small gradients; bf16 has fp32's range and needs no scaling.
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.name == "fp16")
-
-    state: dict[str, Any] = {"epoch": 0, "epoch_step": 0, "step": 0, "metrics": [], "running": None}
+    run = _Run(config=config, data=data, dist_info=dist_info, model=model, train_model=model, optimizer=optimizer,
+               scheduler=scheduler, scaler=grad_scaler(device, precision), precision=precision, state=TrainState(),
+               init_info=init_info, command=command, resumed_from=resumed_from)
     if payload is not None:
-        from kpsem.checkpoint import load_weights_into
+        _restore(run, payload)
+    run.train_model = _wrap_for_processes(model, config, dist_info)
+    return run
 
-        saved = payload["training_state"]
-        _check_resumable(saved["config"], config, resume_path)
-        if saved["world_size"] != dist_info.world_size and saved["epoch_step"]:
-            raise ResumeError(
-                f"cannot resume {resume_path} in the middle of an epoch with {dist_info.world_size} processes: it was "
-                f"saved by {saved['world_size']}; use {saved['world_size']} or resume from an epoch checkpoint"
-            )
-        load_weights_into(model, payload["state_dict"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        rng_states = saved["rng"]
-        _set_rng_state(rng_states[dist_info.rank] if len(rng_states) == dist_info.world_size else rng_states[0])
-        state = {k: saved[k] for k in ("epoch", "epoch_step", "step", "metrics", "running")}
-        init_info = saved.get("init", init_info)
 
-    train_model: nn.Module = model
-    if dist_info.distributed:
-        if config.sync_bn and device.type == "cuda":
-            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
-        find_unused = has_kpsem(config.arch) and config.model_options.get("gradient") == "hard"
-        train_model = nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=find_unused,
+def _restore(run: _Run, payload: dict[str, Any]) -> None:
+    """Continue where ``payload`` (a checkpoint with a training state) stopped: weights, optimiser, scheduler,
+    scaler, this rank's RNG states and the progress; refused if the settings or the process count differ."""
+    from kpsem.checkpoint import load_weights_into
+
+    saved, path, dist_info = payload["training_state"], run.resumed_from, run.dist_info
+    _check_resumable(saved["config"], run.config, path)
+    if saved["world_size"] != dist_info.world_size and saved["epoch_step"]:
+        raise ResumeError(
+            f"cannot resume {path} in the middle of an epoch with {dist_info.world_size} processes: it was "
+            f"saved by {saved['world_size']}; use {saved['world_size']} or resume from an epoch checkpoint"
         )
+    load_weights_into(run.model, payload["state_dict"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("scaler"):
+        run.scaler.load_state_dict(saved["scaler"])
+    rng_states = saved["rng"]
+    _set_rng_state(rng_states[dist_info.rank] if len(rng_states) == dist_info.world_size else rng_states[0])
+    running = saved["running"]
+    run.state = TrainState(epoch=saved["epoch"], epoch_step=saved["epoch_step"], step=saved["step"],
+                           metrics=list(saved["metrics"]), running=EpochSums(**running) if running else None)
+    run.init_info = saved.get("init", run.init_info)
 
-    train_items = _SeededItems(data.train, config.seed)
-    sampler = DistributedSampler(train_items, num_replicas=dist_info.world_size, rank=dist_info.rank,
-                                 shuffle=True, seed=config.seed)
+
+def _wrap_for_processes(model: nn.Module, config: TrainConfig, dist_info: DistInfo) -> nn.Module:
+    """Under torchrun: SyncBatchNorm if asked for (CUDA), then DistributedDataParallel; else the model."""
+    if not dist_info.distributed:
+        return model
+    device = dist_info.device
+    train_model = model
+    if config.sync_bn and device.type == "cuda":
+        train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+    find_unused = has_kpsem(config.arch) and config.model_options.get("gradient") == "hard"
+    return nn.parallel.DistributedDataParallel(
+        train_model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused,
+    )
+
+
+def _training_order(run: _Run) -> tuple[_SeededItems, DistributedSampler, int]:
+    """The seeded training items, this process's sampler over them and the optimiser steps per epoch."""
+    config, dist_info = run.config, run.dist_info
+    items = _SeededItems(run.data.train, config.seed)
+    sampler = DistributedSampler(items, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True,
+                                 seed=config.seed)
     steps_per_epoch = len(sampler) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
-            f"the training set has {len(train_items)} clips: fewer than batch_size={config.batch_size} per process "
+            f"the training set has {len(items)} clips: fewer than batch_size={config.batch_size} per process "
             f"x {dist_info.world_size} processes; lower --batch-size"
         )
+    return items, sampler, steps_per_epoch
 
-    if is_main:
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(
-            {"config": config.to_dict(), "classes": data.class_names, "data": data.info, "init": init_info,
-             "world_size": dist_info.world_size, "device": str(device),
-             "precision": precision.as_dict(),
-             "command": list(command) if command is not None else sys.argv}, indent=2) + "\n")
-    log = _MetricsLog(out / "metrics.jsonl", is_main, state["metrics"])
 
-    def provenance(epoch: int, metrics: dict[str, Any] | None) -> dict[str, Any]:
-        import kpsem
+def _epoch_loader(run: _Run, items: _SeededItems, sampler: DistributedSampler) -> DataLoader:
+    """This epoch's batches, without those an interrupted run already took."""
+    config, epoch = run.config, run.state.epoch
+    sampler.set_epoch(epoch)
+    items.set_epoch(epoch)
+    skip = run.state.epoch_step * config.batch_size
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # worker seeds
+    return DataLoader(items, batch_size=config.batch_size, sampler=_SkipSampler(sampler, skip),
+                      num_workers=config.workers, drop_last=True, pin_memory=run.dist_info.device.type == "cuda",
+                      generator=generator)
 
-        record = {
-            "command": list(command) if command is not None else sys.argv, "config": config.to_dict(),
-            "dataset": data.info, "epoch": epoch, "step": state["step"], "metrics": metrics, "init": init_info,
-            "world_size": dist_info.world_size, "torch": str(torch.__version__), "kpsem": kpsem.__version__,
-        }
-        return json.loads(json.dumps(record, default=str))  # plain data only: checkpoints load weights_only
 
-    def save(path: Path, epoch_metrics: dict[str, Any] | None, *, with_state: bool = True) -> None:
-        rng_all = gather_to_main(dist_info, _rng_state())
-        if not is_main:
-            return
-        from kpsem.checkpoint import save_checkpoint
-
-        training_state = None
-        if with_state:
-            training_state = {
-                **{k: state[k] for k in ("epoch", "epoch_step", "step", "running")},
-                "metrics": log.records, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rng": rng_all,
-                "config": config.to_dict(), "init": init_info, "world_size": dist_info.world_size,
-            }
-        save_checkpoint(path, model, class_names=data.class_names, clip_frames=config.frames, clip_size=config.size,
-                        mean=MFNET_MEAN, std=MFNET_STD, provenance=provenance(state["epoch"], epoch_metrics),
-                        training_state=training_state)
-        if with_state:
-            atomic_write_text(checkpoints / "latest.json",
-                              json.dumps({"file": path.name, "epoch": state["epoch"], "step": state["step"]}))
-
-    centre_stats = CentreStats(model, training=True)
-    bar = None
-    if config.progress and is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.epochs * steps_per_epoch, initial=state["step"], unit="step", dynamic_ncols=True,
-                   desc=f"train {config.arch}")
-    epoch_metrics: dict[str, Any] | None = None
-    try:
-        while state["epoch"] < config.epochs:
-            epoch = state["epoch"]
-            sampler.set_epoch(epoch)
-            train_items.set_epoch(epoch)
-            skip = state["epoch_step"] * config.batch_size
-            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # worker seeds
-            loader = DataLoader(train_items, batch_size=config.batch_size, sampler=_SkipSampler(sampler, skip),
-                                num_workers=config.workers, drop_last=True, pin_memory=device.type == "cuda",
-                                generator=generator)
-            running = state["running"] or {"loss": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0, "replaced": 0.0}
-            window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "since": time.perf_counter()}
-            train_model.train()
+def _train_epoch(run: _Run, items: _SeededItems, sampler: DistributedSampler, steps_per_epoch: int,
+                 on_step: Callable[[int], None] | None) -> EpochSums:
+    """The rest of the current epoch's steps: a metrics record every ``log_every`` steps, a mid-epoch checkpoint
+    every ``save_every``. Returns the epoch's sums on this process."""
+    config, state, device = run.config, run.state, run.dist_info.device
+    sums = state.running or EpochSums()
+    window, window_started = EpochSums(), time.perf_counter()
+    run.train_model.train()
+    epoch_started = time.perf_counter()
+    for batch in _epoch_loader(run, items, sampler):
+        clips = batch["clip"].to(device, non_blocking=True)  # (N, 3, T, S, S)
+        labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True)  # (N,)
+        loss, logits = train_step(run.train_model, clips, labels, optimizer=run.optimizer, scaler=run.scaler,
+                                  precision=run.precision)
+        state.step += 1
+        state.epoch_step += 1
+        correct = float((logits.argmax(1) == labels).sum())
+        sums.replaced += sum(1 for r in batch.get("replaced", []) if r)  # undecodable stand-ins
+        for acc in (sums, window):
+            acc.add(float(loss.detach()), correct, len(labels))
+        if run.bar is not None:
+            run.bar.update(1)
+            run.bar.set_postfix(epoch=state.epoch + 1, loss=f"{float(loss.detach()):.3f}",
+                                lr=f"{run.optimizer.param_groups[0]['lr']:.2g}")
+        if state.step % config.log_every == 0:
+            _log_window(run, window, time.perf_counter() - window_started)
+            window, window_started = EpochSums(), time.perf_counter()
+        if config.save_every and state.step % config.save_every == 0 and state.epoch_step < steps_per_epoch:
+            sums.seconds += time.perf_counter() - epoch_started
             epoch_started = time.perf_counter()
-            for batch in loader:
-                clips = batch["clip"].to(device, non_blocking=True)  # (N, 3, T, S, S)
-                labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True)  # (N,)
-                with precision.autocast():
-                    logits = train_model(clips)  # (N, classes)
-                    loss = F.cross_entropy(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                state["step"] += 1
-                state["epoch_step"] += 1
-                correct = float((logits.argmax(1) == labels).sum())
-                running["replaced"] += sum(1 for r in batch.get("replaced", []) if r)  # undecodable stand-ins
-                for acc in (running, window):
-                    acc["loss"] += float(loss.detach()) * len(labels)
-                    acc["correct"] += correct
-                    acc["count"] += len(labels)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.3f}",
-                                    lr=f"{optimizer.param_groups[0]['lr']:.2g}")
-                if state["step"] % config.log_every == 0:
-                    loss_sum, correct_sum, count = all_reduce_sums(
-                        dist_info, [window["loss"], window["correct"], window["count"]])
-                    elapsed = time.perf_counter() - window["since"]
-                    log.write({"event": "train", "epoch": epoch + 1, "step": state["step"], "loss": loss_sum / count,
-                               "top1": correct_sum / count, "lr": scheduler.get_last_lr(),
-                               "clips_per_s": count / max(elapsed, 1e-9)})
-                    window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "since": time.perf_counter()}
-                mid_epoch = state["epoch_step"] < steps_per_epoch
-                if config.save_every and state["step"] % config.save_every == 0 and mid_epoch:
-                    running["seconds"] += time.perf_counter() - epoch_started
-                    epoch_started = time.perf_counter()
-                    state["running"] = running
-                    save(checkpoints / "last.pt", None)
-                if on_step is not None:
-                    on_step(state["step"])
-            running["seconds"] += time.perf_counter() - epoch_started
-            scheduler.step()
-            loss_sum, correct_sum, count, replaced = all_reduce_sums(
-                dist_info, [running["loss"], running["correct"], running["count"], running["replaced"]])
-            epoch_metrics = {"event": "epoch", "epoch": epoch + 1, "step": state["step"],
-                             "train_loss": loss_sum / count, "train_top1": correct_sum / count,
-                             "lr": [g["lr"] for g in optimizer.param_groups],
-                             "train_seconds": running["seconds"], "train_replaced_clips": int(replaced),
-                             **centre_stats.take()}  # rank 0's batches; of this session when resumed mid-epoch
-            if data.val is not None:
-                _broadcast_buffers(train_model, dist_info)
-                result = evaluate_model(
-                    model, data.val, class_names=data.class_names, model_id=f"epoch_{epoch + 1:03d}:{config.arch}",
-                    split=config.val_split or "val", batch_size=config.eval_batch_size or config.batch_size,
-                    workers=config.workers, precision=precision.name, dist_info=dist_info,
-                )
-                if result is not None:
-                    epoch_metrics.update(val_loss=result.clip_loss, val_top1=result.clip_top1,
-                                         val_top5=result.clip_top5, val_video_top1=result.video_top1,
-                                         val_video_top5=result.video_top5)
-            if is_main:
-                log.write(epoch_metrics)
-                if bar is not None:
-                    bar.write(_format_epoch(epoch_metrics))
-            state.update(epoch=epoch + 1, epoch_step=0, running=None)
-            save(checkpoints / f"epoch_{epoch + 1:03d}.pt", epoch_metrics)
-            if is_main:
-                _prune(checkpoints, config.keep_checkpoints)
-                (checkpoints / "last.pt").unlink(missing_ok=True)
-    finally:
-        centre_stats.close()
-        if bar is not None:
-            bar.close()
-    final = out / "final.pt"
-    save(final, epoch_metrics or (log.records[-1] if log.records else None), with_state=False)
-    barrier(dist_info)
+            state.running = sums
+            _save(run, run.checkpoints / "last.pt", None)
+        if on_step is not None:
+            on_step(state.step)
+    sums.seconds += time.perf_counter() - epoch_started
+    return sums
+
+
+def _log_window(run: _Run, window: EpochSums, elapsed: float) -> None:
+    """A ``train`` record: loss, top-1 and speed over the last ``log_every`` steps of every process."""
+    loss_sum, correct_sum, count = all_reduce_sums(run.dist_info, [window.loss, window.correct, window.count])
+    run.log.write({"event": "train", "epoch": run.state.epoch + 1, "step": run.state.step, "loss": loss_sum / count,
+                   "top1": correct_sum / count, "lr": run.scheduler.get_last_lr(),
+                   "clips_per_s": count / max(elapsed, 1e-9)})
+
+
+def _end_epoch(run: _Run, sums: EpochSums, centre_stats: CentreStats) -> dict[str, Any]:
+    """Decay the lr, record the epoch (with validation), checkpoint it and prune old checkpoints."""
+    config, state, is_main = run.config, run.state, run.dist_info.is_main
+    run.scheduler.step()
+    loss_sum, correct_sum, count, replaced = all_reduce_sums(
+        run.dist_info, [sums.loss, sums.correct, sums.count, sums.replaced])
+    metrics = {"event": "epoch", "epoch": state.epoch + 1, "step": state.step,
+               "train_loss": loss_sum / count, "train_top1": correct_sum / count,
+               "lr": [g["lr"] for g in run.optimizer.param_groups],
+               "train_seconds": sums.seconds, "train_replaced_clips": int(replaced),
+               **centre_stats.take()}  # rank 0's batches; of this session when resumed mid-epoch
+    metrics.update(_validate(run))
     if is_main:
-        total = time.perf_counter() - started
-        atomic_write_text(out / "summary.json", json.dumps(
-            {"final_checkpoint": str(final), "epochs": state["epoch"], "steps": state["step"], "seconds": total,
-             "last_epoch": epoch_metrics, "resumed_from": str(resume_path) if resume_path else None,
-             "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}, indent=2) + "\n")
-    return TrainResult(out=out, final_checkpoint=final if is_main else None, epochs=state["epoch"], steps=state["step"],
-                       metrics=log.records, resumed_from=resume_path)
+        run.log.write(metrics)
+        if run.bar is not None:
+            run.bar.write(_format_epoch(metrics))
+    state.epoch, state.epoch_step, state.running = state.epoch + 1, 0, None
+    _save(run, run.checkpoints / f"epoch_{state.epoch:03d}.pt", metrics)
+    if is_main:
+        _prune(run.checkpoints, config.keep_checkpoints)
+        (run.checkpoints / "last.pt").unlink(missing_ok=True)
+    return metrics
+
+
+def _validate(run: _Run) -> dict[str, Any]:
+    """The epoch's validation figures (none without a validation set; on rank 0 only under torchrun)."""
+    config, data = run.config, run.data
+    if data.val is None:
+        return {}
+    _broadcast_buffers(run.train_model, run.dist_info)
+    result = evaluate_model(
+        run.model, data.val, class_names=data.class_names, model_id=f"epoch_{run.state.epoch + 1:03d}:{config.arch}",
+        split=config.val_split or "val", batch_size=config.eval_batch_size or config.batch_size,
+        workers=config.workers, precision=run.precision.name, dist_info=run.dist_info,
+    )
+    if result is None:
+        return {}
+    return {"val_loss": result.clip_loss, "val_top1": result.clip_top1, "val_top5": result.clip_top5,
+            "val_video_top1": result.video_top1, "val_video_top5": result.video_top5}
+
+
+def _progress_bar(run: _Run, steps_per_epoch: int) -> Any:
+    """A tqdm bar over the run's steps on rank 0 (None without ``progress``)."""
+    if not (run.config.progress and run.dist_info.is_main):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.config.epochs * steps_per_epoch, initial=run.state.step, unit="step", dynamic_ncols=True,
+                desc=f"train {run.config.arch}")
+
+
+def _write_run_config(run: _Run) -> None:
+    """``config.json``: the resolved config (``kpsem train --config`` repeats the run from it) with provenance."""
+    if not run.dist_info.is_main:
+        return
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.out / "config.json", json.dumps(
+        {"config": run.config.to_dict(), "classes": run.data.class_names, "data": run.data.info,
+         "init": run.init_info, "world_size": run.dist_info.world_size, "device": str(run.dist_info.device),
+         "precision": run.precision.as_dict(), "command": run.command}, indent=2) + "\n")
+
+
+def _provenance(run: _Run, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """What a checkpoint records about how it was made."""
+    import kpsem
+
+    record = {
+        "command": run.command, "config": run.config.to_dict(), "dataset": run.data.info, "epoch": run.state.epoch,
+        "step": run.state.step, "metrics": metrics, "init": run.init_info, "world_size": run.dist_info.world_size,
+        "torch": str(torch.__version__), "kpsem": kpsem.__version__,
+    }
+    return json.loads(json.dumps(record, default=str))  # plain data only: checkpoints load weights_only
+
+
+def _save(run: _Run, path: Path, metrics: dict[str, Any] | None, *, with_state: bool = True) -> None:
+    """Checkpoint the model (rank 0 writes; every rank sends its RNG states); ``with_state`` adds what a resume
+    needs and points ``latest.json`` at it."""
+    rng_all = gather_to_main(run.dist_info, _rng_state())
+    if not run.dist_info.is_main:
+        return
+    from kpsem.checkpoint import save_checkpoint
+
+    state, training_state = run.state, None
+    if with_state:
+        training_state = {
+            "epoch": state.epoch, "epoch_step": state.epoch_step, "step": state.step,
+            "running": asdict(state.running) if state.running else None,
+            "metrics": state.metrics, "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict() if run.scaler.is_enabled()
+            else None, "rng": rng_all, "config": run.config.to_dict(), "init": run.init_info,
+            "world_size": run.dist_info.world_size,
+        }
+    save_checkpoint(path, run.model, class_names=run.data.class_names, clip_frames=run.config.frames,
+                    clip_size=run.config.size, mean=MFNET_MEAN, std=MFNET_STD, provenance=_provenance(run, metrics),
+                    training_state=training_state)
+    if with_state:
+        atomic_write_text(run.checkpoints / "latest.json",
+                          json.dumps({"file": path.name, "epoch": state.epoch, "step": state.step}))
+
+
+def _finish(run: _Run, epoch_metrics: dict[str, Any] | None, started: float) -> Path | None:
+    """``final.pt`` (weights and metadata, no training state) and ``summary.json``; the final path on rank 0."""
+    final = run.out / "final.pt"
+    records = run.state.metrics
+    _save(run, final, epoch_metrics or (records[-1] if records else None), with_state=False)
+    barrier(run.dist_info)
+    if not run.dist_info.is_main:
+        return None
+    atomic_write_text(run.out / "summary.json", json.dumps(
+        {"final_checkpoint": str(final), "epochs": run.state.epoch, "steps": run.state.step,
+         "seconds": time.perf_counter() - started, "last_epoch": epoch_metrics,
+         "resumed_from": str(run.resumed_from) if run.resumed_from else None,
+         "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}, indent=2) + "\n")
+    return final
 
 
 def _format_epoch(m: dict[str, Any]) -> str:

@@ -10,7 +10,17 @@ from conftest import TINY_BACKBONE, ToyClips
 
 from kpsem.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from kpsem.models import create_model
-from kpsem.train import ResumeError, TrainConfig, TrainData, build_model, parameter_groups, train
+from kpsem.precision import resolve_precision
+from kpsem.train import (
+    ResumeError,
+    TrainConfig,
+    TrainData,
+    build_model,
+    grad_scaler,
+    parameter_groups,
+    train,
+    train_step,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -153,3 +163,18 @@ def test_config_and_data_errors_name_the_bad_value(tmp_path):
     small = TrainData(ToyClips(3), None, ToyClips(1).class_names)
     with pytest.raises(ValueError, match="training set has 3 clips: fewer than batch_size=4"):
         train(_config(tmp_path, "small"), data=small)
+
+
+def test_train_step_is_one_nesterov_sgd_step_worked_by_hand():
+    model = torch.nn.Linear(2, 2, bias=False)
+    torch.nn.init.zeros_(model.weight)  # logits 0: softmax (0.5, 0.5), loss ln 2
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    precision = resolve_precision(torch.device("cpu"), "fp32")
+    scaler = grad_scaler(torch.device("cpu"), precision)
+    assert not scaler.is_enabled()  # only fp16 trains scaled
+    loss, logits = train_step(model, torch.tensor([[1.0, 2.0]]), torch.tensor([0]), optimizer=optimizer,
+                              scaler=scaler, precision=precision)
+    assert loss.item() == pytest.approx(0.693147, abs=1e-6) and logits.tolist() == [[0.0, 0.0]]
+    # gradient (softmax - onehot) x^T = [[-0.5, -1], [0.5, 1]]; Nesterov's first step moves by lr (1 + m) g
+    expected = -0.1 * 1.9 * torch.tensor([[-0.5, -1.0], [0.5, 1.0]])
+    torch.testing.assert_close(model.weight.detach(), expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from kpsem.checkpoint import load_checkpoint, read_checkpoint
-from kpsem.cli import main
+from kpsem.cli import build_parser, main
 from kpsem.evaluate import evaluate_checkpoint, read_predictions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,3 +101,98 @@ def test_torchrun_two_processes_train_and_evaluate_with_gloo(frame_folders, tmp_
     assert list(sharded.video_id) == list(single.video_id) and list(sharded.level) == list(single.level)
     np.testing.assert_allclose(np.stack(sharded.probs), np.stack(single.probs), rtol=1e-4, atol=1e-6)
     assert torch.equal(torch.tensor(sharded.correct_top1.to_numpy()), torch.tensor(single.correct_top1.to_numpy()))
+
+
+def test_every_train_config_field_is_a_train_option_with_its_help():
+    from dataclasses import fields
+
+    from kpsem.commands.train import add_arguments
+    from kpsem.data import FLIP_MODES
+    from kpsem.models import list_models
+    from kpsem.models.memory_format import MEMORY_FORMATS
+    from kpsem.train_config import ARCHS, FLIP_CHOICES, MEMORY_FORMAT_CHOICES, TrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    by_dest = {a.dest: a for a in parser._actions}
+    for spec in fields(TrainConfig):
+        assert spec.metadata["help"] and spec.metadata["group"], spec.name
+        if spec.name in ("model_options", "precision"):  # the MF-KPSEM group and the shared --precision
+            continue
+        action = by_dest[spec.name]
+        expected = f"--no-{spec.name}" if spec.default is True else f"--{spec.name}"
+        assert action.option_strings == [expected.replace("_", "-")]
+        assert spec.metadata["help"] in action.help
+    # the spellings kept free of torch agree with the modules that own them
+    assert FLIP_CHOICES == FLIP_MODES and tuple(MEMORY_FORMATS) == MEMORY_FORMAT_CHOICES
+    assert set(ARCHS) <= set(list_models())
+
+
+def test_options_map_onto_train_config_and_defaults_are_the_dataclass_ones():
+    from kpsem.commands.train import config_from_args
+    from kpsem.train_config import TrainConfig
+
+    def parsed(*words: str) -> TrainConfig:
+        return config_from_args(build_parser("train").parse_args(["train", *words]))
+
+    assert parsed("--data", "d") == TrainConfig(data="d", precision="auto")  # the command's precision: auto
+    given = parsed("--data", "d", "--arch", "mf_kpsem", "--val-split", "none", "--interval", "1,2,2,3", "--lr-steps",
+                   "5,8", "--widths", "16,32,32,64", "--no-nesterov", "--no-progress", "--reinit-classifier",
+                   "--resume", "--num-sets", "2", "--fixed-regions", "--amp", "off", "--memory-format", "contiguous",
+                   "--lr", "0.01", "--eval-batch-size", "3")
+    assert given == TrainConfig(data="d", val_split=None, interval=(1, 2, 2, 3), lr_steps=(5, 8),
+                                widths=(16, 32, 32, 64), nesterov=False, progress=False, reinit_classifier=True,
+                                resume="auto", model_options={"num_sets": 2, "fixed_regions": True}, precision="fp32",
+                                memory_format="contiguous", lr=0.01, eval_batch_size=3)
+    assert parsed("--data", "d", "--resume", "run/checkpoints/epoch_002.pt").resume == "run/checkpoints/epoch_002.pt"
+
+
+def test_a_runs_config_json_repeats_it_and_options_override_it(frame_folders, tmp_path, capsys):
+    from kpsem.commands.train import config_from_args
+    from kpsem.train_config import TrainConfig
+
+    def parsed(*words: str) -> TrainConfig:
+        return config_from_args(build_parser("train").parse_args(["train", *words]))
+
+    out = tmp_path / "run"
+    words = _train_args(frame_folders, out, "--arch", "mfnet", "--lr-steps", "1", "--interval", "1,2",
+                        "--val-split", "none", "--no-nesterov", "--precision", "fp32", "--dropout", "0.25")
+    assert main(words) == 0
+    capsys.readouterr()
+    original = parsed(*words[1:])
+    saved = out / "config.json"
+    assert parsed("--config", str(saved)) == original == TrainConfig.from_dict(json.loads(saved.read_text())["config"])
+    again = parsed("--config", str(saved), "--epochs", "3", "--out", str(tmp_path / "again"), "--precision", "bf16")
+    assert again == TrainConfig(**{**original.to_dict(), "epochs": 3, "out": str(tmp_path / "again"),
+                                   "precision": "bf16"})
+    # a plain object of fields works too; MF-KPSEM options given on the command line join the file's
+    (tmp_path / "plain.json").write_text(json.dumps({"data": "d", "model_options": {"num_sets": 2}}))
+    assert parsed("--config", str(tmp_path / "plain.json"), "--embed-dim", "12").model_options == {
+        "num_sets": 2, "embed_dim": 12}
+
+
+def test_a_bad_config_file_or_a_missing_data_set_is_named(tmp_path, capsys):
+    from kpsem.train_config import read_config_file
+
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"config": {"data": "d", "lrr": 0.1}, "classes": ["a"]}))
+    assert main(["train", "--config", str(bad)]) == 2
+    assert f"--config {bad}: unknown TrainConfig field 'lrr' (did you mean 'lr'?)" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object of TrainConfig fields; got list"):
+        read_config_file(tmp_path / "list.json")
+    (tmp_path / "broken.json").write_text("{'data': 1}")
+    with pytest.raises(ValueError, match="broken.json is not JSON"):
+        read_config_file(tmp_path / "broken.json")
+    with pytest.raises(ValueError, match="nope.json does not exist"):
+        read_config_file(tmp_path / "nope.json")
+    assert main(["train", "--out", str(tmp_path / "r")]) == 2
+    assert "--data is required: pass --data DATA, or --config with a file that sets data" in capsys.readouterr().err
+
+
+def test_train_options_are_built_without_importing_torch():
+    code = ("import sys\nfrom kpsem.cli import build_parser\nbuild_parser('train').parse_args(['train', '--data', 'd'])"
+            "\nprint('torch loaded:', 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "torch loaded: False"
