@@ -36,6 +36,7 @@ __all__ = [
     "format_report",
     "init_centre_mlp",
     "spread_penalty",
+    "CentreSpread",
 ]
 
 SPREAD_MARGIN = 0.5  # fraction of the allowed offset where spread_penalty's edge term starts
@@ -251,3 +252,55 @@ def spread_penalty(centres: torch.Tensor, bounds: torch.Tensor, *, margin: float
     spread = u.var(dim=0, unbiased=False).mean() if len(u) > 1 else u.new_zeros(())
     edge = ((u.abs() - margin).clamp_min(0) / (1 - margin)).square().mean()
     return edge - spread
+
+
+class _AddToLoss(torch.autograd.Function):
+    """Forward: ``features`` unchanged. Backward: ``features``' own gradient, and ``scale`` for ``term``, as if
+    ``term`` had been added to the (scaled) loss. Why: the regulariser reaches the loss without the training
+    step having to know it exists."""
+
+    @staticmethod
+    def forward(ctx: Any, features: torch.Tensor, term: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        ctx.term_dtype = term.dtype
+        return features.view_as(features)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        return grad, torch.full((), ctx.scale, dtype=ctx.term_dtype, device=grad.device), None
+
+
+class CentreSpread:
+    """``weight * spread_penalty`` of every training forward pass of ``model.kpsem``, added to the loss's gradient.
+
+    A forward hook passes KPSEM's temporal feature through :class:`_AddToLoss`, so the backward pass of the
+    classification loss also carries the regulariser's gradient (times ``loss_scale()``: a GradScaler's scale,
+    so fp16 training sees the same weight). :attr:`last` holds the latest value (for logging). ``close()``
+    removes the hook. A model without learned centres, or weight 0, gets no hook.
+    """
+
+    def __init__(self, model: nn.Module, weight: float, *, loss_scale: Any = None) -> None:
+        from kpsem.models.kpsem_module import centre_bounds
+
+        if weight < 0:
+            raise ValueError(f"centre_spread_weight must be at least 0; got {weight}")
+        self.weight, self.last = weight, float("nan")
+        self._bounds, self._scale = centre_bounds, loss_scale or (lambda: 1.0)
+        kpsem_module = getattr(model, "kpsem", None)
+        learned = kpsem_module is not None and getattr(kpsem_module, "has_centre_mlp", False)
+        self.handle = kpsem_module.register_forward_hook(self._hook) if learned and weight > 0 else None
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        if not (module.training and torch.is_grad_enabled() and isinstance(output, tuple)):
+            return None
+        temporal, internals = output
+        h, w = internals.feature_size
+        term = self.weight * spread_penalty(internals.centres, self._bounds(h, w, device=temporal.device))
+        self.last = float(term.detach())
+        return _AddToLoss.apply(temporal, term, float(self._scale())), internals
+
+    def close(self) -> None:
+        """Remove the hook."""
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None

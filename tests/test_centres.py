@@ -99,3 +99,32 @@ def test_centres_command_on_the_demo(capsys: pytest.CaptureFixture[str]) -> None
     status = main(["centres", "--checkpoint", str(DEMO / "mfnet.pt"), "--data", str(DEMO / "clips"), "--clips", "1"])
     assert status == 2
     assert "holds a mfnet model; only models with KPSEM have separation centres" in capsys.readouterr().err
+
+
+def test_centre_spread_adds_the_weighted_penalty_to_the_loss_gradient() -> None:
+    from kpsem.centres import CentreSpread
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.kpsem = KPSEM(KPSEMConfig(in_channels=8, num_frames=3, num_sets=2, centre_hidden=4)).train()
+    init_centre_mlp(model.kpsem, 0.5, generator=torch.Generator().manual_seed(1))
+    features = torch.randn(4, 8, 3, 6, 6)
+
+    def gradient(weight: float, explicit: bool, scale: float = 1.0) -> torch.Tensor:
+        model.kpsem.zero_grad()
+        hook = CentreSpread(model, 0.0 if explicit else weight, loss_scale=lambda: scale)
+        temporal, internals = model.kpsem(features, return_internals=True)
+        loss = temporal.square().mean()
+        if explicit:
+            loss = loss + weight * spread_penalty(internals.centres, torch.tensor([5 / 6, 5 / 6]))
+        (loss * scale).backward()
+        hook.close()
+        return model.kpsem.centre_out.weight.grad.clone() / scale
+
+    plain = gradient(0.0, explicit=True)
+    expected = gradient(2.0, explicit=True)
+    assert not torch.allclose(plain, expected)  # the term matters
+    torch.testing.assert_close(gradient(2.0, explicit=False), expected)
+    torch.testing.assert_close(gradient(2.0, explicit=False, scale=1024.0), expected)  # a GradScaler's scale
+    with pytest.raises(ValueError, match="centre_spread_weight must be at least 0; got -0.5"):
+        CentreSpread(model, -0.5)
