@@ -3,6 +3,7 @@
 import streamlit as st
 
 from kpsem.app_support import ui
+from kpsem.app_support.gallery import FILTERS, THUMB_WIDTH, filter_counts, gallery_rows, thumbnail
 from kpsem.app_support.predictions import compute_predictions
 from kpsem.app_support.render import confusion_heatmap, per_class_chart
 from kpsem.app_support.services import MODEL_LOCK, read_table
@@ -90,7 +91,6 @@ if runs is None:
 from kpsem.explain.compare import (  # noqa: E402
     compare_predictions,
     confusion_matrix,
-    fixed_and_broken,
     paired_significance,
     per_class_accuracy,
 )
@@ -216,21 +216,36 @@ with ui.guard("Confusion matrices"):
     if len(cell):
         st.dataframe(cell[["video_id", "clip_index", "true_class", "baseline_class", "kpsem_class"]], hide_index=True)
 
-with ui.guard("Fixed and broken clips"):
-    fixed, broken = fixed_and_broken(compared)
-    st.subheader("Clips KPSEM fixed and broke", anchor=False)
-    limit = int(st.number_input("Show at most", 5, 200, 10, 5, key="cmp_limit"))
-    left, right = st.columns(2, gap="large")
-    for column, rows, title in ((left, fixed, "Fixed: baseline wrong, KPSEM right"),
-                                (right, broken, "Broken: baseline right, KPSEM wrong")):
-        with column:
-            st.markdown(f"**{title}** ({len(rows)})")
-            for i, row in enumerate(rows.head(limit).itertuples()):
-                a, b = st.columns([4, 1])
-                a.markdown(f"{escape_markdown(row.video_id, code=True)} · true **{escape_markdown(row.true_class)}** · "
-                           f"{shown_names[0]}: {escape_markdown(row.baseline_class)} · "
-                           f"{shown_names[1]}: {escape_markdown(row.kpsem_class)}")
-                if b.button("Open", key=f"open_{title[:5]}_{i}", icon=":material/open_in_new:",
-                            help="open this clip in the Explorer"):
+with ui.guard("Clip gallery"):
+    st.subheader("Clip gallery", anchor=False)
+    counts = filter_counts(compared.items)
+    g1, g2 = st.columns([3, 1])
+    which = g1.radio("Show the clips", list(FILTERS), key="cmp_gallery", horizontal=True,
+                     format_func=lambda f: f"{f} ({counts[f]})",
+                     help="fixed: KPSEM right, baseline wrong; broken: the reverse")
+    limit = int(g2.number_input("Show at most", 4, 200, 12, 4, key="cmp_limit"))
+    rows = gallery_rows(compared.items, which)
+    st.caption(f"{len(rows)} {compared.level}s where {FILTERS[which]}; the middle frame of each. "
+               "Open shows the clip in the Explorer.")
+    index = chosen.data.index
+    paths = {r.video_id: r.path for r in index.videos} if index is not None else {}
+    if len(rows) and not any(v in paths for v in rows["video_id"].head(limit)):
+        st.info("No thumbnails: these clips are not in the sidebar's data set. Choose the data set the "
+                "predictions were made on to see them and open them in the Explorer.")
+    per_row = 4
+    for start in range(0, min(limit, len(rows)), per_row):
+        for tile, row in zip(st.columns(per_row), rows.iloc[start:start + per_row].itertuples()):
+            with tile:
+                if row.video_id in paths:
+                    with ui.guard("Thumbnail"):
+                        st.image(thumbnail(file_key(paths[row.video_id])), width=THUMB_WIDTH)
+                st.markdown(f"{escape_markdown(row.video_id, code=True)} · "
+                            f"true **{escape_markdown(row.true_class)}** · "
+                            f"{shown_names[0]}: {escape_markdown(row.baseline_class)} · "
+                            f"{shown_names[1]}: {escape_markdown(row.kpsem_class)}")
+                if st.button("Open", key=f"open_{which}_{row.Index}", icon=":material/open_in_new:",
+                             help="open this clip in the Explorer", disabled=row.video_id not in paths):
                     st.session_state["explorer_request"] = row.video_id
                     st.switch_page("pages/explorer.py")
+    if len(rows) > limit:
+        st.caption(f"{len(rows) - limit} more: raise 'Show at most' to see them.")

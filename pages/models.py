@@ -3,6 +3,7 @@
 import streamlit as st
 
 from kpsem.app_support import services, ui
+from kpsem.app_support.metadata import command_line, config_table, provenance_tables
 from kpsem.app_support.sources import placeholder_names
 from kpsem.app_support.text import escape_markdown
 from kpsem.explain.figures import cost_table
@@ -35,10 +36,20 @@ for column, slot in zip(columns, slots):
             f"- **normalisation**: mean {tuple(round(v, 4) for v in info.mean)}, "
             f"std {tuple(round(v, 4) for v in info.std)}\n"
             f"- **loading**: {escape_markdown(report.summary())}")
-        with st.expander("Config"):
-            st.json(info.config)
-        with st.expander("How it was made (provenance)"):
-            st.json(info.provenance or {"note": "the file says nothing about how it was trained"})
+        st.markdown("**Model config** (what the model is built from)")
+        st.dataframe(config_table(info.config), hide_index=True, width="stretch")
+        st.markdown("**How it was made**")
+        command = command_line(info.provenance or {})
+        if command:
+            st.caption("Training command")
+            st.code(command, language="bash", wrap_lines=True)
+        tables = provenance_tables(info.provenance or {})
+        if not tables and not command:
+            st.caption("The file says nothing about how it was trained (a published checkpoint records only "
+                       "its weights).")
+        for title, table in tables:
+            with st.expander(f"{escape_markdown(title)} ({len(table)})", expanded=title == "Run"):  # a key of the file
+                st.dataframe(table, hide_index=True, width="stretch")
         with st.expander(f"Class list ({info.num_classes})"):
             st.dataframe({"index": list(range(info.num_classes)), "class": info.class_names}, hide_index=True)
 
