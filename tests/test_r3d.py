@@ -83,7 +83,8 @@ def test_kpsem_after_res3_sees_every_frame_and_every_parameter_learns() -> None:
     assert groups["kpsem.centre_out.weight"] == "kpsem.centre"
     with pytest.raises(ValueError, match="this R3D-50-KPSEM was built for 8-frame clips"):
         model(torch.randn(1, 3, 16, 64, 64))
-    with pytest.raises(ValueError, match=r"insert_after must be one of \('res2', 'res3', 'res4', 'res5'\); got 'conv4'"):
+    stages = r"\('res2', 'res3', 'res4', 'res5'\)"
+    with pytest.raises(ValueError, match=rf"insert_after must be one of {stages}; got 'conv4'"):
         kpsem.create_model("r3d50_kpsem", backbone=TINY, insert_after="conv4")
 
 
