@@ -35,7 +35,7 @@ from torch import nn
 from kpsem.checkpoint import check_finite_logits
 from kpsem.data.transforms import mirrored_labels
 from kpsem.io import atomic_path
-from kpsem.models import KNOCKOUTS, has_kpsem
+from kpsem.models import KNOCKOUTS, has_kpsem, list_models, model_class
 
 __all__ = [
     "COLUMNS",
@@ -98,7 +98,6 @@ _DOING = {
     "geometric_centres": "fixing the centres at the geometric centre",
     "zero_spatial": "zeroing the spatial half",
 }
-_ARCH_NAMES = {"mfnet": "MFNet", "mf_kpsem": "MF-KPSEM"}
 
 # Column -> meaning: one row per model, probe and video.
 COLUMNS: dict[str, str] = {
@@ -233,7 +232,7 @@ def probe_logits(model: nn.Module, clips: torch.Tensor, probes: Sequence[str], *
 
 def model_name(arch: str) -> str:
     """'mf_kpsem' -> 'MF-KPSEM', 'mfnet' -> 'MFNet' (other names unchanged)."""
-    return _ARCH_NAMES.get(arch, arch)
+    return model_class(arch).display_name if arch in list_models() else arch
 
 
 def _kind(probe: str) -> str:

@@ -54,6 +54,7 @@ from kpsem.explain.draw import (
     region_names,
 )
 from kpsem.io import atomic_path, atomic_write_text
+from kpsem.models import list_models, model_class
 from kpsem.profile import ModelCost
 
 if TYPE_CHECKING:
@@ -84,7 +85,8 @@ __all__ = [
 COLUMN_WIDTHS = {"single": 3.5, "double": 7.16}  # inches: a two-column paper's column and full width
 FORMATS = ("png", "pdf", "svg")
 MODEL_COLOURS = ("#7f7f7f", "#D55E00")  # baseline grey, KPSEM vermillion, in every figure
-PAPER_NAMES = {"mfnet": "MFNet", "mf_kpsem": "MF-KPSEM"}  # registered architecture -> the paper's name
+# registered architecture -> the paper's name, as each model class says (MFNet, MF-KPSEM, R3D-50, ...)
+PAPER_NAMES = {name: model_class(name).display_name for name in list_models()}
 MAX_IMAGE_SIDE = 2.0  # inches: a frame is never drawn larger than this, however few frames a row holds
 
 
