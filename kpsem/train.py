@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from kpsem.centres import CentreSpread
 from kpsem.constants import MFNET_MEAN, MFNET_STD
 from kpsem.distributed import DistInfo, all_reduce_sums, barrier, current, gather_to_main, pick_device
 from kpsem.evaluate import CentreStats, evaluate_model
@@ -152,6 +153,10 @@ def build_model(config: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[
         raise ValueError(f"model_options {sorted(config.model_options)} apply to mf_kpsem only, not {config.arch}")
     else:
         model = create_model(config.arch, num_classes=num_classes, memory_format=config.memory_format, **backbone)
+    if config.centre_init_std:  # before init: an init checkpoint's centre MLP, if it has one, wins
+        from kpsem.centres import init_centre_mlp
+
+        init_centre_mlp(model, config.centre_init_std, generator=torch.Generator().manual_seed(config.seed))
     init_info: dict[str, Any] = {}
     if config.init:
         report = load_weights_into(model, config.init, reinit_classifier=config.reinit_classifier)
@@ -414,6 +419,8 @@ def train(
     _write_run_config(run)
     run.log = _MetricsLog(run.out / "metrics.jsonl", dist_info.is_main, run.state.metrics)
     centre_stats = CentreStats(run.model, training=True)
+    spread = CentreSpread(run.model, config.centre_spread_weight,
+                          loss_scale=run.scaler.get_scale if run.scaler.is_enabled() else None)
     run.bar = _progress_bar(run, steps_per_epoch)
     epoch_metrics: dict[str, Any] | None = None
     try:
@@ -422,6 +429,7 @@ def train(
             epoch_metrics = _end_epoch(run, sums, centre_stats)
     finally:
         centre_stats.close()
+        spread.close()
         if run.bar is not None:
             run.bar.close()
     final = _finish(run, epoch_metrics, started)

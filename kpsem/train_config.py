@@ -100,6 +100,12 @@ class TrainConfig:
     kpsem_lr_mult: float = _opt(1.0, "lr multiplier of KPSEM (new layers)", "optimisation")
     centre_lr_mult: float = _opt(1.0, "extra lr multiplier for KPSEM's centre MLPs (kpsem.centre_*), e.g. 0.1",
                                  "optimisation")
+    # The centre levers (kpsem.centres; README "Adaptive centres examined"): a clip-dependent start and a spread reward.
+    centre_init_std: float = _opt(0.0, "std of the centre MLPs' last-layer weights at the start (0: zeros, every "
+                                  "centre starts at the geometric centre)", "optimisation")
+    centre_spread_weight: float = _opt(0.0, "weight of the centre spread regulariser in the loss (rewards centres "
+                                       "that differ across a batch's clips, penalises the bound; 0: off)",
+                                       "optimisation")
     classifier_lr_mult: float = _opt(1.0, "lr multiplier of the classifier (new layer)", "optimisation")
     lr_steps: tuple[int, ...] = _opt((20, 27), "epochs after which the lr is multiplied by --lr-factor",
                                      "optimisation", parse=parse_ints)
@@ -162,6 +168,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive; got {self.lr}")
+        for name in ("centre_init_std", "centre_spread_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0; got {getattr(self, name)}")
         self.precision = normalise_precision(self.precision)
         torch_memory_format(self.memory_format)  # a bad name fails here, not after the data is opened
         if list(self.lr_steps) != sorted(set(self.lr_steps)):

@@ -128,3 +128,21 @@ def test_centre_spread_adds_the_weighted_penalty_to_the_loss_gradient() -> None:
     torch.testing.assert_close(gradient(2.0, explicit=False, scale=1024.0), expected)  # a GradScaler's scale
     with pytest.raises(ValueError, match="centre_spread_weight must be at least 0; got -0.5"):
         CentreSpread(model, -0.5)
+
+
+def test_train_config_carries_the_levers_to_the_model() -> None:
+    from kpsem.train import build_model
+    from kpsem.train_config import TrainConfig
+
+    small = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1), "frames": 8, "size": 32, "seed": 3}
+    model, _ = build_model(TrainConfig(arch="mf_kpsem", centre_init_std=0.2, **small), num_classes=3)
+    weight = model.kpsem.centre_out.weight
+    again, _ = build_model(TrainConfig(arch="mf_kpsem", centre_init_std=0.2, **small), num_classes=3)
+    assert weight.abs().max() > 0 and torch.equal(weight, again.kpsem.centre_out.weight)  # drawn from the seed
+    plain, _ = build_model(TrainConfig(arch="mf_kpsem", **small), num_classes=3)
+    assert plain.kpsem.centre_out.weight.abs().max() == 0
+    with pytest.raises(ValueError, match="centre_spread_weight must be at least 0; got -1"):
+        TrainConfig(centre_spread_weight=-1)
+    with pytest.raises(ValueError, match="centre_init_std needs learned centres"):
+        build_model(TrainConfig(arch="mf_kpsem", centre_init_std=0.2, model_options={"fixed_regions": True}, **small),
+                    num_classes=3)

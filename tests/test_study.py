@@ -78,7 +78,7 @@ def finished_study(tmp_path_factory) -> Path:
 
 
 def test_shipped_plans_are_package_data_and_mark_what_this_build_cannot_run():
-    assert set(shipped_plans()) == {"table2", "fig5", "synthetic"}
+    assert set(shipped_plans()) == {"table2", "fig5", "synthetic", "centres"}
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "plans/*.toml" in package_data["kpsem"]  # shipped with the wheel, not only in a checkout
 
@@ -166,8 +166,8 @@ def test_only_unknown_variants_and_unknown_plans_are_refused_with_the_choices(tm
     from kpsem.cli import main
 
     assert main(["study", "--plan", "table3", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err == ("error: no plan 'table3': give a shipped plan (fig5, synthetic, table2) or the "
-                                       "path of a .toml or .json plan file\n")
+    assert capsys.readouterr().err == ("error: no plan 'table3': give a shipped plan (centres, fig5, synthetic, "
+                                       "table2) or the path of a .toml or .json plan file\n")
     assert main(["study", "--plan", "table2", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--only", "one_sets"]) == 2
     assert capsys.readouterr().err.startswith("error: --only: plan 'table2' has no variant 'one_sets'; its variants: "

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_field_arguments(groups, TrainConfig, defaults=command_defaults())
     kp = groups["kpsem"]  # TrainConfig.model_options; the names are MFKPSEMConfig's (torch-free here)
     kp.add_argument("--insert-after", choices=["conv2", "conv3", "conv4", "conv5"], default=None)
-    kp.add_argument("--num-regions", type=int, choices=[1, 4], default=None, help="K (1 = single key point)")
+    kp.add_argument("--num-regions", type=int, choices=[1, 4, 9, 16], default=None,
+                    help="K (1 = single key point; 9, 16: a 3x3 or 4x4 grid)")
     kp.add_argument("--num-sets", type=int, default=None, help="G, AReSE sets")
     kp.add_argument("--embed-dim", type=int, default=None, help="d_e")
     kp.add_argument("--fixed-regions", action="store_true", default=None, help="ablation: random frozen centres")
