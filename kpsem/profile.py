@@ -72,11 +72,12 @@ def model_cost(model: nn.Module, *, name: str, clip: tuple[int, int, int] = (16,
 
 def format_cost_table(costs: list[ModelCost]) -> str:
     """A plain-text Table 1: one row per model and part, parameters in M and multiply-adds in G."""
-    lines = [f"{'model':<10} {'part':<11} {'params':>12} {'(M)':>7} {'mult-adds':>15} {'(G)':>7}"]
+    width = max([10, *(len(cost.model) for cost in costs)])  # the model column fits the longest name
+    lines = [f"{'model':<{width}} {'part':<11} {'params':>12} {'(M)':>7} {'mult-adds':>15} {'(G)':>7}"]
     for cost in costs:
         for part, value in [*cost.parts.items(), ("total", cost.total)]:
             lines.append(
-                f"{cost.model:<10} {part:<11} {value.parameters:>12,} {value.parameters / 1e6:>7.3f} "
+                f"{cost.model:<{width}} {part:<11} {value.parameters:>12,} {value.parameters / 1e6:>7.3f} "
                 f"{value.macs:>15,} {value.macs / 1e9:>7.3f}"
             )
     return "\n".join(lines)
