@@ -2,12 +2,16 @@
 
 The pages draw; :mod:`kpsem.app_support` resolves choices and caches the library's computations.
 
-``st.navigation`` comes first, before the library (and torch) is imported: Streamlit's first run on a new
-server goes through its old pages-folder mode, which lists the raw file names (app, compare, explorer ...)
-in the sidebar until this script names the pages. Named within milliseconds, the raw list never shows
-(tests/test_browser.py watches for it). The favicon is a file of the app, not a ``:material/...:`` name,
-which the browser would fetch from fonts.gstatic.com (the icons inside the page use the font bundled
-with Streamlit).
+Why the app draws its own list of pages: Streamlit's first run on a new server goes through its old
+pages-folder mode (there is a ``pages/`` folder), which lists the raw file names (app, compare, explorer ...)
+in the sidebar until this script calls ``st.navigation``. Measured in Chromium under load, that list showed
+for 12 s while the library imported, and still for 0.6 s with ``st.navigation`` first. With
+``client.showSidebarNavigation = false`` (.streamlit/config.toml) that mode lists nothing; Streamlit's own
+navigation is then hidden too, so the pages are ``st.page_link`` rows at the top of the sidebar, drawn before
+the library (and torch) is imported. tests/test_browser.py watches that no raw name ever shows.
+
+The favicon is a file of the app, not a ``:material/...:`` name, which the browser would fetch from
+fonts.gstatic.com (the icons inside the page use the Material Symbols font bundled with Streamlit).
 """
 
 from pathlib import Path
@@ -17,7 +21,7 @@ import streamlit as st
 HERE = Path(__file__).resolve().parent
 st.set_page_config(page_title="KPSEM Studio", page_icon=str(HERE / "assets" / "favicon.png"), layout="wide")
 explorer = st.Page("pages/explorer.py", title="Explorer", icon=":material/movie:", default=True)
-navigation = st.navigation([
+pages = [
     explorer,
     st.Page("pages/compare.py", title="Class comparison", icon=":material/bar_chart:"),
     st.Page("pages/probes.py", title="Motion probes", icon=":material/science:"),
@@ -25,7 +29,10 @@ navigation = st.navigation([
     st.Page("pages/models.py", title="Models", icon=":material/memory:"),
     st.Page("pages/study.py", title="Design studies", icon=":material/query_stats:"),
     st.Page("pages/glossary.py", title="Glossary", icon=":material/menu_book:"),
-])
+]
+navigation = st.navigation(pages, position="hidden")
+for page in pages:  # the app's own list of pages (Streamlit's is off: see the module's docstring)
+    st.sidebar.page_link(page)
 
 from kpsem.app_support import ui, url_state  # noqa: E402 - after the navigation: see the module's docstring
 

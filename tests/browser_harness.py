@@ -91,7 +91,10 @@ def served_app(log_path: Path, *, env: dict[str, str] | None = None, timeout: fl
     with open(log_path, "w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
-             str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+             str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             # no file watcher: an edit in the checkout during a test would put up "Source file changed",
+             # and wait_rendered waits for the status widget to go
+             "--server.fileWatcherType", "none"],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ if env is None else env))
         try:
             _wait_healthy(url, server, timeout)
@@ -177,13 +180,25 @@ def timed_click(page, target, *, images: int, unlike: str, polling_ms: int = 16,
 
     The page's clock leaves out Playwright's own work around a click (waiting for the element to be
     actionable, scrolling it into view: tens of milliseconds that no user waits for)."""
-    page.evaluate("""() => document.addEventListener(
-        'pointerdown', () => { window.__kpsemClickAt = performance.now(); }, {capture: true, once: true})""")
-    target.click()
+    return _timed(page, "pointerdown", target.click, images=images, unlike=unlike, polling_ms=polling_ms,
+                  timeout_ms=timeout_ms)
+
+
+def timed_key(page, target, key: str, *, images: int, unlike: str, polling_ms: int = 16,
+              timeout_ms: int = 180_000) -> tuple[str, float]:
+    """As :func:`timed_click`, for a key pressed on ``target`` (e.g. ArrowRight on a slider's thumb)."""
+    return _timed(page, "keydown", lambda: target.press(key), images=images, unlike=unlike,
+                  polling_ms=polling_ms, timeout_ms=timeout_ms)
+
+
+def _timed(page, event: str, act, *, images: int, unlike: str, polling_ms: int, timeout_ms: int) -> tuple[str, float]:
+    page.evaluate("""(event) => document.addEventListener(
+        event, () => { window.__kpsemActAt = performance.now(); }, {capture: true, once: true})""", event)
+    act()
     condition, arg = _condition(images, unlike)
     done = page.wait_for_function(condition, arg=arg, timeout=timeout_ms, polling=polling_ms).json_value()
-    clicked = page.evaluate("() => window.__kpsemClickAt")
-    return done["signature"], (done["at"] - clicked) / 1000
+    acted = page.evaluate("() => window.__kpsemActAt")
+    return done["signature"], (done["at"] - acted) / 1000
 
 
 def footer(signature: str) -> str:

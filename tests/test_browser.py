@@ -116,3 +116,47 @@ def test_cancelling_a_predictions_computation_in_chromium(app_demo, tmp_path, ev
         assert again.count() == 1  # can start again
         assert page.locator('[data-testid="stException"]').count() == 0
         assert not list(cache.rglob("*.parquet"))  # nothing half-written was kept
+
+
+@pytest.mark.browser
+def test_a_link_opens_its_view_offline_and_without_raw_page_names(app_demo, evidence):
+    """A link with query parameters opens that clip, frame and overlay, and a reload keeps them; on the server's
+    first run the sidebar never lists raw file names; nothing is fetched from outside loopback (no icon font,
+    no favicon)."""
+    from urllib.parse import parse_qs, quote, urlparse
+
+    clip = sorted(p.relative_to(app_demo.clips).with_suffix("").as_posix() for p in app_demo.clips.glob("*/*.mp4"))[9]
+    env = {k: v for k, v in os.environ.items() if k not in ("KPSEM_BROWSE_ROOTS", "KPSEM_MAX_UPLOAD_MB")}
+    with served_app(evidence / "streamlit.log", env=env) as url, chromium_page(evidence=evidence) as page:
+        outside = []
+        page.on("request", lambda r: outside.append(r.url)
+                if urlparse(r.url).hostname not in ("127.0.0.1", "localhost") and urlparse(r.url).scheme != "data"
+                else None)
+        page.add_init_script("""
+            window.__pageLists = [];  // every list of page names the sidebar showed, in order
+            new MutationObserver(() => {
+                const links = document.querySelectorAll(
+                    '[data-testid="stSidebarNavLink"], [data-testid="stPageLink-NavLink"]');
+                const names = Array.from(links).map(a => a.innerText.split('\\n').pop().trim()).join('|');
+                const seen = window.__pageLists;
+                if (names && seen[seen.length - 1] !== names) seen.push(names);
+            }).observe(document, {subtree: true, childList: true, characterData: true});
+        """)
+        page.goto(f"{url}/?clip={quote(clip)}&frame=5&overlay=difference", wait_until="domcontentloaded")
+
+        def same_view() -> None:
+            wait_rendered(page, images=4, timeout_ms=420_000)  # a cold start: models, analysis and MP4 on a busy CPU
+            assert f"/clips/{clip}." in "\n".join(page.locator('[data-testid="stCaptionContainer"]').all_inner_texts())
+            frame = page.locator('[data-testid="stSlider"]', has_text="Frame")
+            assert frame.locator('[data-testid="stSliderThumbValue"]').inner_text() == "5"
+            assert page.get_by_role("radio", name="Difference").is_checked()
+            assert "baseline minus KPSEM" in "\n".join(page.locator('[data-testid="stImageCaption"]').all_inner_texts())
+            assert page.locator('[data-testid="stException"]').count() == 0
+
+        same_view()
+        assert parse_qs(urlparse(page.url).query) == {"clip": [clip], "frame": ["5"], "overlay": ["difference"]}
+        lists = page.evaluate("window.__pageLists")
+        assert lists and all(names.split("|")[:2] == ["Explorer", "Class comparison"] for names in lists), lists
+        page.reload(wait_until="domcontentloaded")  # a reload is a new session: the URL alone brings the view back
+        same_view()
+        assert not outside, outside

@@ -212,6 +212,8 @@ def first_run(settings: ServerSettings, *, explorer: bool) -> None:
         return
     st.session_state[_APPLIED] = True
     state = parse(st.query_params.to_dict(), settings)
+    for name in [name for name in st.query_params if name not in PARAMS]:  # said in a note; the URL names the view
+        del st.query_params[name]
     session: dict = {}
     apply(state, session, explorer=explorer)
     for key, value in session.items():
