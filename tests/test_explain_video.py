@@ -133,7 +133,7 @@ def test_layout_sizes_add_up_and_are_even() -> None:
 
 
 def test_difference_limit_fits_the_data_symmetrically() -> None:
-    from kpsem.explain.video import difference_limit
+    from kpsem.explain.draw import difference_limit
 
     diff = np.zeros((2, 10, 10))
     assert difference_limit(diff) == 0.0

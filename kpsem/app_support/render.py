@@ -23,12 +23,15 @@ from kpsem.app_support.text import escape_plotly
 from kpsem.explain.analysis import CentreMovement, ClipAnalysis, PairAnalysis
 from kpsem.explain.draw import (
     DEFAULT_CMAP,
+    DEFAULT_DIFFERENCE_CMAP,
+    DIFFERENCE_PERCENTILE,
     REGION_COLOURS,
     REGION_MARKERS,
     SET_FILLS,
     KeyPointOptions,
     cam_overlay,
     density_overlay,
+    difference_limit,
     difference_overlay,
     region_names,
     render_frame,
@@ -132,25 +135,12 @@ def draw_frame(
 def colour_bar(cmap: str, *, width: int = 256, height: int = 14, diverging: bool = False) -> np.ndarray:
     """A horizontal colour bar (uint8 RGB) of ``cmap`` from its low to its high end."""
     ramp = np.linspace(0.0, 1.0, width)
-    rgb = colormaps["RdBu_r" if diverging else cmap](ramp)[:, :3]
+    rgb = colormaps[DEFAULT_DIFFERENCE_CMAP if diverging else cmap](ramp)[:, :3]
     return np.round(np.repeat(rgb[None], height, axis=0) * 255).astype(np.uint8)
 
 
-DIFFERENCE_PERCENTILE = 99.0  # of |difference| over the clip: the end of the difference colour bar
 
 
-def difference_limit(difference: np.ndarray) -> float:
-    """The end of a symmetric colour range for a signed map, fitted to the data: the 99th percentile of
-    |difference| over all of its frames (its maximum where most of it is exactly 0); 0 when it is all 0.
-
-    Why not a fixed +-1: two maps that differ by a few per cent would show as a uniform pale wash. Why not
-    the maximum: one hot pixel would do the same. Why the whole clip and not the frame shown: moving the
-    frame slider must not change what a colour means."""
-    magnitude = np.abs(np.asarray(difference, dtype=np.float64))
-    if magnitude.size == 0:
-        return 0.0
-    limit = float(np.percentile(magnitude, DIFFERENCE_PERCENTILE))
-    return limit if limit > 0 else float(magnitude.max())
 
 
 def difference_caption(limit: float, *, shared: bool) -> str:

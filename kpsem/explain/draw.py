@@ -37,6 +37,8 @@ __all__ = [
     "SET_FILLS",
     "DEFAULT_CMAP",
     "DEFAULT_DIFFERENCE_CMAP",
+    "DIFFERENCE_PERCENTILE",
+    "difference_limit",
     "KeyPointOptions",
     "region_names",
     "cam_overlay",
@@ -157,14 +159,29 @@ def cam_overlay(
 
 
 def difference_overlay(
-    frame: np.ndarray, difference: np.ndarray, *, cmap: str = "RdBu_r", alpha: float = 0.6, limit: float = 1.0
+    frame: np.ndarray, difference: np.ndarray, *, cmap: str = DEFAULT_DIFFERENCE_CMAP, alpha: float = 0.6,
+    limit: float = 1.0
 ) -> np.ndarray:
     """Blend a signed map (baseline minus KPSEM, in [-limit, limit]) with a diverging colour map:
-    red where the baseline looks more, blue where KPSEM does.
-
-    The default stays RdBu_r because the Explorer's colour bar (kpsem/app_support/render.py) draws that
-    map; paper figures pass their style's ``difference_cmap`` (DEFAULT_DIFFERENCE_CMAP unless chosen)."""
+    red where the baseline looks more, blue where KPSEM does (the one order and map everywhere)."""
     return cam_overlay(frame, difference, cmap=cmap, alpha=alpha, vmin=-limit, vmax=limit)
+
+
+DIFFERENCE_PERCENTILE = 99.0  # of |difference| over the clip: the end of the difference colour range
+
+
+def difference_limit(difference: np.ndarray) -> float:
+    """The end of a symmetric colour range for a signed map, fitted to the data: the 99th percentile of
+    |difference| over all of its frames (its maximum where most of it is exactly 0); 0 when it is all 0.
+
+    Why not a fixed +-1: two maps that differ by a few per cent would show as a uniform pale wash. Why not
+    the maximum: one hot pixel would do the same. Why the whole clip and not one frame: moving between
+    frames must not change what a colour means."""
+    magnitude = np.abs(np.asarray(difference, dtype=np.float64))
+    if magnitude.size == 0:
+        return 0.0
+    limit = float(np.percentile(magnitude, DIFFERENCE_PERCENTILE))
+    return limit if limit > 0 else float(magnitude.max())
 
 
 def cells_to_frame(cells: np.ndarray, size: int) -> np.ndarray:

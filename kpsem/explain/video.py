@@ -8,7 +8,7 @@ baseline minus MF-KPSEM (difference)  MF-KPSEM, key points and shifts
 ====================================  ====================================
 
 Both CAMs share one colour scale (the pair's maximum) and the difference one symmetric range fitted
-to the whole clip (:func:`difference_limit`), so a colour means the same thing in every panel and every
+to the whole clip (:func:`kpsem.explain.draw.difference_limit`), so a colour means the same thing in every panel and every
 frame; both scales are drawn with ticks under the grid. Computing (:func:`plan_video`: the layout, the
 ranges, the texts) is kept apart from drawing (:func:`draw_video`), which calls only the public
 functions of :mod:`kpsem.explain.draw`; :func:`write_h264` of :mod:`kpsem.data.video` encodes.
@@ -27,11 +27,9 @@ import numpy as np
 from kpsem.explain.analysis import ClipAnalysis, PairAnalysis
 
 __all__ = [
-    "DIFFERENCE_PERCENTILE",
     "VIDEO_FPS",
     "VideoLayout",
     "VideoPlan",
-    "difference_limit",
     "video_layout",
     "frame_captions",
     "plan_video",
@@ -40,23 +38,10 @@ __all__ = [
     "explanation_video_bytes",
 ]
 
-DIFFERENCE_PERCENTILE = 99.0  # of |difference| over the clip: the end of the difference colour range
 VIDEO_FPS = 4.0  # frames a second: a 16-frame clip plays in 4 s, slow enough to follow the arrows
 _PANEL_SIDE = 256  # pixels a panel aims for: clip pixels are repeated a whole number of times to reach it
 
 
-def difference_limit(difference: np.ndarray) -> float:
-    """The end of a symmetric colour range for a signed map, fitted to the data: the 99th percentile of
-    |difference| over all of its frames (its maximum where most of it is exactly 0); 0 when it is all 0.
-
-    Why not a fixed +-1: two maps that differ by a few per cent would show as a uniform pale wash. Why not
-    the maximum: one hot pixel would do the same. Why the whole clip and not one frame: moving between
-    frames must not change what a colour means."""
-    magnitude = np.abs(np.asarray(difference, dtype=np.float64))
-    if magnitude.size == 0:
-        return 0.0
-    limit = float(np.percentile(magnitude, DIFFERENCE_PERCENTILE))
-    return limit if limit > 0 else float(magnitude.max())
 
 
 @dataclass(frozen=True)
@@ -137,7 +122,7 @@ def plan_video(pair: PairAnalysis, *, difference: PairAnalysis | None = None, na
     ``difference``: a pair whose two CAMs explain one class (its difference row is drawn); by default
     ``pair`` itself, which must then explain one class with both models (see
     :func:`~kpsem.explain.analysis.common_target`)."""
-    from kpsem.explain.draw import DEFAULT_CMAP, DEFAULT_DIFFERENCE_CMAP
+    from kpsem.explain.draw import DEFAULT_CMAP, DEFAULT_DIFFERENCE_CMAP, difference_limit
 
     same = difference if difference is not None else pair
     if same.difference is None:
