@@ -86,7 +86,7 @@ def browser_walk(repeats: int) -> None:
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the browser harness is test tooling
-    from browser_harness import chromium_page, footer, served_app, timed_click, wait_rendered
+    from browser_harness import chromium_page, footer, served_app, timed_click, timed_key, wait_rendered
 
     def server_split(signature: str) -> tuple[float, float]:
         found = re.search(r"analysis ([0-9.]+) s .* drawn in ([0-9]+) ms", footer(signature))
@@ -110,17 +110,17 @@ def browser_walk(repeats: int) -> None:
                 clips.append(seconds)
                 splits.append(server_split(signature))
             frames = []
-            pills = page.get_by_role("radiogroup", name="Jump to frame")
-            for k in range(repeats):
-                pill = pills.get_by_role("radio", name=str(2 + (3 * k) % 14), exact=True)
-                signature, seconds = timed_click(page, pill, images=4, unlike=signature)
+            frame_slider = page.locator('[data-testid="stSlider"]').filter(has=page.get_by_text("Frame", exact=True))
+            thumb = frame_slider.get_by_role("slider")  # the one frame control: a step to the next frame
+            for _ in range(repeats):
+                signature, seconds = timed_key(page, thumb, "ArrowRight", images=4, unlike=signature)
                 frames.append(seconds)
     med = statistics.median
     print(f"in Chromium (streamlit run on loopback, the browser on this machine too); medians of {repeats}")
     print(f"cold start (server start to a fully rendered explorer): {cold:8.2f} s")
     print(f"new clip, click to every picture decoded:       {med(clips):8.3f} s "
           f"(server: analysis {med(a for a, _ in splits):.3f} s, drawing {med(d for _, d in splits):.3f} s)")
-    print(f"frame change (filmstrip pill), click to decoded: {med(frames):8.3f} s")
+    print(f"frame change (slider step), key to decoded:     {med(frames):8.3f} s")
 
 
 def _check(at) -> None:  # noqa: ANN001
