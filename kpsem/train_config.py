@@ -27,7 +27,10 @@ __all__ = [
     "parse_split",
 ]
 
-ARCHS = ("mfnet", "mf_kpsem")  # registered models train builds (kpsem.models.list_models: a test checks)
+# registered models train builds (kpsem.models.list_models: a test checks)
+ARCHS = ("mfnet", "mf_kpsem", "r3d50", "r3d50_kpsem")
+# each baseline's KPSEM model, torch-free (the model classes' has_kpsem and baseline_arch: a test checks)
+KPSEM_OF = {"mfnet": "mf_kpsem", "r3d50": "r3d50_kpsem"}
 FLIP_CHOICES = ("mirror", "plain", "off")  # kpsem.data.FLIP_MODES, spelled here without importing torch
 MEMORY_FORMAT_CHOICES = ("channels_last_3d", "contiguous")  # kpsem.models.memory_format.MEMORY_FORMATS
 _LEGACY_FIELDS = {"amp": "precision"}  # names in config.json and checkpoints written before the rename

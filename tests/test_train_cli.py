@@ -126,6 +126,11 @@ def test_every_train_config_field_is_a_train_option_with_its_help():
     # the spellings kept free of torch agree with the modules that own them
     assert FLIP_CHOICES == FLIP_MODES and tuple(MEMORY_FORMATS) == MEMORY_FORMAT_CHOICES
     assert set(ARCHS) <= set(list_models())
+    from kpsem.models import has_kpsem, model_class
+    from kpsem.train_config import KPSEM_OF
+
+    kpsem_of = {model_class(name).baseline_arch: name for name in list_models() if has_kpsem(name)}
+    assert kpsem_of == KPSEM_OF
 
 
 def test_options_map_onto_train_config_and_defaults_are_the_dataclass_ones():

@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups = {key: parser.add_argument_group(title) for key, title in _GROUPS.items()}
     add_field_arguments(groups, TrainConfig, defaults=command_defaults())
     kp = groups["kpsem"]  # TrainConfig.model_options; the names are MFKPSEMConfig's (torch-free here)
-    kp.add_argument("--insert-after", choices=["conv2", "conv3", "conv4", "conv5"], default=None)
+    kp.add_argument("--insert-after", choices=["conv2", "conv3", "conv4", "conv5", "res2", "res3", "res4", "res5"],
+                    default=None,
+                    help="stage KPSEM reads: conv2..conv5 (MF-KPSEM, default conv4), res2..res5 (R3D-50, res3)")
     kp.add_argument("--num-regions", type=int, choices=[1, 4, 9, 16], default=None,
                     help="K (1 = single key point; 9, 16: a 3x3 or 4x4 grid)")
     kp.add_argument("--num-sets", type=int, default=None, help="G, AReSE sets")
@@ -43,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     (else the command's defaults), overridden by the options given."""
     from kpsem.commands._fields import check_required, given_fields
     from kpsem.commands._precision import precision_from_args
-    from kpsem.train_config import TrainConfig, command_defaults, read_config_file
+    from kpsem.train_config import KPSEM_OF, TrainConfig, command_defaults, read_config_file
 
     values = read_config_file(args.config) if args.config else command_defaults()
     values.update(given_fields(args, TrainConfig))
@@ -51,8 +53,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values["precision"] = precision_from_args(args)
     options = {name: getattr(args, name) for name in _KPSEM_OPTIONS if getattr(args, name) is not None}
     arch = values.get("arch", TrainConfig.arch)
-    if options and arch != "mf_kpsem":
-        raise ValueError(f"--{next(iter(options)).replace('_', '-')} applies to --arch mf_kpsem only, not {arch}")
+    if options and arch not in KPSEM_OF.values():  # named: the KPSEM model of the chosen backbone
+        ours = KPSEM_OF.get(arch, " or ".join(KPSEM_OF.values()))
+        raise ValueError(f"--{next(iter(options)).replace('_', '-')} applies to --arch {ours} only, not {arch}")
     if options:
         values["model_options"] = {**values.get("model_options", {}), **options}
     check_required(values, TrainConfig)
