@@ -175,3 +175,19 @@ def test_training_builds_it_from_the_config(tmp_path) -> None:
     loss.backward()
     optimiser.step()
     assert torch.isfinite(loss)
+
+
+def test_the_train_command_trains_r3d50_kpsem_and_names_where_kpsem_options_apply(frame_folders, tmp_path, capsys):
+    from kpsem.cli import main
+
+    tiny = ["--widths", "16,32,32,64", "--depths", "1,1,1,1", "--conv1-channels", "8", "--frames", "8", "--size", "32"]
+    common = ["train", "--data", str(frame_folders), "--epochs", "1", "--batch-size", "4", "--workers", "0",
+              "--val-split", "none", "--no-progress", "--device", "cpu", *tiny]
+    out = tmp_path / "run"
+    assert main([*common, "--out", str(out), "--arch", "r3d50_kpsem", "--num-sets", "2"]) == 0
+    assert "trained 1 epochs (2 steps)" in capsys.readouterr().out
+    loaded = load_checkpoint(out / "final.pt")
+    assert loaded.info.arch == "r3d50_kpsem" and loaded.info.config["num_sets"] == 2
+    assert loaded.info.config["backbone"]["conv1_channels"] == 8 and loaded.model.kpsem.config.num_frames == 8
+    assert main([*common, "--out", str(tmp_path / "r2"), "--arch", "r3d50", "--num-sets", "2"]) == 2
+    assert "--num-sets applies to --arch r3d50_kpsem only, not r3d50" in capsys.readouterr().err
