@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from kpsem.models import has_kpsem
+
 __all__ = [
     "SPREAD_MARGIN",
     "SetMovement",
@@ -134,7 +136,7 @@ def collect_centres(model: nn.Module, batches: Iterable[torch.Tensor], *, device
     float32, the feature map's (H', W') and the clips' (H, W)."""
     from contextlib import nullcontext
 
-    if getattr(model, "kpsem", None) is None:
+    if not has_kpsem(model):
         raise ValueError(f"{type(model).__name__} has no KPSEM module, so it has no separation centres")
     found: list[torch.Tensor] = []
     sizes: dict[str, tuple[int, int]] = {}
@@ -182,9 +184,9 @@ def centre_report(checkpoint: str | Path, data: str | Path, *, split: str = "tes
     target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     loaded = load_checkpoint(checkpoint, map_location=target)
     model, info = loaded.model, loaded.info
-    kpsem_module = getattr(model, "kpsem", None)
-    if kpsem_module is None:
+    if not has_kpsem(model):
         raise ValueError(f"{checkpoint} holds a {info.arch} model; only models with KPSEM have separation centres")
+    kpsem_module = model.kpsem
     if kpsem_module.config.num_regions == 1:
         raise ValueError(f"{checkpoint} has K = 1 (a single key point per frame): it splits nothing, so it has no "
                          "separation centres to report")
@@ -286,7 +288,7 @@ class CentreSpread:
             raise ValueError(f"centre_spread_weight must be at least 0; got {weight}")
         self.weight, self.last = weight, float("nan")
         self._bounds, self._scale = centre_bounds, loss_scale or (lambda: 1.0)
-        kpsem_module = getattr(model, "kpsem", None)
+        kpsem_module = getattr(model, "module", model).kpsem if has_kpsem(model) else None
         learned = kpsem_module is not None and getattr(kpsem_module, "has_centre_mlp", False)
         self.handle = kpsem_module.register_forward_hook(self._hook) if learned and weight > 0 else None
 

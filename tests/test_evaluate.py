@@ -20,7 +20,7 @@ from kpsem.evaluate import (
     read_predictions,
     write_predictions,
 )
-from kpsem.models import create_model
+from kpsem.models import create_model, has_kpsem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,7 +29,7 @@ CLASSES = ["class0", "class1", "class2"]
 
 def _checkpoint(tmp_path, arch: str = "mfnet", classes: list[str] = CLASSES):
     torch.manual_seed(0)
-    extra = {"backbone": TINY_BACKBONE, "num_frames": 8} if arch == "mf_kpsem" else TINY_BACKBONE
+    extra = {"backbone": TINY_BACKBONE, "num_frames": 8} if has_kpsem(arch) else TINY_BACKBONE
     model = create_model(arch, num_classes=len(classes), **extra)
     return save_checkpoint(tmp_path / f"{arch}_toy.pt", model.eval(), class_names=classes, clip_frames=8, clip_size=32)
 
@@ -67,7 +67,7 @@ def test_evaluate_checkpoint_writes_a_table_that_reads_back(tmp_path, arch):
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["clip_top1"] == pytest.approx(result.clip_top1) and summary["info"]["arch"] == arch
     assert table.attrs["kpsem"]["num_clips"] == 15 and table.attrs["format"] == "kpsem-predictions/1"
-    assert ("centre_std_clips" in summary["info"]) == (arch == "mf_kpsem")  # the centres' movement, KPSEM only
+    assert ("centre_std_clips" in summary["info"]) == has_kpsem(arch)  # the centres' movement, KPSEM only
 
     # the same model run clip by clip gives the same probabilities
     from kpsem.checkpoint import load_checkpoint

@@ -27,7 +27,7 @@ from kpsem.evaluate import (
     read_predictions,
     write_predictions,
 )
-from kpsem.models import create_model
+from kpsem.models import create_model, has_kpsem
 from kpsem.precision import PRECISIONS, cpu_bf16_support, resolve_precision
 from kpsem.train import TrainConfig, _check_resumable
 
@@ -134,7 +134,7 @@ def test_train_config_reads_old_amp_fields_and_checks_names(tmp_path):
 
 def _checkpoint(tmp_path: Path, arch: str) -> Path:
     torch.manual_seed(0)
-    extra = {"backbone": TINY_BACKBONE, "num_frames": 8} if arch == "mf_kpsem" else TINY_BACKBONE
+    extra = {"backbone": TINY_BACKBONE, "num_frames": 8} if has_kpsem(arch) else TINY_BACKBONE
     model = create_model(arch, num_classes=3, **extra)
     return save_checkpoint(tmp_path / f"{arch}.pt", model.eval(), class_names=CLASSES, clip_frames=8, clip_size=32)
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from kpsem.checkpoint import save_checkpoint
-from kpsem.models import create_model
+from kpsem.models import create_model, has_kpsem
 from kpsem.probes import (
     COLUMNS,
     PROBES,
@@ -300,7 +300,7 @@ def _checkpoints(tmp_path):
     paths = []
     for arch in ("mfnet", "mf_kpsem"):
         torch.manual_seed(0)
-        extra = {"backbone": TINY_BACKBONE, "num_frames": 8} if arch == "mf_kpsem" else TINY_BACKBONE
+        extra = {"backbone": TINY_BACKBONE, "num_frames": 8} if has_kpsem(arch) else TINY_BACKBONE
         model = create_model(arch, num_classes=3, **extra).eval()
         paths.append(save_checkpoint(tmp_path / f"{arch}.pt", model, class_names=classes, clip_frames=8, clip_size=32))
     return paths
