@@ -288,7 +288,7 @@ class CentreSpread:
             raise ValueError(f"centre_spread_weight must be at least 0; got {weight}")
         self.weight, self.last = weight, float("nan")
         self._bounds, self._scale = centre_bounds, loss_scale or (lambda: 1.0)
-        kpsem_module = getattr(model, "module", model).kpsem if has_kpsem(model) else None
+        kpsem_module = getattr(model, "kpsem", None)  # any module holding a KPSEM (tests hook a bare one)
         learned = kpsem_module is not None and getattr(kpsem_module, "has_centre_mlp", False)
         self.handle = kpsem_module.register_forward_hook(self._hook) if learned and weight > 0 else None
 
