@@ -551,9 +551,8 @@ class CentreStats:
     def __init__(self, model: nn.Module, *, training: bool) -> None:
         self.training = training  # record the forward passes made in this mode only
         self.sums = [0.0, 0.0, 0.0, 0.0]  # std over clips, std over frames, near-bound fraction, batches
-        from kpsem.models import has_kpsem
-
-        kpsem = getattr(model, "module", model).kpsem if has_kpsem(model) else None
+        # The hook needs the KPSEM module itself, whatever holds it (a model, a DDP wrapper, a test's stand-in).
+        kpsem = getattr(getattr(model, "module", model), "kpsem", None)
         learned = kpsem is not None and getattr(kpsem, "has_centre_mlp", False)
         self.handle = kpsem.register_forward_hook(self._hook) if learned else None
 
