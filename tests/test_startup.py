@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,36 @@ def test_kpsem_help_imports_no_torch() -> None:
                    "    pass\nprint('torch loaded:', 'torch' in sys.modules)")
     assert done.returncode == 0, done.stderr
     assert "IMPORTING torch" not in done.stdout and "torch loaded: False" in done.stdout
+
+
+def test_every_commands_help_imports_no_torch_matplotlib_or_pandas() -> None:
+    import kpsem.commands
+
+    commands = sorted(m.name for m in pkgutil.iter_modules(kpsem.commands.__path__) if not m.name.startswith("_"))
+    assert {"explain", "faithfulness", "info", "probe", "synth", "train"} <= set(commands)
+    code = ("import sys\nfrom kpsem.cli import main\nheavy = ('torch', 'matplotlib', 'pandas')\n"
+            "for command in sys.argv[1:]:\n    try:\n        main([command, '--help'])\n    except SystemExit:\n"
+            "        pass\n    print('LOADED', command, [m for m in heavy if m in sys.modules])\n")
+    done = _python(code, *commands)
+    assert done.returncode == 0, done.stderr
+    loaded = [line for line in done.stdout.splitlines() if line.startswith("LOADED")]
+    assert loaded == [f"LOADED {command} []" for command in commands]
+
+
+def test_the_names_help_lists_are_their_owners() -> None:
+    """kpsem.names spells out what the owners compute with torch; they must agree."""
+    from kpsem import names
+    from kpsem.explain import faithfulness, figures, gradcam
+    from kpsem.explain.draw import DEFAULT_CMAP, DEFAULT_DIFFERENCE_CMAP
+    from kpsem.models import list_models
+    from kpsem.probes import PROBES
+
+    assert names.CAM_LAYERS == gradcam.CAM_LAYERS
+    assert tuple(sorted(names.MODEL_NAMES)) == tuple(sorted(list_models()))
+    assert names.PROBE_NAMES == PROBES
+    assert (figures.COLUMN_WIDTHS, figures.FORMATS, faithfulness.FILLS) == \
+        (names.COLUMN_WIDTHS, names.FIGURE_FORMATS, names.FAITHFULNESS_FILLS)
+    assert (DEFAULT_CMAP, DEFAULT_DIFFERENCE_CMAP) == ("viridis", "coolwarm")
 
 
 def test_a_long_command_says_what_it_does_before_importing_torch(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def _frames(text: str) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from kpsem.commands._precision import add_precision_argument
     from kpsem.explain.cli_options import add_style_arguments
-    from kpsem.explain.gradcam import CAM_LAYERS
+    from kpsem.names import CAM_LAYERS
 
     parser.add_argument("--baseline", required=True, help="baseline checkpoint (MFNet)")
     parser.add_argument("--kpsem", required=True, help="MF-KPSEM checkpoint (an MFNet one works: no key points then)")

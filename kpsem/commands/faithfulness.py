@@ -11,8 +11,7 @@ HELP = ("faithfulness of both models' Grad-CAMs over a split: deletion/insertion
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from kpsem.commands._precision import add_precision_argument
-    from kpsem.explain.faithfulness import FILLS
-    from kpsem.explain.gradcam import CAM_LAYERS
+    from kpsem.names import CAM_LAYERS, FAITHFULNESS_FILLS
 
     parser.add_argument("--baseline", required=True, help="baseline checkpoint (MFNet)")
     parser.add_argument("--kpsem", required=True, help="MF-KPSEM checkpoint")
@@ -25,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cam-layer", default="tail", choices=CAM_LAYERS, help="Grad-CAM layer (default tail)")
     parser.add_argument("--weighting", choices=("clip", "slice"), default="clip",
                         help="one weight per channel (clip) or per channel and time slice (slice)")
-    parser.add_argument("--fill", choices=FILLS, default="blur",
+    parser.add_argument("--fill", choices=FAITHFULNESS_FILLS, default="blur",
                         help="what a removed cell shows: a blurred copy of the clip (default) or its mean")
     parser.add_argument("--keep", type=float, default=0.5,
                         help="fraction of the most salient cells kept for average drop (default 0.5)")

@@ -11,9 +11,9 @@ HELP = "Table 1: parameters and multiply-adds of backbone, KPSEM and classifier"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from kpsem.models import list_models
+    from kpsem.names import MODEL_NAMES
 
-    parser.add_argument("--model", nargs="+", default=["mfnet", "mf_kpsem"], choices=list_models())
+    parser.add_argument("--model", nargs="+", default=["mfnet", "mf_kpsem"], choices=MODEL_NAMES)
     parser.add_argument("--num-classes", type=int, default=101, help="classifier outputs (default 101, UCF101)")
     parser.add_argument("--clip", type=parse_clip, default=None, help="frames x height x width, e.g. 16x224x224")
     parser.add_argument("--checkpoint", nargs="+", default=None, help="report these checkpoints instead")

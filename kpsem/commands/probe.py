@@ -11,15 +11,15 @@ HELP = "motion probes: predictions with frames reversed, shuffled, frozen, subsa
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from kpsem.commands._precision import add_precision_argument
-    from kpsem.probes import PROBES
+    from kpsem.names import PROBE_NAMES
 
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="checkpoint to probe; repeat for several models (e.g. MFNet and MF-KPSEM)")
     parser.add_argument("--data", required=True, help="data set root")
     parser.add_argument("--split", default="test", help="split to probe (default test)")
     parser.add_argument("--probes", default="all",
-                        help=f"comma-separated, from {', '.join(PROBES)}; default all (knock-outs apply to MF-KPSEM "
-                             "only; other models get 'not applicable')")
+                        help=f"comma-separated, from {', '.join(PROBE_NAMES)}; default all (knock-outs apply to "
+                             "MF-KPSEM only; other models get 'not applicable')")
     parser.add_argument("--clips", type=int, default=1,
                         help="clips per video; video score = mean softmax, as in evaluate (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle probe's frame order (default 0)")

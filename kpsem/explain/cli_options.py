@@ -6,17 +6,11 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from kpsem.explain.figures import (
-    COLUMN_WIDTHS,
-    DEFAULT_CMAP,
-    DEFAULT_DIFFERENCE_CMAP,
-    FORMATS,
-    FigureStyle,
-    display_names,
-)
+from kpsem.names import COLUMN_WIDTHS, DEFAULT_CMAP, DEFAULT_DIFFERENCE_CMAP, FIGURE_FORMATS
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the options are built without matplotlib or torch (kpsem --help); these come on use
     from kpsem.checkpoint import CheckpointInfo
+    from kpsem.explain.figures import FigureStyle
 
 __all__ = ["add_style_arguments", "style_from_args", "formats_from_args", "names_from_args"]
 
@@ -35,10 +29,13 @@ def add_style_arguments(parser: argparse.ArgumentParser) -> None:
                        help="model names on the figures (default: each checkpoint's display name, else the "
                             "paper's name for its architecture)")
     group.add_argument("--dpi", type=int, default=300, help="PNG resolution (default 300)")
-    group.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS), help="files to write")
+    group.add_argument("--formats", nargs="+", choices=FIGURE_FORMATS, default=list(FIGURE_FORMATS),
+                       help="files to write")
 
 
 def style_from_args(args: argparse.Namespace) -> FigureStyle:
+    from kpsem.explain.figures import FigureStyle
+
     return FigureStyle(column=args.column, font_size=args.font_size, cmap=args.cmap, dpi=args.dpi,
                        difference_cmap=args.difference_cmap)
 
@@ -55,5 +52,7 @@ def names_from_args(
 ) -> tuple[str, str]:
     """(baseline, KPSEM) names for the figures: ``--labels`` when given, else what the checkpoints
     (``infos``) or the predictions' model ids (``ids``) say, through :func:`~kpsem.explain.figures.display_names`."""
+    from kpsem.explain.figures import display_names
+
     labels = getattr(args, "labels", None) or (None, None)
     return display_names(ids, labels=labels, infos=infos)

@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrow
 
 from kpsem.explain.analysis import ClipAnalysis
+from kpsem.names import DEFAULT_CMAP, DEFAULT_DIFFERENCE_CMAP
 
 __all__ = [
     "REGION_COLOURS",
@@ -76,11 +77,8 @@ REGION_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "p", "<", 
 # markers are filled (hollow, full, half ...); cycled for G > 6.
 SET_LINESTYLES: tuple[Any, ...] = ("--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 3)), (0, (8, 3)))
 SET_FILLS: tuple[str, ...] = ("none", "full", "left", "bottom", "right", "top")
-# Perceptually uniform defaults: equal steps in a CAM read as equal steps in lightness (jet's bright bands
-# invent edges), and viridis stays ordered in greyscale and for colour-vision deficiencies. Differences use
-# Moreland's diverging coolwarm: a light middle for "no difference" and equally light ends.
-DEFAULT_CMAP = "viridis"
-DEFAULT_DIFFERENCE_CMAP = "coolwarm"
+# Perceptually uniform defaults (kpsem.names): equal steps in a CAM read as equal steps in lightness (jet's
+# bright bands invent edges); differences in Moreland's diverging coolwarm.
 
 
 @dataclass

@@ -56,6 +56,7 @@ from kpsem.checkpoint import check_finite_logits
 from kpsem.explain.analysis import CommonTarget, PairAnalysis, analyse_pair, common_target, feature_frame_of
 from kpsem.explain.gradcam import Weighting, explaining
 from kpsem.io import atomic_path, atomic_write_text
+from kpsem.names import FAITHFULNESS_FILLS
 from kpsem.pairing import require_pair
 
 __all__ = [
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 Fill = Literal["blur", "mean"]
-FILLS: tuple[str, ...] = ("blur", "mean")
+FILLS: tuple[str, ...] = FAITHFULNESS_FILLS
 # Per-clip numbers in the table and the summary; lower is better for deletion and average drop.
 METRICS: tuple[str, ...] = ("auc_deletion", "auc_insertion", "auc_deletion_random", "auc_insertion_random",
                             "average_drop", "average_drop_random")

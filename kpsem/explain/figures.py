@@ -55,6 +55,7 @@ from kpsem.explain.draw import (
 )
 from kpsem.io import atomic_path, atomic_write_text
 from kpsem.models import list_models, model_class
+from kpsem.names import COLUMN_WIDTHS, FIGURE_FORMATS
 from kpsem.profile import ModelCost
 
 if TYPE_CHECKING:
@@ -82,8 +83,7 @@ __all__ = [
     "figure_confusion",
 ]
 
-COLUMN_WIDTHS = {"single": 3.5, "double": 7.16}  # inches: a two-column paper's column and full width
-FORMATS = ("png", "pdf", "svg")
+FORMATS = FIGURE_FORMATS
 MODEL_COLOURS = ("#7f7f7f", "#D55E00")  # baseline grey, KPSEM vermillion, in every figure
 # registered architecture -> the paper's name, as each model class says (MFNet, MF-KPSEM, R3D-50, ...)
 PAPER_NAMES = {name: model_class(name).display_name for name in list_models()}

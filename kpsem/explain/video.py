@@ -8,8 +8,8 @@ baseline minus MF-KPSEM (difference)  MF-KPSEM, key points and shifts
 ====================================  ====================================
 
 Both CAMs share one colour scale (the pair's maximum) and the difference one symmetric range fitted
-to the whole clip (:func:`kpsem.explain.draw.difference_limit`), so a colour means the same thing in every panel and every
-frame; both scales are drawn with ticks under the grid. Computing (:func:`plan_video`: the layout, the
+to the whole clip (:func:`kpsem.explain.draw.difference_limit`), so a colour means the same thing in every
+panel and every frame; both scales are drawn with ticks under the grid. Computing (:func:`plan_video`: the layout, the
 ranges, the texts) is kept apart from drawing (:func:`draw_video`), which calls only the public
 functions of :mod:`kpsem.explain.draw`; :func:`write_h264` of :mod:`kpsem.data.video` encodes.
 """
