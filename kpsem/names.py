@@ -10,10 +10,12 @@ and their owners import them.
 from __future__ import annotations
 
 __all__ = [
+    "CAM_CMAPS",
     "CAM_LAYERS",
     "COLUMN_WIDTHS",
     "DEFAULT_CMAP",
     "DEFAULT_DIFFERENCE_CMAP",
+    "DIFFERENCE_CMAPS",
     "FAITHFULNESS_FILLS",
     "FIGURE_FORMATS",
     "MODEL_NAMES",
@@ -33,4 +35,7 @@ FIGURE_FORMATS = ("png", "pdf", "svg")  # what every figure can be saved as
 DEFAULT_CMAP = "viridis"  # Grad-CAM: perceptually uniform, readable in grey and under colour-vision deficiency
 # Moreland's diverging coolwarm: a light middle for "no difference" and equally light ends.
 DEFAULT_DIFFERENCE_CMAP = "coolwarm"
+# Colour maps the app offers, the default first; jet stays for those who need to match old figures.
+CAM_CMAPS = (DEFAULT_CMAP, "cividis", "inferno", "magma", "turbo", "jet")
+DIFFERENCE_CMAPS = (DEFAULT_DIFFERENCE_CMAP, "RdBu_r", "PuOr_r")
 FAITHFULNESS_FILLS = ("blur", "mean")  # what a removed Grad-CAM cell shows in the faithfulness curves

@@ -23,10 +23,10 @@ from kpsem.app_support.sources import (
     upscaled_note,
     weighting_note,
 )
-from kpsem.app_support.studio import CAM_CMAPS
 from kpsem.app_support.text import escape_markdown
 from kpsem.explain.analysis import centre_movement, common_target, keypoint_density, movement_summary
 from kpsem.explain.draw import KeyPointOptions, region_names, select_channels
+from kpsem.names import CAM_CMAPS
 
 st.header("Explorer", anchor=False)
 chosen = ui.selection() if "_selection" in st.session_state else None

@@ -6,10 +6,11 @@ import streamlit as st
 
 from kpsem.app_support import keypoint_settings, ui
 from kpsem.app_support.sources import file_key
-from kpsem.app_support.studio import CAM_CMAPS, DIFFERENCE_CMAPS, FIGURES, export_figure
+from kpsem.app_support.studio import FIGURES, export_figure
 from kpsem.app_support.tables import table_source
 from kpsem.explain.figures import display_names
 from kpsem.models import has_kpsem
+from kpsem.names import CAM_CMAPS, DIFFERENCE_CMAPS
 
 st.header("Figure studio", anchor=False)
 chosen = ui.selection() if "_selection" in st.session_state else None

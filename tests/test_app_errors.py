@@ -23,7 +23,7 @@ def _explorer_still_works(at: AppTest) -> None:
     if at.radio(key="ex_source").value != "data set":
         at.radio(key="ex_source").set_value("data set").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert [s.value for s in at.subheader] == ["MFNet", "MF-KPSEM"]
+    assert [s.value for s in at.subheader][:2] == ["MFNet", "MF-KPSEM"]
 
 
 def test_checkpoint_path_that_does_not_exist(app, tmp_path):
@@ -84,7 +84,7 @@ def test_video_upload_plays(app, app_demo, monkeypatch):
     at.radio(key="ex_source").set_value("upload").run()
     at.file_uploader(key="ex_upload").upload(video.name, video.read_bytes()).run()
     assert not _errors(at)
-    assert [s.value for s in at.subheader] == ["MFNet", "MF-KPSEM"]
+    assert [s.value for s in at.subheader][:2] == ["MFNet", "MF-KPSEM"]
     at.selectbox(key="ex_upload_truth").set_value(truth).run()
     assert f"**true label**: {escape_markdown(truth)}" in " ".join(m.value for m in at.markdown)
     at.slider(key="frame").set_value(5).run()

@@ -16,7 +16,7 @@ from typing import Any
 
 from kpsem.app_support import services
 
-__all__ = ["FIGURES", "CAM_CMAPS", "DIFFERENCE_CMAPS", "build_figure", "export_figure"]
+__all__ = ["FIGURES", "build_figure", "export_figure"]
 
 FIGURES = {
     "fig7": "Fig. 7: per-class accuracy",
@@ -28,9 +28,6 @@ FIGURES = {
     "table1": "Table 1: parameters and multiply-adds",
     "confusion": "Confusion matrices",
 }
-# Colour maps offered, the perceptually uniform default first; jet stays for those who need to match old figures.
-CAM_CMAPS = ("viridis", "cividis", "inferno", "magma", "turbo", "jet")
-DIFFERENCE_CMAPS = ("coolwarm", "RdBu_r", "PuOr_r")
 
 
 def _names(spec: dict[str, Any]) -> tuple[str, str]:
