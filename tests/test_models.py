@@ -205,7 +205,7 @@ def test_wrong_tensor_layout_is_refused() -> None:
 
 
 def test_bad_configs_name_the_allowed_values() -> None:
-    with pytest.raises(ValueError, match=r"num_regions must be one of \(1, 4\); got 3"):
+    with pytest.raises(ValueError, match=r"num_regions must be one of \(1, 4, 9, 16\); got 3"):
         tiny("mf_kpsem", num_regions=3)
     with pytest.raises(ValueError, match=r"insert_after must be one of .*; got 'conv6'"):
         tiny("mf_kpsem", insert_after="conv6")

@@ -122,7 +122,7 @@ def test_fig5_panels_group_variants_and_average_over_seeds():
     assert g1["std"] == pytest.approx(math.sqrt(0.05**2 * 2))  # (0.60, 0.70): n - 1 in the denominator
     assert math.isnan(sets.points.set_index("tick").loc["8", "std"])  # one seed: no spread
     assert sets.missing == {"2": "no run yet", "4": "no run yet", "16": "no run yet"}
-    assert panels["num_regions"].missing == {"1": "no run yet", "9": "skipped", "16": "skipped"}
+    assert panels["num_regions"].missing == {"1": "no run yet", "9": "no run yet", "16": "no run yet"}
     assert panels["num_regions"].points["tick"].tolist() == ["4"]  # plain MF-KPSEM is on every panel
     assert sets.baseline[0] == "MFNet" and sets.baseline[1] == pytest.approx(0.71)
 
@@ -176,13 +176,13 @@ def test_only_unknown_variants_and_unknown_plans_are_refused_with_the_choices(tm
 
 def test_a_refused_variant_without_requires_is_an_error_not_a_skip():
     plan = _tiny_plan()
-    plan["variants"].append({"name": "k9", "overrides": {"arch": "mf_kpsem", "num_regions": 9}})
-    with pytest.raises(PlanError, match=re.escape("plan 'tiny', variant 'k9': the model refuses its settings: "
-                                                  "num_regions must be one of (1, 4); got 9")):
+    plan["variants"].append({"name": "k25", "overrides": {"arch": "mf_kpsem", "num_regions": 25}})
+    with pytest.raises(PlanError, match=re.escape("plan 'tiny', variant 'k25': the model refuses its settings: "
+                                                  "num_regions must be one of (1, 4, 9, 16); got 25")):
         skipped_variants(parse_plan(plan))
-    plan["variants"][-1]["requires"] = "K = 9"
-    assert skipped_variants(parse_plan(plan)) == {"k9": "skipped: needs K = 9 (the model refuses its settings: "
-                                                        "num_regions must be one of (1, 4); got 9)"}
+    plan["variants"][-1]["requires"] = "K = 25"
+    assert skipped_variants(parse_plan(plan)) == {"k25": "skipped: needs K = 25 (the model refuses its settings: "
+                                                         "num_regions must be one of (1, 4, 9, 16); got 25)"}
 
 
 # --- the study loop ------------------------------------------------------------------------------------------
