@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from kpsem.models._registry import register_model
-from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format, torch_memory_format
+from kpsem.models.clip_classifier import ClipClassifier
+from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format
 
-__all__ = ["MFNetConfig", "MFNet", "BN_AC_CONV3D", "MF_UNIT", "check_clip_shape", "checkpoint_filter_fn",
+__all__ = ["MFNetConfig", "MFNet", "BN_AC_CONV3D", "MF_UNIT", "checkpoint_filter_fn",
            "published_config", "mfnet"]
 
 
@@ -95,22 +96,6 @@ class MF_UNIT(nn.Module):  # noqa: N801 - the published name
         return h + shortcut
 
 
-def check_clip_shape(x: torch.Tensor, *, min_frames: int = 1) -> None:
-    """Reject a clip the backbone cannot take, with a message that says what fits."""
-    if x.dim() != 5 or x.shape[1] != 3:
-        raise ValueError(
-            f"expected a clip batch of shape (N, 3, T, H, W), e.g. (1, 3, 16, 224, 224); got {tuple(x.shape)}"
-        )
-    frames, height, width = x.shape[2:]
-    if frames < min_frames:
-        raise ValueError(f"clip has {frames} frames; this model needs at least {min_frames}")
-    if height < 32 or width < 32 or height % 16 or width % 16:
-        raise ValueError(
-            f"clip frames are {height}x{width}; height and width must be multiples of 16 and at least 32 "
-            "(so that conv4's 16-pixel grid tiles the frame exactly), e.g. 224x224, 160x160 or 112x112"
-        )
-
-
 def _stage(num_in: int, width: int, depth: int, groups: int, stride: tuple[int, int, int]) -> nn.Sequential:
     units = OrderedDict(
         (
@@ -129,7 +114,7 @@ def _stage(num_in: int, width: int, depth: int, groups: int, stride: tuple[int, 
     return nn.Sequential(units)
 
 
-class MFNet(nn.Module):
+class MFNet(ClipClassifier):
     """MFNet-3D. ``forward_features`` gives the ``tail`` map, ``forward_head`` pools and classifies.
 
     Built in ``channels_last_3d`` (:mod:`kpsem.models.memory_format`): the input clip is converted to the
@@ -137,12 +122,9 @@ class MFNet(nn.Module):
     """
 
     stage_names: tuple[str, ...] = ("conv2", "conv3", "conv4", "conv5")
-    # What the rest of the project asks a model (kpsem.models._registry, kpsem.checkpoint, kpsem.train):
-    arch: ClassVar[str] = "mfnet"  # registered name, saved in checkpoints
-    display_name: ClassVar[str] = "MFNet"  # the paper's name
-    has_kpsem: ClassVar[bool] = False  # a KPSEM module, its internals to draw and its knock-outs
-    classifier_keys: ClassVar[tuple[str, ...]] = ("classifier.weight", "classifier.bias")
-    cam_layers: ClassVar[tuple[str, ...]] = ("tail", "conv5", "conv4", "conv3", "conv2")  # top first
+    arch: ClassVar[str] = "mfnet"
+    display_name: ClassVar[str] = "MFNet"
+    cam_layers: ClassVar[tuple[str, ...]] = ("tail", "conv5", "conv4", "conv3", "conv2")
     source_format: ClassVar[str] = "mfnet-published"  # what a published {'state_dict': ...} file is called
 
     def __init__(self, config: MFNetConfig) -> None:
@@ -172,42 +154,6 @@ class MFNet(nn.Module):
         self.memory_format: str = DEFAULT_MEMORY_FORMAT  # layout of weights and activations; not in the config
         _init_weights(self)
         set_memory_format(self, self.memory_format)
-
-    def stage_channels(self, stage: str) -> int:
-        """Output channels of ``stage`` (``conv2`` .. ``conv5``)."""
-        return self.config.widths[self.stage_names.index(stage)]
-
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.conv1(x))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T, H, W) -> (N, C5, T/2, H/32, W/32): the ``tail`` output, where Grad-CAM looks."""
-        check_clip_shape(x)
-        h = self.forward_stem(x.contiguous(memory_format=torch_memory_format(self.memory_format)))
-        for name in self.stage_names:
-            h = getattr(self, name)(h)
-        return self.tail(h)
-
-    def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
-        pooled = self.globalpool(features).flatten(1)  # (N, C5)
-        return pooled if pre_logits else self.classifier(self.dropout(pooled))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def extra_config(self) -> dict:
-        """The config as plain data, for checkpoints."""
-        return asdict(self.config)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` outputs (fine-tuning on another class count)."""
-        old = self.classifier
-        self.classifier = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
-        self.config.num_classes = num_classes
-
-    def parameter_group(self, name: str) -> str:
-        """The learning-rate group of parameter ``name``: ``classifier`` (new layer) or ``backbone``."""
-        return "classifier" if name.startswith("classifier.") else "backbone"
 
     @staticmethod
     def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,16 +14,16 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from kpsem.models._registry import register_model
+from kpsem.models.clip_classifier import ClipClassifier
 from kpsem.models.kpsem_module import KPSEMConfig
-from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format, torch_memory_format
-from kpsem.models.mfnet import check_clip_shape
+from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format
 from kpsem.models.with_kpsem import KPSEMOptions, WithKPSEM
 
 __all__ = ["R3DConfig", "R3DKPSEMConfig", "Bottleneck3D", "R3D", "R3DKPSEM", "checkpoint_filter_fn",
@@ -79,14 +79,12 @@ class R3DConfig:
             raise ValueError(f"num_classes must be at least 1; got {self.num_classes}")
 
 
-class R3D(nn.Module):
+class R3D(ClipClassifier):
     """R3D-50. ``forward_features`` gives the ``tail`` map (res5's output), ``forward_head`` pools and classifies."""
 
     stage_names: tuple[str, ...] = STAGES
     arch: ClassVar[str] = "r3d50"
     display_name: ClassVar[str] = "R3D-50"
-    has_kpsem: ClassVar[bool] = False
-    classifier_keys: ClassVar[tuple[str, ...]] = ("classifier.weight", "classifier.bias")
     cam_layers: ClassVar[tuple[str, ...]] = ("tail", "res5", "res4", "res3", "res2")  # top first
     source_format: ClassVar[str] = "torchvision-resnet"
 
@@ -119,38 +117,6 @@ class R3D(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         set_memory_format(self, self.memory_format)
-
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.conv1(x))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T, H, W) -> (N, C5, T, H/32, W/32): the ``tail`` output, where Grad-CAM looks."""
-        check_clip_shape(x)
-        h = self.forward_stem(x.contiguous(memory_format=torch_memory_format(self.memory_format)))
-        for name in self.stage_names:
-            h = getattr(self, name)(h)
-        return self.tail(h)
-
-    def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
-        pooled = self.globalpool(features).flatten(1)  # (N, C5)
-        return pooled if pre_logits else self.classifier(self.dropout(pooled))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def extra_config(self) -> dict:
-        """The config as plain data, for checkpoints."""
-        return asdict(self.config)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` outputs (fine-tuning on another class count)."""
-        old = self.classifier
-        self.classifier = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
-        self.config.num_classes = num_classes
-
-    def parameter_group(self, name: str) -> str:
-        """The learning-rate group of parameter ``name``: ``classifier`` (new layer) or ``backbone``."""
-        return "classifier" if name.startswith("classifier.") else "backbone"
 
     @staticmethod
     def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

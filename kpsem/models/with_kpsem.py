@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from kpsem.models.clip_classifier import check_clip_shape
 from kpsem.models.kpsem_module import KPSEM, KPSEMConfig, KPSEMInternals
 from kpsem.models.memory_format import torch_memory_format
-from kpsem.models.mfnet import check_clip_shape
 
 __all__ = ["KNOCKOUTS", "KPSEMOptions", "WithKPSEM"]
 
