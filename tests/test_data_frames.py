@@ -211,9 +211,9 @@ def test_the_explorer_shows_repeats_truncation_and_frame_times(app, tmp_path: Pa
     assert "sampled frames**: 65, 67, 69" in facts  # 16 frames at interval 2 around the middle
     assert "93, 95 (at 13.00 … 16.30 s)" in facts  # the first and last sampled frames' own timestamps
     at.slider(key="frame").set_value(16).run()
-    captions = [c for image in at.get("image") for c in (image.captions or [])]
+    captions = [c.value for c in at.caption]  # the frame slider's own caption
     # index / average fps would say 95 / 8.9 = 10.7 s: the frame's timestamp says when it is really shown
-    assert "sampled frames; frame 16 is video frame 95 (counted from 0), shown at 16.30 s" in captions
+    assert "Frame 16 of the 16 sampled frames is video frame 95 (counted from 0), shown at 16.30 s" in captions
 
     cut = truncated_mp4(tmp_path / "cut.mp4")
     at.file_uploader(key="ex_upload").upload("cut.mp4", cut.read_bytes()).run()
