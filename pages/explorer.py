@@ -26,6 +26,7 @@ from kpsem.app_support.sources import (
 from kpsem.app_support.text import escape_markdown
 from kpsem.explain.analysis import centre_movement, common_target, keypoint_density, movement_summary
 from kpsem.explain.draw import KeyPointOptions, region_names, select_channels
+from kpsem.models import model_class
 from kpsem.names import CAM_CMAPS
 
 st.header("Explorer", anchor=False)
@@ -129,8 +130,11 @@ if sample is None:
 controls = st.expander("Explanation and drawing settings", icon=":material/tune:")
 with controls:
     c1, c2, c3, c4 = st.columns(4)
-    cam_layer = c1.selectbox("CAM layer", ("tail", "conv4"), key="cam_layer",
-                             help="tail: last stage (768 channels); conv4: the features KPSEM reads")
+    layers = [name for name in model_class(chosen.baseline.info.arch).cam_layers  # both models have them
+              if name in model_class(chosen.kpsem.info.arch).cam_layers]
+    cam_layer = c1.selectbox("CAM layer", layers, key="cam_layer",
+                             help="tail: the last stage's output; then the stages, top first (KPSEM reads MFNet's "
+                                  "conv4 and R3D-50's res3)")
     target_options = ["each model's prediction", *(["true class"] if true_label is not None else []), *class_names]
     target_pick = c2.selectbox("Target class", target_options, key="target")
     same_maps = weighting_note(cam_layer)  # at tail the two weightings cannot differ: say so, offer nothing

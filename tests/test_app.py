@@ -69,6 +69,7 @@ def test_explorer_shows_both_models_then_redraws_without_recomputing(app, app_de
     _clean(at)
     assert "(cached)" in _footer(at)  # drawing settings never recompute either
 
+    assert at.selectbox(key="cam_layer").options == ["tail", "conv5", "conv4", "conv3", "conv2"]  # the models' own
     at.selectbox(key="cam_layer").set_value("conv4").run()  # a new layer is a new analysis
     _clean(at)
     assert "(fresh)" in _footer(at)
