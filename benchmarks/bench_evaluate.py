@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import sync  # benchmarks/, beside this script
 
 from kpsem.checkpoint import load_checkpoint, save_checkpoint
 from kpsem.data.synth import SynthConfig, generate
-from kpsem.distributed import current
+from kpsem.distributed import current, pick_device
 from kpsem.evaluate import evaluate_checkpoint
 from kpsem.models import create_model
 from kpsem.precision import cpu_bf16_support, resolve_precision
@@ -66,15 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def cpu_line() -> str:
@@ -110,19 +102,19 @@ def bare_rate(model: torch.nn.Module, batch: torch.Tensor, clips: int, precision
     """Clips per second of the model alone on ``batch``, for ``clips`` clips (whole batches)."""
     device = batch.device
     steps = max(1, -(-clips // len(batch)))
-    _sync(device)
+    sync(device)
     started = time.perf_counter()
     with torch.no_grad():
         for _ in range(steps):
             with precision.autocast():
                 model(batch).float().softmax(dim=1).cpu()  # what evaluate does with the scores
-    _sync(device)
+    sync(device)
     return steps * len(batch) / (time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = _device(args.device)
+    device = pick_device(0, args.device)
     print(cpu_line())
     if hasattr(os, "getloadavg"):
         print(f"load average before: {', '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} logical "
@@ -155,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate_checkpoint(checkpoint, data=data, clips=args.clips, protocol=args.protocol,
                                          batch_size=args.batch_size, workers=args.workers, precision=args.precision,
                                          dist_info=dist_info)
-            _sync(device)
+            sync(device)
             return result.num_clips / (time.perf_counter() - started), result.num_clips
 
         _, clips = run_evaluate()  # warm-up: page cache, oneDNN kernels, cuDNN autotuning

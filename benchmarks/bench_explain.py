@@ -14,16 +14,12 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import sync  # benchmarks/, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kpsem import create_model
 from kpsem.explain.analysis import analyse_pair
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> int:
@@ -44,10 +40,10 @@ def main() -> int:
 
     def timed(fn: object) -> tuple[float, float]:
         """(wall seconds, this process's CPU seconds) of one call."""
-        _sync(device)
+        sync(device)
         wall, cpu = time.perf_counter(), time.process_time()
         fn()  # type: ignore[operator]
-        _sync(device)
+        sync(device)
         return time.perf_counter() - wall, time.process_time() - cpu
 
     def plain() -> None:

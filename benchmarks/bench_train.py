@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import sync  # benchmarks/, beside this script
 from torch.utils.data import DataLoader
 
+from kpsem.distributed import pick_device
 from kpsem.precision import resolve_precision
 from kpsem.train import TrainConfig, build_model, build_optimizer, grad_scaler, train_step
 
@@ -65,15 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_models(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, float]]:
@@ -100,11 +93,11 @@ def bench_models(args: argparse.Namespace, device: torch.device) -> dict[str, di
     order = list(steps)
     for round_ in range(args.rounds):
         for arch in order if round_ % 2 == 0 else order[::-1]:  # ABBA: neither model always goes first
-            _sync(device)
+            sync(device)
             started, cpu_started = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 steps[arch]()
-            _sync(device)
+            sync(device)
             wall[arch].append(args.steps * args.batch_size / (time.perf_counter() - started))
             cpu[arch] += time.process_time() - cpu_started
     clips = args.rounds * args.steps * args.batch_size
@@ -149,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _device(args.device)
+    device = pick_device(0, args.device)
     clip = f"{args.frames}x{args.size}x{args.size}"
     precision = resolve_precision(device, args.precision).describe()
     print(f"device {device} ({torch.get_num_threads()} threads), {precision}, "
