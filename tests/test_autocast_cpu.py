@@ -131,15 +131,19 @@ def test_bf16_evaluation_on_cpu_agrees_with_fp32(tmp_path, arch):
     run = _config(tmp_path, "run", arch=arch, epochs=6, lr=0.02, lr_steps=(100,))
     trained = train(run, data=TrainData(ToyClips(24), None, ToyClips(1).class_names, {})).final_checkpoint
     model = load_checkpoint(trained).model
+    stem_dtypes: list[torch.dtype] = []
     logit_dtypes: list[torch.dtype] = []
+    model.conv1.register_forward_hook(lambda module, inputs, output: stem_dtypes.append(output.dtype))
     model.classifier.register_forward_hook(lambda module, inputs, output: logit_dtypes.append(output.dtype))
     toy = ToyClips(18, train=False, clips_per_video=2)
     results = {}
     for precision in ("fp32", "bf16"):
+        stem_dtypes.clear()
         logit_dtypes.clear()
         results[precision] = evaluate_model(model, toy, class_names=toy.class_names, model_id=precision, batch_size=6,
                                             precision=precision)
-        assert set(logit_dtypes) == {torch.float32 if precision == "fp32" else torch.bfloat16}  # autocast on or off
+        assert set(stem_dtypes) == {torch.float32 if precision == "fp32" else torch.bfloat16}  # autocast on or off
+        assert set(logit_dtypes) == {torch.float32}  # the classifier runs in fp32 under any autocast
         assert results[precision].precision["precision"] == precision  # recorded with the result
 
     fp32, bf16 = (results[a].predictions for a in ("fp32", "bf16"))

@@ -129,7 +129,7 @@ class WithKPSEM:
         elif knockout == "zero_temporal":
             temporal = torch.zeros_like(temporal)
         pooled = torch.cat([spatial, temporal], dim=1)  # (N, C5 + C/4*(T'-1))
-        return pooled if pre_logits else self.classifier(self.dropout(pooled))  # type: ignore[attr-defined]
+        return pooled if pre_logits else self.classify(pooled)  # type: ignore[attr-defined]
 
     def forward(self, x: torch.Tensor, *, knockout: str | None = None) -> torch.Tensor:
         """Logits; ``knockout`` (one of :data:`KNOCKOUTS`) switches a part of the module off for this call."""
