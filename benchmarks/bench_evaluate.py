@@ -34,17 +34,15 @@ from kpsem.distributed import current, pick_device
 from kpsem.evaluate import evaluate_checkpoint
 from kpsem.models import create_model
 from kpsem.precision import cpu_bf16_support, resolve_precision
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
+from kpsem.train_config import parse_ints
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     parser.add_argument("--size", type=int, default=112, help="clip side, multiple of 16 (default 112; paper 224)")
-    parser.add_argument("--widths", type=_ints, default=(48, 96, 192, 384), help="conv2..conv5 widths (default half)")
+    parser.add_argument("--widths", type=parse_ints, default=(48, 96, 192, 384),
+                        help="conv2..conv5 widths (default half)")
     parser.add_argument("--full", action="store_true", help="the paper's MFNet widths (96,192,384,768)")
     parser.add_argument("--arch", default="mfnet", help="mfnet or mf_kpsem (default mfnet)")
     parser.add_argument("--videos-per-class", type=int, default=20,

@@ -30,10 +30,7 @@ from torch.utils.data import DataLoader
 from kpsem.distributed import pick_device
 from kpsem.precision import resolve_precision
 from kpsem.train import TrainConfig, build_model, build_optimizer, grad_scaler, train_step
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
+from kpsem.train_config import parse_ints
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,8 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     parser.add_argument("--size", type=int, default=112, help="clip side, multiple of 16 (default 112; paper 224)")
     parser.add_argument("--batch-size", type=int, default=2, help="clips per step (default 2)")
-    parser.add_argument("--widths", type=_ints, default=(48, 96, 192, 384), help="conv2..conv5 widths (default half)")
-    parser.add_argument("--depths", type=_ints, default=(3, 4, 6, 3), help="conv2..conv5 units (default MFNet's)")
+    parser.add_argument("--widths", type=parse_ints, default=(48, 96, 192, 384),
+                        help="conv2..conv5 widths (default half)")
+    parser.add_argument("--depths", type=parse_ints, default=(3, 4, 6, 3), help="conv2..conv5 units (default MFNet's)")
     parser.add_argument("--full", action="store_true", help="the paper's MFNet widths (96,192,384,768)")
     parser.add_argument("--classes", type=int, default=10, help="classifier outputs")
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds per model (default 8)")

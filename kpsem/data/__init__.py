@@ -42,38 +42,7 @@ _HOMES = {  # name -> the module that defines it
     "write_video": "kpsem.data.synth",
 }
 
-__all__ = [
-    "AnnotationError",
-    "FLIP_MODES",
-    "ClipDataset",
-    "ClipSample",
-    "ClipTransform",
-    "EvalProtocol",
-    "DatasetIndex",
-    "KINETICS_INTERVALS",
-    "PROTOCOLS",
-    "LAYOUTS",
-    "SPLITS",
-    "ShortVideoError",
-    "SynthConfig",
-    "SynthSummary",
-    "TransformedClip",
-    "VideoError",
-    "VideoInfo",
-    "VideoRecord",
-    "denormalise",
-    "detect_layout",
-    "eval_protocol",
-    "generate",
-    "load_clip",
-    "mirrored_labels",
-    "normalise",
-    "open_dataset",
-    "probe_video",
-    "read_frames",
-    "sample_indices",
-    "write_video",
-]
+__all__ = [*_HOMES]
 
 
 def __getattr__(name: str) -> Any:
