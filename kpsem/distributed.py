@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "init_distributed",
     "pick_device",
     "shutdown_distributed",
+    "process_group",
     "current",
     "barrier",
     "gather_to_main",
@@ -81,10 +83,29 @@ def init_distributed(*, device: str | None = None, backend: str | None = None) -
     return DistInfo(rank, world_size, local_rank, chosen, owns_group=True)
 
 
-def shutdown_distributed(info: DistInfo) -> None:
-    """Leave the process group if :func:`init_distributed` created it."""
+def shutdown_distributed(info: DistInfo, *, wait_for_peers: bool = True) -> None:
+    """Leave the process group if :func:`init_distributed` created it.
+
+    ``wait_for_peers``: meet the other ranks first. A rank that tears down its gloo connections while
+    rank 0 is still writing files can abort at exit ("terminate called without an active exception");
+    after an error the peers may never arrive, so the error path leaves at once.
+    """
     if info.owns_group and dist.is_initialized():
+        if wait_for_peers and info.distributed:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(*, device: str | None = None) -> Iterator[DistInfo]:
+    """``with process_group(device=...) as info:`` joins the torchrun group (if any) and always leaves it."""
+    info = init_distributed(device=device)
+    try:
+        yield info
+    except BaseException:
+        shutdown_distributed(info, wait_for_peers=False)
+        raise
+    shutdown_distributed(info)
 
 
 def current(device: torch.device | None = None) -> DistInfo:

@@ -201,3 +201,15 @@ def test_train_options_are_built_without_importing_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "torch loaded: False"
+
+
+def test_process_group_outside_torchrun_is_one_process_and_passes_errors_through(monkeypatch):
+    from kpsem.distributed import process_group
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with process_group(device="cpu") as info:
+        assert (info.rank, info.world_size, info.owns_group, info.device) == (0, 1, False, torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="a rank failed"), process_group(device="cpu"):
+        raise RuntimeError("a rank failed")
+    assert not torch.distributed.is_initialized()

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate (each torchrun rank its shard); rank 0 writes the table and the summary and prints them."""
     from kpsem.commands._precision import announce, precision_from_args
     from kpsem.data.clips import check_protocol
-    from kpsem.distributed import init_distributed, shutdown_distributed
+    from kpsem.distributed import process_group
     from kpsem.evaluate import evaluate_checkpoint
 
     if args.clips < 1:
@@ -66,10 +66,9 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint.with_name(f"{checkpoint.stem}_{args.split}_preds.parquet")
     precision = precision_from_args(args)
-    dist_info = init_distributed(device=args.device)
-    if dist_info.is_main:
-        announce(dist_info.device, precision, what="evaluating in ")
-    try:
+    with process_group(device=args.device) as dist_info:
+        if dist_info.is_main:
+            announce(dist_info.device, precision, what="evaluating in ")
         result = evaluate_checkpoint(
             checkpoint, data=args.data, split=args.split, clips=args.clips, protocol=args.protocol, seed=args.seed,
             batch_size=args.batch_size,
@@ -77,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
             layout=args.layout, split_id=args.split_id, annotations=args.annotations, dist_info=dist_info,
             progress=args.progress,
         )
-    finally:
-        shutdown_distributed(dist_info)
     if result is not None:
         print(f"{result.model_id} on {result.split}: {result.num_videos} videos, {result.num_clips} clips")
         print(f"  protocol {describe_protocol(result.protocol)}")

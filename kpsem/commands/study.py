@@ -85,14 +85,11 @@ def run(args: argparse.Namespace) -> int:
         for path in write_reports(args.out, resamples=args.resamples):
             print(path)
         return 0
-    from kpsem.distributed import init_distributed, shutdown_distributed
+    from kpsem.distributed import process_group
     from kpsem.study import run_study
 
-    dist_info = init_distributed(device=args.device)
-    try:
+    with process_group(device=args.device) as dist_info:
         result = run_study(config, dist_info=dist_info, command=[sys.executable, "-m", "kpsem", *sys.argv[1:]])
-    finally:
-        shutdown_distributed(dist_info)
     if dist_info.is_main:
         print(f"{len(result.ran)} run(s) trained or evaluated, {len(result.reused)} kept from before, "
               f"{len(result.skipped)} variant(s) skipped")

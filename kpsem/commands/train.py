@@ -65,17 +65,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Train; under torchrun every process runs this and rank 0 writes the run folder."""
     from kpsem.commands._precision import announce
-    from kpsem.distributed import init_distributed, shutdown_distributed
+    from kpsem.distributed import process_group
     from kpsem.train import train
 
     config = config_from_args(args)
-    dist_info = init_distributed(device=config.device)
-    if dist_info.is_main:
-        announce(dist_info.device, config.precision, what="training in ")
-    try:
+    with process_group(device=config.device) as dist_info:
+        if dist_info.is_main:
+            announce(dist_info.device, config.precision, what="training in ")
         result = train(config, dist_info=dist_info, command=[sys.executable, "-m", "kpsem", *sys.argv[1:]])
-    finally:
-        shutdown_distributed(dist_info)
     if dist_info.is_main:
         last = next((r for r in reversed(result.metrics) if r.get("event") == "epoch"), None)
         print(f"trained {result.epochs} epochs ({result.steps} steps); final checkpoint {result.final_checkpoint}")
