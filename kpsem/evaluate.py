@@ -6,8 +6,10 @@ the table's metadata). Every view and every video gets one row in a Parquet tabl
 app and ``python -m kpsem compare`` read it back with :func:`read_predictions`. Under ``torchrun`` each
 rank evaluates its own shard of clips and rank 0 gathers the rows and writes the files.
 
-:func:`predict_clips` is the one loop over a data set's clips: ``evaluate`` and the app's class
-comparison both run it (workers decode ahead of the model; on CUDA, pinned memory and non-blocking copies).
+:func:`scored_batches` is the one loop over a data set's clips (stand-ins left out; device moves, autocast
+and the non-finite check in its step :func:`score_clips`): :func:`predict_clips`, which ``evaluate`` and the
+app's class comparison run, and the motion probes (:mod:`kpsem.probes`) all go through it (workers decode
+ahead of the model; on CUDA, pinned memory and non-blocking copies).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -45,6 +47,9 @@ __all__ = [
     "predictions_protocol",
     "clip_loader",
     "evaluation_dataset",
+    "ScoredBatch",
+    "score_clips",
+    "scored_batches",
     "predict_clips",
     "evaluate_model",
     "evaluate_checkpoint",
@@ -172,6 +177,89 @@ def clip_loader(dataset: Dataset, *, batch_size: int, workers: int, device: torc
                       pin_memory=torch.device(device).type == "cuda", persistent_workers=False, **ahead)
 
 
+Scores = torch.Tensor | dict[str, torch.Tensor]  # (N, classes) logits, or several such named (the probes)
+
+
+def score_clips(
+    forward: Callable[[torch.Tensor], Scores],
+    clips: torch.Tensor,
+    *,
+    device: torch.device,
+    precision: Any,
+    name: str,
+    lock: AbstractContextManager | None = None,
+    items: Sequence[str] | None = None,
+) -> Scores:
+    """``forward(clips)`` on ``device`` under ``precision``'s autocast, as fp32 logits checked to be finite.
+
+    The one step every loop over clips takes (evaluation, the probes, one uploaded video's probes), so that
+    they agree on device moves, precision and what counts as a prediction. ``forward`` returns one tensor of
+    logits (N, classes) or several by name; the error on non-finite scores names the model by ``name``, an
+    output as ``name (output)``, and the rows by ``items``. ``lock`` is held around the forward pass (a
+    model shared between threads). ``precision``: a :class:`kpsem.precision.Precision`.
+    """
+    with torch.no_grad():
+        clips = clips.to(device, non_blocking=True)  # (N, 3, T, H, W)
+        with lock or nullcontext(), precision.autocast():
+            outputs = forward(clips)
+        return _checked_fp32(outputs, name=name, items=items)
+
+
+def _checked_fp32(outputs: Scores, *, name: str, items: Sequence[str] | None) -> Scores:
+    from kpsem.checkpoint import check_finite_logits
+
+    if isinstance(outputs, torch.Tensor):
+        logits = outputs.float()
+        check_finite_logits(logits, model=name, items=items)
+        return logits
+    return {key: _checked_fp32(value, name=f"{name} ({key})", items=items) for key, value in outputs.items()}
+
+
+@dataclass
+class ScoredBatch:
+    """One batch of a loader after :func:`scored_batches`: its decodable items and their scores."""
+
+    size: int  # items in the loader's batch, stand-ins included
+    replaced: list[str]  # undecodable videos whose stand-ins were left out
+    clips: torch.Tensor  # (N', 3, T, H, W) the kept clips, as the loader gave them
+    labels: torch.Tensor  # (N',) their true classes, on the CPU
+    video_ids: list[str]
+    clip_indices: list[int]  # view number within each video
+    scores: Scores | None  # as :func:`score_clips` returns them; None when every item was a stand-in
+
+
+def scored_batches(
+    forward: Callable[[torch.Tensor], Scores],
+    loader: Iterable[dict[str, Any]],
+    *,
+    device: torch.device,
+    precision: Any,
+    name: str,
+    lock: AbstractContextManager | None = None,
+) -> Iterator[ScoredBatch]:
+    """The one loop over a loader of clips (items as :class:`kpsem.data.ClipDataset` yields): every batch,
+    its stand-ins left out, the rest scored by :func:`score_clips`. Callers keep their own tally (and
+    progress) per batch; :func:`predict_clips` and :func:`kpsem.probes.probe_model` are two."""
+    for batch in loader:
+        size = len(batch["clip"])
+        # ClipDataset stands a decodable neighbour in for an undecodable video; counting that neighbour
+        # twice would skew the accuracy, so such items are left out and the videos listed instead.
+        stand_ins = [str(r) for r in batch.get("replaced", [""] * size)]
+        keep = [not r for r in stand_ins]
+        clips, labels = batch["clip"], torch.as_tensor(batch["label"])
+        if not all(keep):  # indexing copies out of pinned memory: only when something is left out
+            mask = torch.tensor(keep)  # (N,)
+            clips, labels = clips[mask], labels[mask]
+        video_ids = [str(v) for v, k in zip(batch["video_id"], keep) if k]
+        clip_indices = [int(c) for c, k in zip(torch.as_tensor(batch["clip_index"]).tolist(), keep) if k]
+        scores = None
+        if video_ids:
+            scores = score_clips(forward, clips, device=device, precision=precision, name=name, lock=lock,
+                                 items=[f"{v} clip {c}" for v, c in zip(video_ids, clip_indices)])
+        yield ScoredBatch(size=size, replaced=[r for r in stand_ins if r], clips=clips, labels=labels,
+                          video_ids=video_ids, clip_indices=clip_indices, scores=scores)
+
+
 @torch.no_grad()
 def predict_clips(
     model: nn.Module,
@@ -190,42 +278,24 @@ def predict_clips(
     included); it may raise to stop the loop. ``lock`` is held around each forward pass (a model shared
     between threads). Stand-ins for undecodable videos are left out and listed in ``replaced``.
     """
-    from kpsem.checkpoint import check_finite_logits
-
-    name = name or type(model).__name__
     probs: list[np.ndarray] = []
     labels: list[int] = []
     video_ids: list[str] = []
     clip_indices: list[int] = []
     replaced: list[str] = []
     loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per batch for it
-    for batch in loader:
-        size = len(batch["clip"])
-        # ClipDataset stands a decodable neighbour in for an undecodable video; counting that neighbour
-        # twice would skew the accuracy, so such items are left out and the videos listed instead.
-        stand_ins = [str(r) for r in batch.get("replaced", [""] * size)]
-        keep = [not r for r in stand_ins]
-        replaced.extend(r for r in stand_ins if r)
-        if any(keep):
-            mask = torch.tensor(keep)  # (N,)
-            clips, batch_labels = batch["clip"], torch.as_tensor(batch["label"])
-            if not all(keep):  # indexing copies out of pinned memory: only when something is left out
-                clips, batch_labels = clips[mask], batch_labels[mask]
-            clips = clips.to(device, non_blocking=True)  # (N', 3, T, H, W)
-            targets = batch_labels.to(device, non_blocking=True)
-            with lock or nullcontext(), precision.autocast():  # kpsem.precision.Precision
-                logits = model(clips)  # (N', classes)
-            logits = logits.float()
-            kept_ids = [str(v) for v, k in zip(batch["video_id"], keep) if k]
-            kept_clips = [int(c) for c, k in zip(torch.as_tensor(batch["clip_index"]).tolist(), keep) if k]
-            check_finite_logits(logits, model=name, items=[f"{v} clip {c}" for v, c in zip(kept_ids, kept_clips)])
-            loss += F.cross_entropy(logits, targets, reduction="sum")
+    for batch in scored_batches(model, loader, device=device, precision=precision,
+                                name=name or type(model).__name__, lock=lock):
+        replaced.extend(batch.replaced)
+        if batch.scores is not None:
+            logits = batch.scores  # (N', classes)
+            loss += F.cross_entropy(logits, batch.labels.to(device, non_blocking=True), reduction="sum")
             probs.append(F.softmax(logits, dim=1).cpu().numpy())
-            labels.extend(int(v) for v in batch_labels.tolist())
-            video_ids.extend(kept_ids)
-            clip_indices.extend(kept_clips)
+            labels.extend(int(v) for v in batch.labels.tolist())
+            video_ids.extend(batch.video_ids)
+            clip_indices.extend(batch.clip_indices)
         if progress is not None:
-            progress(size)
+            progress(batch.size)
     classes = probs[0].shape[1] if probs else 0
     return ClipPredictions(probs=np.concatenate(probs) if probs else np.zeros((0, classes), np.float32),
                            labels=labels, video_ids=video_ids, clip_indices=clip_indices,

@@ -21,7 +21,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kpsem.checkpoint import check_finite_logits
 from kpsem.data.transforms import mirrored_labels
 from kpsem.io import atomic_path
 from kpsem.models import KNOCKOUTS, has_kpsem, list_models, model_class
@@ -465,8 +463,7 @@ def probe_model(
     marked not applicable. ``progress(done, total)`` after each batch; ``should_stop()`` True stops with
     :class:`InterruptedError`; ``lock`` is held around each forward (the app shares its models). ``precision``:
     fp32, bf16, fp16 or auto (:mod:`kpsem.precision`); what ran is stored in the result's ``info``."""
-    from torch.utils.data import DataLoader
-
+    from kpsem.evaluate import clip_loader, scored_batches
     from kpsem.precision import resolve_precision
 
     probes = parse_probes(probes)
@@ -478,33 +475,33 @@ def probe_model(
     device = next(model.parameters()).device
     resolved = resolve_precision(device, precision)
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+    loader = clip_loader(dataset, batch_size=batch_size, workers=workers, device=device)
     started = time.perf_counter()
     probs: dict[str, list[np.ndarray]] = {p: [] for p in [REFERENCE, *run]}
     labels: list[int] = []
     video_ids: list[str] = []
     clip_indices: list[int] = []
     done, frames = 0, 0
-    for batch in loader:
+
+    def stop_if_asked() -> None:
         if should_stop is not None and should_stop():
             raise InterruptedError(f"stopped after {done} of {total} clips; nothing was saved")
-        # As in evaluation: a stand-in for an undecodable video would count its neighbour twice.
-        keep = torch.tensor([not r for r in batch.get("replaced", [""] * len(batch["clip"]))])  # (N,)
-        done += len(keep)
-        if keep.any():
-            clips = batch["clip"][keep].to(device, non_blocking=True)  # (N', 3, T, H, W)
-            frames = clips.shape[2]
-            with lock or nullcontext(), resolved.autocast():
-                logits = probe_logits(model, clips, run, seed=seed)
-            for probe, value in logits.items():
-                check_finite_logits(value, model=f"{model_id} ({probe})")
-                probs[probe].append(F.softmax(value.float(), dim=1).cpu().numpy())
-            labels.extend(int(v) for v in torch.as_tensor(batch["label"])[keep])
-            video_ids.extend(str(v) for v, k in zip(batch["video_id"], keep) if k)
-            clip_indices.extend(int(v) for v, k in zip(torch.as_tensor(batch["clip_index"]), keep) if k)
+
+    stop_if_asked()
+    for batch in scored_batches(lambda clips: probe_logits(model, clips, run, seed=seed), loader, device=device,
+                                precision=resolved, name=model_id, lock=lock):
+        done += batch.size
+        if batch.scores is not None:
+            frames = batch.clips.shape[2]
+            for probe, value in batch.scores.items():
+                probs[probe].append(F.softmax(value, dim=1).cpu().numpy())
+            labels.extend(int(v) for v in batch.labels)
+            video_ids.extend(batch.video_ids)
+            clip_indices.extend(batch.clip_indices)
         if progress is not None:
             progress(done, total)
+        if done < total:  # asked before every batch, so that a stop leaves the rest undecoded
+            stop_if_asked()
     if not labels:
         raise ValueError("no clip of the data set could be decoded; nothing to probe")
     stacked = {p: np.concatenate(v) for p, v in probs.items()}
@@ -523,6 +520,7 @@ def probe_clip(model: nn.Module, clips: torch.Tensor, *, class_names: Sequence[s
     Knock-outs on a model without KPSEM come back as rows with ``applicable`` False and no prediction.
     With ``true_label`` None (an upload of unknown class) the truth columns are empty and nothing is scored.
     ``precision`` as in :func:`probe_model`."""
+    from kpsem.evaluate import score_clips
     from kpsem.precision import resolve_precision
 
     probes = parse_probes(probes)
@@ -530,11 +528,9 @@ def probe_clip(model: nn.Module, clips: torch.Tensor, *, class_names: Sequence[s
     run = [p for p in probes if applies or p not in KNOCKOUTS]
     model.eval()
     device = next(model.parameters()).device
-    with resolve_precision(device, precision).autocast():
-        logits = probe_logits(model, clips.to(device), run, seed=seed)
-    for probe, value in logits.items():
-        check_finite_logits(value, model=f"{model_id} ({probe})")
-    probs = {p: F.softmax(v.float(), dim=1).cpu().numpy() for p, v in logits.items()}
+    logits = score_clips(lambda batch: probe_logits(model, batch, run, seed=seed), clips, device=device,
+                         precision=resolve_precision(device, precision), name=model_id)
+    probs = {p: F.softmax(v, dim=1).cpu().numpy() for p, v in logits.items()}
     n = len(clips)
     table = _video_rows(probs, [true_label if true_label is not None else 0] * n, ["clip"] * n, list(range(n)),
                         class_names=class_names, model_id=model_id, arch=arch)
@@ -573,9 +569,7 @@ def probe_index(
 
     Clip length, size, interval and normalisation come from each checkpoint, as in evaluation; each must name
     the data set's classes. ``progress(model_id, done, total)`` after every batch."""
-    from kpsem.constants import FRAME_INTERVAL
-    from kpsem.data import ClipDataset
-    from kpsem.evaluate import _check_classes
+    from kpsem.evaluate import _check_classes, evaluation_dataset
 
     if not models:
         raise ValueError("give at least one model to probe")
@@ -585,9 +579,7 @@ def probe_index(
     result: ProbeResult | None = None
     for model, info, model_id in models:
         _check_classes(info.class_names, list(index.class_names), Path(model_id))
-        interval = info.provenance.get("config", {}).get("interval", FRAME_INTERVAL)  # as trained, when recorded
-        dataset = ClipDataset(index, train=False, frames=info.clip_frames, interval=interval, size=info.clip_size,
-                              clips_per_video=clips, mean=tuple(info.mean), std=tuple(info.std))
+        dataset = evaluation_dataset(index, info, clips=clips)  # the centre clips evaluation scores
 
         def tick(done: int, total: int, model_id: str = model_id) -> None:
             if progress is not None:
