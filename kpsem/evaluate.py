@@ -167,6 +167,14 @@ class ClipPredictions:
     loss_sum: float  # summed cross-entropy of the rows
     replaced: list[str]  # undecodable videos whose neighbour's clips were left out
 
+    @classmethod
+    def joined(cls, parts: Sequence[ClipPredictions]) -> ClipPredictions:
+        """The rows of ``parts`` (every rank's shard, in rank order) as one."""
+        return cls(probs=np.concatenate([p.probs for p in parts]), labels=[v for p in parts for v in p.labels],
+                   video_ids=[v for p in parts for v in p.video_ids],
+                   clip_indices=[v for p in parts for v in p.clip_indices],
+                   loss_sum=sum(p.loss_sum for p in parts), replaced=[v for p in parts for v in p.replaced])
+
 
 def clip_loader(dataset: Dataset, *, batch_size: int, workers: int, device: torch.device,
                 sampler: Sampler[int] | None = None) -> DataLoader:
@@ -685,6 +693,23 @@ def evaluate_model(
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError(f"the {split} set is empty: no clips to evaluate")
     started = time.perf_counter()
+    shard, centre_info = _predict_shard(model, dataset, dist_info=dist_info, precision=resolved, split=split,
+                                        batch_size=batch_size, workers=workers, progress=progress)
+    if shard.probs.shape[1] == 0:
+        shard.probs = np.zeros((0, len(class_names)), np.float32)
+    gathered = gather_to_main(dist_info, shard)
+    if gathered is None:
+        return None
+    result = _eval_result(ClipPredictions.joined(gathered), dataset, class_names=class_names, model_id=model_id,
+                          split=split, info=info or {}, precision=resolved.as_dict(), started=started)
+    result.info.update(centre_info)  # MF-KPSEM: how much the separation centres moved (rank 0's batches)
+    return result
+
+
+def _predict_shard(model: nn.Module, dataset: Dataset, *, dist_info: DistInfo, precision: Any, split: str,
+                   batch_size: int, workers: int, progress: bool) -> tuple[ClipPredictions, dict[str, float]]:
+    """This rank's share of ``dataset`` through :func:`predict_clips`, with a progress bar on rank 0, and how
+    much MF-KPSEM's separation centres moved on it (:class:`CentreStats`; empty for other models)."""
     model.eval()
     sampler = ShardSampler(len(dataset), rank=dist_info.rank, world_size=dist_info.world_size)  # type: ignore[arg-type]
     loader = clip_loader(dataset, batch_size=batch_size, workers=workers, device=dist_info.device, sampler=sampler)
@@ -695,45 +720,40 @@ def evaluate_model(
         bar = tqdm(total=len(sampler), desc=f"evaluate {split}", unit="clip", dynamic_ncols=True)
     centre_stats = CentreStats(model, training=False)
     try:
-        shard = predict_clips(model, loader, device=dist_info.device, precision=resolved,
+        shard = predict_clips(model, loader, device=dist_info.device, precision=precision,
                               progress=bar.update if bar is not None else None)
+        return shard, centre_stats.take()
     finally:
         centre_stats.close()
         if bar is not None:
             bar.close()
-    if shard.probs.shape[1] == 0:
-        shard.probs = np.zeros((0, len(class_names)), np.float32)
-    gathered = gather_to_main(dist_info, shard)
-    if gathered is None:
-        return None
-    probs = np.concatenate([g.probs for g in gathered])
-    labels = [v for g in gathered for v in g.labels]
-    table = predictions_table(
-        probs, labels, [v for g in gathered for v in g.video_ids], [v for g in gathered for v in g.clip_indices],
-        class_names=class_names, model_id=model_id,
-    )
+
+
+def _eval_result(seen: ClipPredictions, dataset: Dataset, *, class_names: Sequence[str], model_id: str, split: str,
+                 info: dict[str, Any], precision: dict[str, str], started: float) -> EvalResult:
+    """The accuracies and table of every rank's predictions together; ``started``: when the evaluation began
+    (``time.perf_counter``)."""
+    table = predictions_table(seen.probs, seen.labels, seen.video_ids, seen.clip_indices, class_names=class_names,
+                              model_id=model_id)
     videos = table[table["level"] == "video"]
     per_class = videos.groupby("true_class")["correct_top1"].mean()
-    replaced = sorted({v for g in gathered for v in g.replaced})
     described = getattr(dataset, "protocol", None)  # ClipDataset's EvalProtocol; other data sets may not say
-    info = {**(info or {}), "undecodable_videos": replaced}  # left out of the table and the accuracies
-    info.update(centre_stats.take())  # MF-KPSEM: how much the separation centres moved (rank 0's batches)
     return EvalResult(
         model_id=model_id,
         split=split,
         class_names=list(class_names),
         num_videos=len(videos),
-        num_clips=len(labels),
+        num_clips=len(seen.labels),
         clip_top1=_accuracy(table, "clip", "correct_top1"),
         clip_top5=_accuracy(table, "clip", "correct_top5"),
         video_top1=_accuracy(table, "video", "correct_top1"),
         video_top5=_accuracy(table, "video", "correct_top5"),
-        clip_loss=sum(g.loss_sum for g in gathered) / max(len(labels), 1),
+        clip_loss=seen.loss_sum / max(len(seen.labels), 1),
         per_class_top1={str(k): float(v) for k, v in per_class.items()},
         seconds=time.perf_counter() - started,
         predictions=table,
-        info=info,
-        precision=resolved.as_dict(),
+        info={**info, "undecodable_videos": sorted(set(seen.replaced))},  # left out of the table and accuracies
+        precision=precision,
         protocol=described.as_dict() if hasattr(described, "as_dict") else {"name": "unstated",
                                                                             "dataset": type(dataset).__name__},
     )
