@@ -476,12 +476,7 @@ def run_study(
     prints a line per run with an estimate of the time left, and writes every file."""
     plan = load_plan(config.plan)
     variants = select_variants(plan, config.only)
-    seeds = _unique_seeds(list(config.seeds if config.seeds is not None else plan.seeds), "--seeds")
-    if any(s < 0 for s in seeds):
-        raise PlanError(f"--seeds must be integers >= 0; got {seeds}")
-    eval_clips = config.eval_clips if config.eval_clips is not None else plan.eval_clips
-    if eval_clips < 1:
-        raise PlanError(f"--eval-clips must be at least 1; got {eval_clips}")
+    seeds, eval_clips = _seeds_and_clips(config, plan)
     if dist_info is None:
         dist_info = current(pick_device(0, config.device))
     out = Path(config.out)
@@ -509,26 +504,13 @@ def run_study(
             _say(dist_info, f"{where}: finished before, kept")
             continue
         started = time.perf_counter()
-        if state != "trained":
-            _say(dist_info, f"{where}: {'resuming' if state == 'partial' else 'training'} in {run_dir}")
-            train(train_config, dist_info=dist_info, command=command, on_step=on_step)
-        _say(dist_info, f"{where}: evaluating {eval_clips} clip(s) per {plan.eval_split} video")
-        result = evaluate_checkpoint(
-            run_dir / "final.pt", data=config.data, split=plan.eval_split, clips=eval_clips,
-            batch_size=train_config.eval_batch_size or train_config.batch_size, workers=train_config.workers,
-            precision=train_config.precision, out=run_dir / "predictions.parquet",
-            model_id=f"{variant.name}_seed{seed}:{train_config.arch}", layout=config.layout,
-            split_id=config.split_id, annotations=config.annotations, dist_info=dist_info, progress=config.progress,
-        )
+        result = _train_and_evaluate(config, plan, train_config, run_dir, state=state, where=where,
+                                     model_id=f"{variant.name}_seed{seed}:{train_config.arch}", eval_clips=eval_clips,
+                                     dist_info=dist_info, command=command, on_step=on_step)
         if dist_info.is_main and result is not None:
             if variant.name not in costs:
                 costs[variant.name] = _cost(run_dir / "final.pt", train_config)
-            row = _result_row(variant, train_config, run_dir, out, result, costs[variant.name])
-            record = {"format": DONE_FORMAT, "variant": variant.name, "seed": seed, "row": row,
-                      "config": train_config.to_dict(), "evaluation": evaluation,
-                      "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
-            atomic_write_text(run_dir / "done.json", json.dumps(record, indent=2) + "\n")  # last: the run is done
-            _write_results(plan, out)
+            row = _record_run(plan, variant, seed, train_config, run_dir, out, result, evaluation, costs[variant.name])
             spent.append(time.perf_counter() - started)
             left = len(todo) - number
             eta = f"; {left} left, about {_duration(left * float(np.mean(spent)))} at this pace" if left else ""
@@ -544,6 +526,48 @@ def run_study(
         _say(dist_info, f"study {plan.name}: {len(results)} finished runs; reports in {out}")
     barrier(dist_info)
     return StudyResult(out=out, ran=ran, reused=reused, skipped=skipped, results=results, written=written)
+
+
+def _seeds_and_clips(config: StudyConfig, plan: Plan) -> tuple[list[int], int]:
+    """The seeds and test clips per video the study runs: the command line's, else the plan's; refused when
+    a seed is negative or repeated, or there are no clips."""
+    seeds = _unique_seeds(list(config.seeds if config.seeds is not None else plan.seeds), "--seeds")
+    if any(s < 0 for s in seeds):
+        raise PlanError(f"--seeds must be integers >= 0; got {seeds}")
+    eval_clips = config.eval_clips if config.eval_clips is not None else plan.eval_clips
+    if eval_clips < 1:
+        raise PlanError(f"--eval-clips must be at least 1; got {eval_clips}")
+    return seeds, eval_clips
+
+
+def _train_and_evaluate(config: StudyConfig, plan: Plan, train_config: TrainConfig, run_dir: Path, *, state: str,
+                        where: str, model_id: str, eval_clips: int, dist_info: DistInfo,
+                        command: Sequence[str] | None, on_step: Callable[[int], None] | None) -> EvalResult | None:
+    """Train one run (unless ``state`` says it is trained; a partial one resumes), then evaluate its final
+    checkpoint on the plan's test split, writing ``predictions.parquet``; rank 0 gets the result."""
+    if state != "trained":
+        _say(dist_info, f"{where}: {'resuming' if state == 'partial' else 'training'} in {run_dir}")
+        train(train_config, dist_info=dist_info, command=command, on_step=on_step)
+    _say(dist_info, f"{where}: evaluating {eval_clips} clip(s) per {plan.eval_split} video")
+    return evaluate_checkpoint(
+        run_dir / "final.pt", data=config.data, split=plan.eval_split, clips=eval_clips,
+        batch_size=train_config.eval_batch_size or train_config.batch_size, workers=train_config.workers,
+        precision=train_config.precision, out=run_dir / "predictions.parquet", model_id=model_id,
+        layout=config.layout, split_id=config.split_id, annotations=config.annotations, dist_info=dist_info,
+        progress=config.progress,
+    )
+
+
+def _record_run(plan: Plan, variant: Variant, seed: int, train_config: TrainConfig, run_dir: Path, out: Path,
+                result: EvalResult, evaluation: dict[str, Any], cost: tuple[int, int]) -> dict[str, Any]:
+    """Mark one evaluated run finished (``done.json``, written last) and rewrite the results table; its row."""
+    row = _result_row(variant, train_config, run_dir, out, result, cost)
+    record = {"format": DONE_FORMAT, "variant": variant.name, "seed": seed, "row": row,
+              "config": train_config.to_dict(), "evaluation": evaluation,
+              "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    atomic_write_text(run_dir / "done.json", json.dumps(record, indent=2) + "\n")  # last: the run is done
+    _write_results(plan, out)
+    return row
 
 
 def _claim_folder(out: Path, plan: Plan) -> None:
@@ -693,16 +717,7 @@ def design_table(
     for variant in plan.variants:
         mine = results[results["variant"] == variant.name].sort_values("seed")
         baseline = plan.baseline_of(variant)
-        row: dict[str, Any] = {
-            "variant": variant.name, "label": variant.label, "arch": plan.arch_of(variant), "seeds": len(mine),
-            "top1_mean": _mean(mine["top1"]), "top1_std": _std(mine["top1"]),
-            "top5_mean": _mean(mine["top5"]), "top5_std": _std(mine["top5"]),
-            "mean_class_mean": _mean(mine["mean_class_accuracy"]), "mean_class_std": _std(mine["mean_class_accuracy"]),
-            "parameters": _first(mine["parameters"]), "macs": _first(mine["macs"]), "baseline": baseline,
-            "paired_seeds": 0, "difference_mean": math.nan, "difference_std": math.nan, "ci_low": math.nan,
-            "ci_high": math.nan, "mcnemar_p": "", "significant_seeds": 0,
-            "note": "",
-        }
+        row = _design_row(plan, variant, mine, baseline)
         if variant.name in skipped:
             row["note"] = skipped[variant.name]
         elif not len(mine):
@@ -710,39 +725,65 @@ def design_table(
         elif baseline is None:
             row["note"] = "baseline"
         else:
-            theirs = set(results.loc[results["variant"] == baseline, "seed"].astype(int))
-            paired_seeds = [int(s) for s in mine["seed"] if int(s) in theirs]
-            significances: list[PairedSignificance] = []
-            right_b, right_k = [], []
-            for run_seed in paired_seeds:
-                try:
-                    compared = compare_predictions(predictions(baseline, run_seed),
-                                                   predictions(variant.name, run_seed), level="video")
-                except ValueError as error:  # e.g. runs evaluated with other clips per video
-                    raise ValueError(f"Table 2: {variant.name} seed {run_seed} cannot be paired with {baseline} seed "
-                                     f"{run_seed}: {error}; evaluate both with one protocol (--eval-clips)") from None
-                significance = paired_significance(compared, resamples=resamples, seed=seed)
-                significances.append(significance)
-                # "seed" in the record is the bootstrap's, as in compare's significance.json; the run's is run_seed
-                runs.append({"variant": variant.name, "baseline": baseline, "run_seed": run_seed,
-                             **significance.to_dict()})
-                items = compared.items
-                right_b.append((items["baseline_pred"] == items["true_label"]).to_numpy())
-                right_k.append((items["kpsem_pred"] == items["true_label"]).to_numpy())
-            if significances:
-                summary = summarise_runs(significances)
-                low, high = bootstrap_difference(np.concatenate(right_b), np.concatenate(right_k),
-                                                 resamples=resamples, seed=seed)
-                std = summary.std["difference"]
-                row.update(paired_seeds=len(significances), difference_mean=summary.mean["difference"],
-                           difference_std=math.nan if std is None else std, ci_low=low, ci_high=high,
-                           mcnemar_p="; ".join(f"{format_p(s.p_value)} (seed {n})"
-                                               for s, n in zip(significances, paired_seeds)),
-                           significant_seeds=summary.significant_runs)
-            else:
-                row["note"] = f"no seed in common with {baseline} yet"
+            paired, records = _against_baseline(variant.name, baseline, mine, results, predictions,
+                                                resamples=resamples, seed=seed)
+            row.update(paired)
+            runs.extend(records)
         rows.append(row)
-    notes = [
+    return DesignTable(table=pd.DataFrame(rows), runs=runs, notes=_design_notes(resamples, seed))
+
+
+def _design_row(plan: Plan, variant: Variant, mine: pd.DataFrame, baseline: str | None) -> dict[str, Any]:
+    """A variant's Table 2 row from its finished runs ``mine``, the comparison with its baseline still empty."""
+    return {
+        "variant": variant.name, "label": variant.label, "arch": plan.arch_of(variant), "seeds": len(mine),
+        "top1_mean": _mean(mine["top1"]), "top1_std": _std(mine["top1"]),
+        "top5_mean": _mean(mine["top5"]), "top5_std": _std(mine["top5"]),
+        "mean_class_mean": _mean(mine["mean_class_accuracy"]), "mean_class_std": _std(mine["mean_class_accuracy"]),
+        "parameters": _first(mine["parameters"]), "macs": _first(mine["macs"]), "baseline": baseline,
+        "paired_seeds": 0, "difference_mean": math.nan, "difference_std": math.nan, "ci_low": math.nan,
+        "ci_high": math.nan, "mcnemar_p": "", "significant_seeds": 0,
+        "note": "",
+    }
+
+
+def _against_baseline(name: str, baseline: str, mine: pd.DataFrame, results: pd.DataFrame,
+                      predictions: Callable[[str, int], pd.DataFrame], *, resamples: int,
+                      seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Variant ``name`` against ``baseline`` on the seeds both finished: the row's comparison columns (or a note
+    that no seed pairs yet), and one significance record per paired seed."""
+    theirs = set(results.loc[results["variant"] == baseline, "seed"].astype(int))
+    paired_seeds = [int(s) for s in mine["seed"] if int(s) in theirs]
+    if not paired_seeds:
+        return {"note": f"no seed in common with {baseline} yet"}, []
+    significances: list[PairedSignificance] = []
+    records: list[dict[str, Any]] = []
+    right_b, right_k = [], []
+    for run_seed in paired_seeds:
+        try:
+            compared = compare_predictions(predictions(baseline, run_seed), predictions(name, run_seed), level="video")
+        except ValueError as error:  # e.g. runs evaluated with other clips per video
+            raise ValueError(f"Table 2: {name} seed {run_seed} cannot be paired with {baseline} seed "
+                             f"{run_seed}: {error}; evaluate both with one protocol (--eval-clips)") from None
+        significance = paired_significance(compared, resamples=resamples, seed=seed)
+        significances.append(significance)
+        # "seed" in the record is the bootstrap's, as in compare's significance.json; the run's is run_seed
+        records.append({"variant": name, "baseline": baseline, "run_seed": run_seed, **significance.to_dict()})
+        items = compared.items
+        right_b.append((items["baseline_pred"] == items["true_label"]).to_numpy())
+        right_k.append((items["kpsem_pred"] == items["true_label"]).to_numpy())
+    summary = summarise_runs(significances)
+    low, high = bootstrap_difference(np.concatenate(right_b), np.concatenate(right_k), resamples=resamples, seed=seed)
+    std = summary.std["difference"]
+    return {"paired_seeds": len(significances), "difference_mean": summary.mean["difference"],
+            "difference_std": math.nan if std is None else std, "ci_low": low, "ci_high": high,
+            "mcnemar_p": "; ".join(f"{format_p(s.p_value)} (seed {n})" for s, n in zip(significances, paired_seeds)),
+            "significant_seeds": summary.significant_runs}, records
+
+
+def _design_notes(resamples: int, seed: int) -> list[str]:
+    """What Table 2's numbers are, printed under it."""
+    return [
         "Accuracies are video-level (mean softmax over a video's clips) on the plan's test split; mean ± sample "
         "standard deviation (n - 1) over seeds.",
         "Δ top-1: the variant minus its baseline, per seed on the same test videos; mean ± standard deviation over "
@@ -752,7 +793,6 @@ def design_table(
         f"McNemar: exact two-sided test per seed on the videos where exactly one of the two is right; "
         f"significant when p < {ALPHA}.",
     ]
-    return DesignTable(table=pd.DataFrame(rows), runs=runs, notes=notes)
 
 
 def _mean(values: pd.Series) -> float:
