@@ -15,9 +15,10 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
 __all__ = ["MemoryFormat", "MEMORY_FORMATS", "DEFAULT_MEMORY_FORMAT", "set_memory_format", "memory_format_of",
-           "fast_inference", "torch_memory_format"]
+           "fast_inference", "torch_memory_format", "unhooked"]
 
 MemoryFormat = Literal["channels_last_3d", "contiguous"]
 MEMORY_FORMATS: dict[str, torch.memory_format] = {
@@ -66,3 +67,22 @@ def fast_inference(model: nn.Module) -> nn.Module:
     this is for one built or converted elsewhere (e.g. ``set_memory_format(model, "contiguous")``).
     """
     return set_memory_format(model, "channels_last_3d").eval()
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None))
+
+
+def unhooked(block: nn.Module) -> bool:
+    """True when no hook watches any submodule of ``block`` (nor any module at all, globally).
+
+    Why: a fused inference path computes a block's submodules together without calling them, which
+    would silently skip a hook registered on one (Grad-CAM on ``conv5.B02.conv_m1``, a probe on a
+    BatchNorm); with a hook there, the block runs module by module instead. Hooks on ``block``
+    itself still fire either way.
+    """
+    if (_module._global_forward_hooks or _module._global_forward_pre_hooks
+            or _module._global_backward_hooks or getattr(_module, "_global_backward_pre_hooks", None)):
+        return False
+    return not any(_has_hooks(sub) for sub in block.modules() if sub is not block)

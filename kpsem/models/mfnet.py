@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kpsem.models._registry import register_model
 from kpsem.models.clip_classifier import ClipClassifier
-from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format
+from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format, unhooked
 
 __all__ = ["MFNetConfig", "MFNet", "BN_AC_CONV3D", "MF_UNIT", "checkpoint_filter_fn",
            "published_config", "mfnet"]
@@ -64,6 +65,48 @@ class BN_AC_CONV3D(nn.Module):  # noqa: N801 - the published name, kept for stat
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.relu(self.bn(x)))
 
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
+        """BatchNorm and ReLU only (the fused inference path runs the convolution itself)."""
+        return self.relu(self.bn(x))
+
+
+def _bn_affine(bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``x * scale + shift`` per channel (running statistics)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def _fold_next_bn(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``conv``'s weight and a bias with the eval-mode ``bn`` that reads its output folded in.
+
+    Computed on every call from the live parameters (a few thousand multiplies), so there is no stale
+    copy to invalidate after ``load_state_dict``, an optimiser step or ``.to()``, and gradients (Grad-CAM
+    runs with grad enabled in eval mode) flow to the same parameters."""
+    scale, shift = _bn_affine(bn)
+    return conv.weight * scale.view(-1, 1, 1, 1, 1), shift
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, *, stride: tuple[int, ...] = (1, 1, 1),
+               bias: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1x1 convolution of a channels_last_3d map as one matrix product: (N*T*H*W, C) x (C, C').
+
+    Why: in float32 PyTorch sends 1x1x1 convolutions of small batches to its slow native kernel (on one
+    thread, which copies channels_last maps to the plain layout and back) or to oneDNN; the channels_last
+    map already is the (N*T*H*W, C) matrix, and addmm adds the bias or the residual in the same pass.
+    The result is channels_last_3d."""
+    if any(s != 1 for s in stride):
+        x = x[:, :, :: stride[0], :: stride[1], :: stride[2]]
+    n, c, t, h, w = x.shape
+    rows = x.permute(0, 2, 3, 4, 1).reshape(-1, c)  # a view of a channels_last_3d map
+    matrix = weight.flatten(1).t()  # (C, C')
+    if residual is not None:
+        out = torch.addmm(residual.permute(0, 2, 3, 4, 1).reshape(rows.shape[0], -1), rows, matrix)
+    elif bias is not None:
+        out = torch.addmm(bias, rows, matrix)
+    else:
+        out = rows @ matrix
+    return out.view(n, t, h, w, -1).permute(0, 4, 1, 2, 3)
+
 
 class MF_UNIT(nn.Module):  # noqa: N801 - the published name
     """Multi-fibre unit: a multiplexer (conv_i1, conv_i2) then grouped 3D convolutions."""
@@ -79,6 +122,7 @@ class MF_UNIT(nn.Module):  # noqa: N801 - the published name
         first_block: bool = False,
     ) -> None:
         super().__init__()
+        self.memory_format: str = DEFAULT_MEMORY_FORMAT  # set_memory_format keeps it in step with the model's
         num_ix = num_mid // 4
         self.conv_i1 = BN_AC_CONV3D(num_in, num_ix)
         self.conv_i2 = BN_AC_CONV3D(num_ix, num_in)
@@ -90,10 +134,40 @@ class MF_UNIT(nn.Module):  # noqa: N801 - the published name
             self.conv_m2 = BN_AC_CONV3D(num_mid, num_out, kernel=(1, 3, 3), pad=(0, 1, 1), groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.memory_format == "channels_last_3d" and not self.training and unhooked(self):
+            return self._forward_fused(x)
         x_in = x + self.conv_i2(self.conv_i1(x))
         h = self.conv_m2(self.conv_m1(x_in))
         shortcut = self.conv_w1(x) if hasattr(self, "conv_w1") else x
         return h + shortcut
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval-mode forward of the fast path: the same function, in fewer passes over memory.
+
+        conv_i2's and conv_m2's BatchNorms are folded into conv_i1 and conv_m1 (the only readers of their
+        outputs), so those two BatchNorms cost nothing; in float32 every 1x1x1 convolution is a matrix
+        product (:func:`_pointwise`) that also adds the residual. Outputs equal the module-by-module
+        path's to float rounding (tests/test_fast_path.py). Used only when no hook watches a submodule
+        (:func:`~kpsem.models.memory_format.unhooked`), so a hook on e.g. ``conv_m2.bn`` still fires.
+        """
+        i1, i2, m1, m2 = self.conv_i1, self.conv_i2, self.conv_m1, self.conv_m2
+        gemm = x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
+        weight, bias = _fold_next_bn(i1.conv, i2.bn)
+        a = i1.activate(x)
+        t = (_pointwise(a, weight, bias=bias) if gemm else F.conv3d(a, weight, bias)).relu_()
+        x_in = _pointwise(t, i2.conv.weight, residual=x) if gemm else x + i2.conv(t)
+        c = m1.conv
+        weight, bias = _fold_next_bn(c, m2.bn)
+        u = F.conv3d(m1.activate(x_in), weight, bias, c.stride, c.padding, c.dilation, c.groups).relu_()
+        if hasattr(self, "conv_w1"):
+            a = self.conv_w1.activate(x)
+            shortcut = _pointwise(a, self.conv_w1.conv.weight, stride=self.conv_w1.conv.stride) if gemm \
+                else self.conv_w1.conv(a)
+        else:
+            shortcut = x
+        if gemm and m2.conv.kernel_size == (1, 1, 1):
+            return _pointwise(u, m2.conv.weight, residual=shortcut)
+        return m2.conv(u) + shortcut
 
 
 def _stage(num_in: int, width: int, depth: int, groups: int, stride: tuple[int, int, int]) -> nn.Sequential:
