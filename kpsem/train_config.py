@@ -18,6 +18,7 @@ from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, FRAME_INTERVAL
 
 __all__ = [
     "TrainConfig",
+    "KPSEMFlags",
     "command_defaults",
     "read_config_file",
     "renamed_fields",
@@ -33,6 +34,10 @@ ARCHS = ("mfnet", "mf_kpsem", "r3d50", "r3d50_kpsem")
 KPSEM_OF = {"mfnet": "mf_kpsem", "r3d50": "r3d50_kpsem"}
 FLIP_CHOICES = ("mirror", "plain", "off")  # kpsem.data.FLIP_MODES, spelled here without importing torch
 MEMORY_FORMAT_CHOICES = ("channels_last_3d", "contiguous")  # kpsem.models.memory_format.MEMORY_FORMATS
+# The KPSEM spellings kpsem train's flags offer, torch-free (tests/test_train_cli.py checks them against the models):
+STAGE_CHOICES = ("conv2", "conv3", "conv4", "conv5", "res2", "res3", "res4", "res5")  # MFNet's, then R3D-50's stages
+REGION_CHOICES = (1, 4, 9, 16)  # kpsem.models.kpsem_module.SUPPORTED_REGIONS
+GRADIENT_CHOICES = ("straight_through", "hard")  # KPSEMOptions.gradient
 _LEGACY_FIELDS = {"amp": "precision"}  # names in config.json and checkpoints written before the rename
 
 
@@ -192,6 +197,22 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+
+@dataclass
+class KPSEMFlags:
+    """The MF-KPSEM options ``kpsem train`` offers as flags, with MFKPSEMConfig's names and defaults; the flags
+    given go into :attr:`TrainConfig.model_options`, the rest keep the model's default (insert_after's is the
+    backbone's: conv4 on MFNet, res3 on R3D-50). Spelled out here so that ``--help`` imports no torch."""
+
+    insert_after: str = _opt("conv4", "stage KPSEM reads: conv2..conv5 (MF-KPSEM, default conv4), res2..res5 (R3D-50, "
+                             "res3)", "kpsem", choices=STAGE_CHOICES)
+    num_regions: int = _opt(4, "K (1 = single key point; 9, 16: a 3x3 or 4x4 grid)", "kpsem", choices=REGION_CHOICES)
+    num_sets: int = _opt(8, "G, AReSE sets", "kpsem")
+    embed_dim: int = _opt(24, "d_e", "kpsem")
+    fixed_regions: bool = _opt(False, "ablation: random frozen centres", "kpsem")
+    gradient: str = _opt("straight_through", "KPSEM's training backward rule (default straight_through)", "kpsem",
+                         choices=GRADIENT_CHOICES)
 
 
 def renamed_fields(data: dict[str, Any]) -> dict[str, Any]:

@@ -133,6 +133,42 @@ def test_every_train_config_field_is_a_train_option_with_its_help():
     assert kpsem_of == KPSEM_OF
 
 
+def test_the_mf_kpsem_flags_spell_the_model_configs_fields_defaults_and_choices():
+    """KPSEMFlags describes MFKPSEMConfig's options without torch (for --help); here the two must agree."""
+    import typing
+    from dataclasses import fields
+
+    from kpsem.commands.train import add_arguments
+    from kpsem.models.kpsem_module import SUPPORTED_REGIONS
+    from kpsem.models.mf_kpsem import MFKPSEMConfig
+    from kpsem.models.mfnet import MFNet
+    from kpsem.models.r3d import R3D, R3DKPSEMConfig
+    from kpsem.train_config import GRADIENT_CHOICES, REGION_CHOICES, STAGE_CHOICES, KPSEMFlags
+
+    model = {spec.name: spec for spec in fields(MFKPSEMConfig)}
+    model_types = typing.get_type_hints(MFKPSEMConfig)
+    flag_types = typing.get_type_hints(KPSEMFlags)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    by_dest = {a.dest: a for a in parser._actions}
+    for spec in fields(KPSEMFlags):
+        assert spec.name in model and spec.default == model[spec.name].default, spec.name
+        kind = model_types[spec.name]
+        literal = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else ()
+        if literal:  # a Literal's values are all offered (insert_after adds R3D-50's stages)
+            assert flag_types[spec.name] is str and set(literal) <= set(spec.metadata["choices"]), spec.name
+        else:
+            assert flag_types[spec.name] is kind, spec.name
+        action = by_dest[spec.name]  # a flag of its own, unset unless given
+        assert action.option_strings == ["--" + spec.name.replace("_", "-")] and action.help == spec.metadata["help"]
+        assert action.choices == spec.metadata.get("choices")
+    assert (*MFNet.stage_names, *R3D.stage_names) == STAGE_CHOICES
+    assert SUPPORTED_REGIONS == REGION_CHOICES
+    assert typing.get_args(model_types["gradient"]) == GRADIENT_CHOICES
+    r3d_stage = next(spec.default for spec in fields(R3DKPSEMConfig) if spec.name == "insert_after")
+    assert f"(R3D-50, {r3d_stage})" in KPSEMFlags.__dataclass_fields__["insert_after"].metadata["help"]
+
+
 def test_options_map_onto_train_config_and_defaults_are_the_dataclass_ones():
     from kpsem.commands.train import config_from_args
     from kpsem.train_config import TrainConfig

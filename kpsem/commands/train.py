@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from typing import Any
 
 HELP = "train MFNet or MF-KPSEM (paper recipe; resumable; torchrun for several GPUs or nodes)"
@@ -12,27 +13,17 @@ HELP = "train MFNet or MF-KPSEM (paper recipe; resumable; torchrun for several G
 # Option groups of kpsem train, by the ``group`` a TrainConfig field names, in the order --help shows them.
 _GROUPS = {"data": "data", "model": "model", "kpsem": "MF-KPSEM options (paper defaults unless given)",
            "optimisation": "optimisation (defaults: the paper's recipe)", "run": "run"}
-_KPSEM_OPTIONS = ("insert_after", "num_regions", "num_sets", "embed_dim", "fixed_regions", "gradient")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from kpsem.commands._fields import add_field_arguments
     from kpsem.commands._precision import add_precision_argument
-    from kpsem.train_config import TrainConfig, command_defaults
+    from kpsem.train_config import KPSEMFlags, TrainConfig, command_defaults
 
     groups = {key: parser.add_argument_group(title) for key, title in _GROUPS.items()}
     add_field_arguments(groups, TrainConfig, defaults=command_defaults())
-    kp = groups["kpsem"]  # TrainConfig.model_options; the names are MFKPSEMConfig's (torch-free here)
-    kp.add_argument("--insert-after", choices=["conv2", "conv3", "conv4", "conv5", "res2", "res3", "res4", "res5"],
-                    default=None,
-                    help="stage KPSEM reads: conv2..conv5 (MF-KPSEM, default conv4), res2..res5 (R3D-50, res3)")
-    kp.add_argument("--num-regions", type=int, choices=[1, 4, 9, 16], default=None,
-                    help="K (1 = single key point; 9, 16: a 3x3 or 4x4 grid)")
-    kp.add_argument("--num-sets", type=int, default=None, help="G, AReSE sets")
-    kp.add_argument("--embed-dim", type=int, default=None, help="d_e")
-    kp.add_argument("--fixed-regions", action="store_true", default=None, help="ablation: random frozen centres")
-    kp.add_argument("--gradient", choices=["straight_through", "hard"], default=None,
-                    help="KPSEM's training backward rule (default straight_through)")
+    # Unset unless given, so that the model's own default applies (insert_after's depends on the backbone).
+    add_field_arguments(groups, KPSEMFlags, defaults=dict.fromkeys(f.name for f in fields(KPSEMFlags)))
     add_precision_argument(groups["optimisation"], amp_alias=True, extra_help="; fp16 trains with a GradScaler")
     groups["run"].add_argument(
         "--config", metavar="JSON", default=None,
@@ -45,13 +36,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
     (else the command's defaults), overridden by the options given."""
     from kpsem.commands._fields import check_required, given_fields
     from kpsem.commands._precision import precision_from_args
-    from kpsem.train_config import KPSEM_OF, TrainConfig, command_defaults, read_config_file
+    from kpsem.train_config import KPSEM_OF, KPSEMFlags, TrainConfig, command_defaults, read_config_file
 
     values = read_config_file(args.config) if args.config else command_defaults()
     values.update(given_fields(args, TrainConfig))
     if args.precision is not None or args.amp is not None:
         values["precision"] = precision_from_args(args)
-    options = {name: getattr(args, name) for name in _KPSEM_OPTIONS if getattr(args, name) is not None}
+    options = given_fields(args, KPSEMFlags)
     arch = values.get("arch", TrainConfig.arch)
     if options and arch not in KPSEM_OF.values():  # named: the KPSEM model of the chosen backbone
         ours = KPSEM_OF.get(arch, " or ".join(KPSEM_OF.values()))
