@@ -256,13 +256,8 @@ def parse_plan(data: dict[str, Any], *, default_name: str = "plan", source: str 
         raise PlanError(f"a plan is a table of settings; got {type(data).__name__}")
     name = str(data.get("name", default_name))
     where = f"plan {name!r}"
-    unknown = [k for k in data if k not in _PLAN_KEYS]
-    if unknown:
-        raise PlanError(f"{where}: unknown key {unknown[0]!r}; a plan has {', '.join(_PLAN_KEYS)}")
-    base = data.get("base", {})
-    if not isinstance(base, dict):
-        raise PlanError(f"{where}: 'base' must be a table of settings; got {type(base).__name__}")
-    _check_keys(base, f"{where}, base")
+    _known_keys(data, _PLAN_KEYS, where, "a plan")
+    base = _settings(data, "base", where, f"{where}, base")
     raw_variants = data.get("variants")
     if not isinstance(raw_variants, list) or not raw_variants:
         raise PlanError(f"{where}: 'variants' must be a non-empty list of variants")
@@ -274,13 +269,8 @@ def parse_plan(data: dict[str, Any], *, default_name: str = "plan", source: str 
         here = f"{where}, variant {vname!r}"
         if not _NAME.match(vname):
             raise PlanError(f"{here}: a variant name is a folder name: letters, digits, '_', '-' and '.'")
-        extra = [k for k in raw if k not in _VARIANT_KEYS]
-        if extra:
-            raise PlanError(f"{here}: unknown key {extra[0]!r}; a variant has {', '.join(_VARIANT_KEYS)}")
-        overrides = raw.get("overrides", {})
-        if not isinstance(overrides, dict):
-            raise PlanError(f"{here}: 'overrides' must be a table of settings; got {type(overrides).__name__}")
-        _check_keys(overrides, here)
+        _known_keys(raw, _VARIANT_KEYS, here, "a variant")
+        overrides = _settings(raw, "overrides", here, here)
         if any(v.name == vname for v in variants):
             raise PlanError(f"{here}: two variants have this name")
         variants.append(Variant(name=vname, label=str(raw.get("label", vname)), overrides=dict(overrides),
@@ -316,6 +306,23 @@ def _unique_seeds(seeds: Sequence[int], where: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise PlanError(f"{where}: seeds repeat: {list(seeds)}")
     return [int(s) for s in seeds]
+
+
+def _known_keys(table: dict[str, Any], allowed: Sequence[str], where: str, what: str) -> None:
+    """Refuse a plan's or variant's key that is not one of ``allowed``, listing them."""
+    unknown = [k for k in table if k not in allowed]
+    if unknown:
+        raise PlanError(f"{where}: unknown key {unknown[0]!r}; {what} has {', '.join(allowed)}")
+
+
+def _settings(table: dict[str, Any], key: str, where: str, context: str) -> dict[str, Any]:
+    """``table[key]`` (default empty) once it is a table of settings whose every key is known (``context``
+    names it in the errors about its keys)."""
+    settings = table.get(key, {})
+    if not isinstance(settings, dict):
+        raise PlanError(f"{where}: '{key}' must be a table of settings; got {type(settings).__name__}")
+    _check_keys(settings, context)
+    return settings
 
 
 def _check_keys(overrides: dict[str, Any], where: str) -> None:
