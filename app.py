@@ -1,6 +1,8 @@
-"""KPSEM Studio: ``streamlit run app.py``. A router over the pages in ``pages/`` with a shared sidebar.
+"""KPSEM Studio: ``streamlit run app.py``. A router over the pages in ``pages/``, and nothing else.
 
-The pages draw; :mod:`kpsem.app_support` resolves choices and caches the library's computations.
+Each page starts with :func:`kpsem.app_support.widgets.page_start.page_start`, which draws the shared sidebar
+and keeps the URL in step, so a page works the same run by this router, alone in Streamlit's pages-folder
+mode, or alone under ``AppTest.from_file("pages/<page>.py")``.
 
 Why the app draws its own list of pages: Streamlit's first run on a new server goes through its old
 pages-folder mode (there is a ``pages/`` folder), which lists the raw file names (app, compare, explorer ...)
@@ -20,9 +22,8 @@ import streamlit as st
 
 HERE = Path(__file__).resolve().parent
 st.set_page_config(page_title="KPSEM Studio", page_icon=str(HERE / "assets" / "favicon.png"), layout="wide")
-explorer = st.Page("pages/explorer.py", title="Explorer", icon=":material/movie:", default=True)
 pages = [
-    explorer,
+    st.Page("pages/explorer.py", title="Explorer", icon=":material/movie:", default=True),
     st.Page("pages/compare.py", title="Class comparison", icon=":material/bar_chart:"),
     st.Page("pages/probes.py", title="Motion probes", icon=":material/science:"),
     st.Page("pages/figures.py", title="Figure studio", icon=":material/image:"),
@@ -34,18 +35,4 @@ navigation = st.navigation(pages, position="hidden")
 for page in pages:  # the app's own list of pages (Streamlit's is off: see the module's docstring)
     st.sidebar.page_link(page)
 
-from kpsem.app_support import ui, url_state  # noqa: E402 - after the navigation: see the module's docstring
-
-on_explorer = navigation.title == explorer.title
-with ui.guard("Link"):
-    url_state.first_run(ui.settings(), explorer=on_explorer)  # a reload or a shared link: the view it names
-with ui.guard("Sidebar"):
-    chosen = ui.sidebar()
-    with ui.guard("Link"):
-        info = chosen.kpsem.info if chosen.kpsem.loaded is not None else None
-        url_state.apply_frame(st.session_state, info.clip_frames if info is not None else None)
-        url_state.show_notes()
-        url_state.remember(url_state.sidebar_params(chosen, st.session_state))
-        if not on_explorer:  # the clip, frame and overlay belong to the Explorer's view
-            url_state.remember(dict.fromkeys(url_state.VIEW_PARAMS))
 navigation.run()

@@ -33,19 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _navigation_mode() -> None:
-    """AppTest resets Streamlit's pages-folder flag each run; keep st.navigation mode (see tests/conftest.py)."""
-    from streamlit.runtime import pages_manager
-
-    original = pages_manager.PagesManager.__init__
-
-    def init(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
-        original(self, *args, **kwargs)
-        pages_manager.PagesManager.uses_pages_directory = False
-
-    pages_manager.PagesManager.__init__ = init
-
-
 def _server_script_cache() -> None:
     """Compile app.py and each page once, as a server does.
 
@@ -142,11 +129,10 @@ def main() -> int:
 
     logging.getLogger("streamlit").setLevel(logging.ERROR)  # bare-mode cache warnings are expected here
 
-    from kpsem.app_support import services
-    from kpsem.app_support.config import DEMO
+    from kpsem.app_support.caching import services
+    from kpsem.app_support.choices.config import DEMO
 
     DEMO.require()  # the bundled demo, or a message saying how to restore it
-    _navigation_mode()
     _server_script_cache()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
     cold = _timed(at.run)

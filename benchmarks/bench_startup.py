@@ -35,15 +35,15 @@ PYTHON = sys.executable
 DEMO = ROOT / "assets" / "demo"
 CLIP = DEMO / "clips" / "hop_cw" / "hop_cw_test_000.mp4"
 # Modules only the other pages (class comparison, figure studio) need: the Explorer must not load them.
-OTHER_PAGES = ("kpsem.explain.figures", "kpsem.explain.compare", "kpsem.evaluate", "kpsem.app_support.tables",
-               "kpsem.app_support.predictions", "kpsem.app_support.studio", "pyarrow.parquet")
+OTHER_PAGES = ("kpsem.explain.figures", "kpsem.explain.compare", "kpsem.evaluate", "kpsem.app_support.drawing.tables",
+               "kpsem.app_support.caching.predictions", "kpsem.app_support.caching.figures", "pyarrow.parquet")
 EXPLORER_IMPORTS = """
 import streamlit as st
-from kpsem.app_support import ui
-from kpsem.app_support import faithfulness_view, probe_view, services
-from kpsem.app_support.render import colour_bar, draw_frame, encode_jpeg, filmstrip, topk_chart
-from kpsem.app_support.sources import file_key
-from kpsem.app_support.text import escape_markdown
+from kpsem.app_support.widgets import ui
+from kpsem.app_support.widgets import faithfulness, probes, video
+from kpsem.app_support.drawing.render import colour_bar, draw_frame, encode_jpeg, filmstrip, topk_chart
+from kpsem.app_support.choices.sources import file_key
+from kpsem.app_support.drawing.text import escape_markdown
 from kpsem.explain.analysis import common_target
 from kpsem.explain.draw import REGION_NAMES, KeyPointOptions, select_channels
 """

@@ -152,7 +152,7 @@ def compare_library(paths: tuple[Path, Path], rounds: int) -> None:
     import logging
 
     logging.getLogger("streamlit").setLevel(logging.ERROR)  # its caches warn that no app is running: none is
-    from kpsem.app_support.tables import headline
+    from kpsem.app_support.drawing.tables import headline
     from kpsem.explain.compare import (
         compare_predictions,
         confusion_matrix,

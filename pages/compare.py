@@ -2,17 +2,29 @@
 
 import streamlit as st
 
-from kpsem.app_support import ui
-from kpsem.app_support.gallery import FILTERS, THUMB_WIDTH, filter_counts, gallery_rows, thumbnail
-from kpsem.app_support.predictions import compute_predictions
-from kpsem.app_support.render import confusion_heatmap, per_class_chart
-from kpsem.app_support.services import MODEL_LOCK, read_table
-from kpsem.app_support.sources import file_key, user_path
-from kpsem.app_support.tables import RUN_COLUMNS, headline, runs_table, table_source
-from kpsem.app_support.text import escape_markdown
+from kpsem.app_support.caching.predictions import common_levels, compare_runs, compute_missing_tables
+from kpsem.app_support.caching.services import MODEL_LOCK, read_table
+from kpsem.app_support.caching.uploads import stored_upload
+from kpsem.app_support.caching.video import thumbnail
+from kpsem.app_support.choices.selection import ROLES
+from kpsem.app_support.choices.sources import file_key, user_path
+from kpsem.app_support.choices.stored_results import table_source
+from kpsem.app_support.drawing.gallery import FILTERS, THUMB_WIDTH, filter_counts, gallery_rows
+from kpsem.app_support.drawing.render import confusion_heatmap, per_class_chart
+from kpsem.app_support.drawing.tables import (
+    RUN_COLUMNS,
+    classes_where,
+    confusion_cell,
+    confusion_matrices,
+    headline,
+    runs_table,
+)
+from kpsem.app_support.drawing.text import escape_markdown
+from kpsem.app_support.widgets import ui
+from kpsem.app_support.widgets.page_start import page_start
 
+chosen = page_start()
 st.header("Class comparison", anchor=False)
-chosen = ui.selection() if "_selection" in st.session_state else None
 if chosen is None:
     st.stop()
 
@@ -25,7 +37,7 @@ with ui.guard("Predictions"):
         found = []
         for col, role in zip(cols, ("baseline", "kpsem")):
             given = []  # (table, file name shown)
-            title = ui.ROLES[role].split(" (")[0]
+            title = ROLES[role].split(" (")[0]
             with col, ui.guard(f"{title} tables"):
                 text = st.text_input(f"{title} table (.parquet)", key=f"cmp_path_{role}",
                                      help="several runs (seeds, or the splits of HMDB51 / UCF101): separate the "
@@ -34,7 +46,7 @@ with ui.guard("Predictions"):
                                            accept_multiple_files=True, max_upload_size=chosen.settings.max_upload_mb)
                 if uploads:
                     # A browser sends several files in no order the user sees: pair them by file name instead.
-                    paths = [(ui.stored_upload(u, "tables", chosen.settings.max_upload_mb), u.name)
+                    paths = [(stored_upload(u, "tables", chosen.settings.max_upload_mb), u.name)
                              for u in sorted(uploads, key=lambda u: u.name)]
                 else:
                     paths = [(path, path.name) for path in (user_path(t, chosen.settings, what="predictions table")
@@ -61,26 +73,22 @@ with ui.guard("Predictions"):
                 st.warning("The computation was stopped; nothing was saved.", icon=":material/stop_circle:")
             if missing:
                 names = ", ".join(chosen.baseline.name if s.role == "baseline" else chosen.kpsem.name for s in missing)
-                where = chosen.data.index.summary().split(" from ")[0]
-                st.info(f"No predictions table yet for {escape_markdown(names)} on {escape_markdown(where)}. "
-                        "Compute them here (kept on disk for next time), or give Parquet files.")
+                st.info(f"No predictions table yet for {escape_markdown(names)} on "
+                        f"{escape_markdown(chosen.data.described)}. Compute them here (kept on disk for next time), "
+                        "or give Parquet files.")
                 if st.button("Compute predictions", type="primary", key="cmp_compute", icon=":material/play_arrow:"):
                     st.button("Cancel", key="cmp_cancel", icon=":material/stop:")
                     st.session_state["_cmp_running"] = True
                     bar = st.progress(0.0, text="starting ...")
-                    for s in missing:
-                        slot = chosen.baseline if s.role == "baseline" else chosen.kpsem
-                        model_id = slot.model_id
 
-                        def tick(done: int, total: int, name: str = slot.name) -> None:
-                            bar.progress(done / total, text=f"{escape_markdown(name)}: {done} of {total} clips")
+                    def tick(name: str, done: int, total: int) -> None:
+                        bar.progress(done / total, text=f"{escape_markdown(name)}: {done} of {total} clips")
 
-                        compute_predictions(slot.model, slot.info, chosen.data.index, model_id=model_id, clips=clips,
-                                            out=s.path, progress=tick, lock=MODEL_LOCK)
+                    compute_missing_tables(chosen, missing, clips=clips, progress=tick, lock=MODEL_LOCK)
                     st.session_state.pop("_cmp_running", None)
                     st.rerun()
             else:
-                runs = [(sources[0].read(), sources[1].read(), " vs ".join(s.path.name for s in sources))]
+                runs = [(*(read_table(file_key(s.path)) for s in sources), " vs ".join(s.path.name for s in sources))]
                 st.caption(" · ".join(escape_markdown(s.path.name, code=True)
                                       + (" (bundled)" if s.bundled else " (computed, cached on disk)")
                                       for s in sources))
@@ -88,29 +96,15 @@ with ui.guard("Predictions"):
 if runs is None:
     st.stop()
 
-from kpsem.explain.compare import (  # noqa: E402
-    compare_predictions,
-    confusion_matrix,
-    paired_significance,
-    per_class_accuracy,
-)
+from kpsem.explain.compare import paired_significance, per_class_accuracy  # noqa: E402
 from kpsem.explain.significance import ALPHA, summarise_runs  # noqa: E402
 
 compared_runs = None
 with ui.guard("The tables cannot be compared"):
-    levels = sorted(set.intersection(*(set(table["level"].unique().tolist()) for run in runs for table in run[:2])),
-                    reverse=True)
+    levels = common_levels(runs)
     level = st.radio("Level", levels, key="cmp_level", horizontal=True,  # video first
                      help="video: mean softmax over a video's clips; clip: every clip on its own") if levels else None
-    aligned = []
-    for number, (baseline_table, kpsem_table, label) in enumerate(runs, start=1):
-        try:
-            aligned.append(compare_predictions(baseline_table, kpsem_table, level=level))
-        except ValueError as error:
-            if len(runs) == 1:
-                raise
-            raise ValueError(f"run {number} ({label}): {error}") from None
-    compared_runs = aligned
+    compared_runs = compare_runs(runs, level)
 if compared_runs is None:
     st.stop()
 
@@ -172,20 +166,11 @@ with ui.guard("Per-class accuracy"):
     whiskers = c3.checkbox("Wilson 95% whiskers", key="cmp_whiskers",
                            help="each bar's Wilson score interval: with a few videos per class, how far its "
                                 "accuracy could be from what this test set shows")
-    if view == "wins":
-        shown = per_class[(per_class["difference"] > 0) & (per_class["difference"] >= margin)]
-    else:
-        shown = per_class[(per_class["difference"] < 0) & (per_class["difference"] <= -margin)]
-        shown = shown.sort_values(["difference", "class_index"], kind="stable")
+    shown = classes_where(per_class, view, margin)
     if shown.empty:
         st.info(f"No class where KPSEM {view} by at least {margin:.0%}.")
     else:
-        chart = per_class_chart(shown, names=names)
-        if whiskers:
-            for trace, model in zip(chart.data, ("baseline", "kpsem")):
-                trace.error_y = dict(type="data", symmetric=False, thickness=1, width=3,
-                                     array=(shown[f"{model}_wilson_high"] - shown[model]).to_numpy(),
-                                     arrayminus=(shown[model] - shown[f"{model}_wilson_low"]).to_numpy())
+        chart = per_class_chart(shown, names=names, whiskers=whiskers)
         st.plotly_chart(chart, key="cmp_per_class")
     with st.expander(f"All {len(per_class)} classes, sorted by difference, with Wilson 95% intervals"):
         interval = {f"{model}_wilson_{end}": st.column_config.NumberColumn(f"{name} Wilson 95% {end}", format="percent")
@@ -197,9 +182,7 @@ with ui.guard("Per-class accuracy"):
 
 with ui.guard("Confusion matrices"):
     st.subheader("Confusion matrices", anchor=False)
-    labels = compared.items["true_label"].to_numpy()
-    n = len(compared.class_names)
-    mats = [confusion_matrix(labels, compared.items[c].to_numpy(), n) for c in ("baseline_pred", "kpsem_pred")]
+    mats = confusion_matrices(compared)
     h = st.columns(3)
     h[0].plotly_chart(confusion_heatmap(mats[0], compared.class_names, title=names[0]), key="cm_base")
     h[1].plotly_chart(confusion_heatmap(mats[1], compared.class_names, title=names[1]), key="cm_kpsem")
@@ -210,8 +193,7 @@ with ui.guard("Confusion matrices"):
                           format_func=lambda r: shown_names[0] if r == "baseline" else shown_names[1])
     cell_true = p2.selectbox("true class", compared.class_names, key="cm_true")
     cell_pred = p3.selectbox("predicted class", compared.class_names, key="cm_pred")
-    items = compared.items
-    cell = items[(items["true_class"] == cell_true) & (items[f"{cell_model}_class"] == cell_pred)]
+    cell = confusion_cell(compared.items, cell_model, cell_true, cell_pred)
     st.caption(f"{len(cell)} items in this cell")
     if len(cell):
         st.dataframe(cell[["video_id", "clip_index", "true_class", "baseline_class", "kpsem_class"]], hide_index=True)

@@ -4,11 +4,23 @@ import time
 
 import streamlit as st
 
-from kpsem.app_support import faithfulness_view, keypoint_settings, probe_view, services, ui, url_state, video_view
-from kpsem.app_support.render import (
+from kpsem.app_support.caching import services
+from kpsem.app_support.caching.uploads import stored_upload
+from kpsem.app_support.choices import keypoint_settings
+from kpsem.app_support.choices.selection import chosen_target, clip_truth
+from kpsem.app_support.choices.sources import (
+    VIDEO_UPLOAD_TYPES,
+    file_key,
+    outside_classes_note,
+    upscaled_note,
+    weighting_note,
+)
+from kpsem.app_support.choices.url_state import overlay_param
+from kpsem.app_support.drawing.render import (
     MODEL_COLOURS,
     centre_chart,
     colour_bar,
+    density_shares,
     difference_caption,
     difference_limit,
     draw_frame,
@@ -16,21 +28,16 @@ from kpsem.app_support.render import (
     region_legend_html,
     topk_chart,
 )
-from kpsem.app_support.sources import (
-    VIDEO_UPLOAD_TYPES,
-    file_key,
-    outside_classes_note,
-    upscaled_note,
-    weighting_note,
-)
-from kpsem.app_support.text import escape_markdown
-from kpsem.explain.analysis import centre_movement, common_target, keypoint_density, movement_summary
+from kpsem.app_support.drawing.text import escape_markdown
+from kpsem.app_support.widgets import faithfulness, probes, ui, video
+from kpsem.app_support.widgets.page_start import page_start, remember
+from kpsem.explain.analysis import centre_movement, common_target, movement_summary
 from kpsem.explain.draw import KeyPointOptions, region_names, select_channels
 from kpsem.models import model_class
 from kpsem.names import CAM_CMAPS
 
+chosen = page_start(explorer=True)
 st.header("Explorer", anchor=False)
-chosen = ui.selection() if "_selection" in st.session_state else None
 if chosen is None or not ui.require_models(chosen):
     st.stop()
 
@@ -77,31 +84,26 @@ with pick_col, ui.guard("Clip"):
             video_id = st.selectbox(f"Clip ({len(ids)} in {where})", ids, key="ex_clip")
             record = records[ids.index(video_id)]
             path = record.path
-            if chosen.classes is None or chosen.classes.scorable:
-                true_label = record.label
-            elif names[record.label] in class_names:  # other classes, but this one the models know by name
-                true_label = class_names.index(names[record.label])
-            else:
-                outside = names[record.label]
+            true_label, outside = clip_truth(chosen, record.label)
     else:
         upload = st.file_uploader("Video file", type=list(VIDEO_UPLOAD_TYPES), key="ex_upload",
                                   max_upload_size=chosen.settings.max_upload_mb)
         if upload is None:
             st.info("Upload a video (mp4, avi, mkv, webm, mov); it stays in this session's temporary folder.")
         else:
-            path = ui.stored_upload(upload, "videos", chosen.settings.max_upload_mb)
+            path = stored_upload(upload, "videos", chosen.settings.max_upload_mb)
             truth = st.selectbox("True class (optional)", ["unknown", *class_names], key="ex_upload_truth")
             true_label = None if truth == "unknown" else class_names.index(truth)
             outside = "" if truth == "unknown" else None
 
 in_link = st.session_state.get("ex_source") == "data set" and path is not None  # an upload has no place in a link
-url_state.remember({"clip": st.session_state.get("ex_clip") if in_link else None})
+remember({"clip": st.session_state.get("ex_clip") if in_link else None})
 if path is None:
     st.stop()
 
 sample = None
 with facts_col, ui.guard("Could not read the clip"):
-    clip_key = video_view.window_control(file_key(path), info.clip_frames)  # a window of a long video
+    clip_key = video.window_control(file_key(path), info.clip_frames)  # a window of a long video
     sample = services.clip_sample(clip_key, info.clip_frames, info.clip_size, tuple(info.mean), tuple(info.std))
     frames_used = sample.indices[0]
     height, width = sample.original_size
@@ -123,7 +125,7 @@ with facts_col, ui.guard("Could not read the clip"):
     if enlarged:
         st.info(enlarged, icon=":material/zoom_in:")
     st.caption(escape_markdown(path, code=True))
-    video_view.clip_context(clip_key, sample)  # the window on a time line, the crop on the full frame
+    video.clip_context(clip_key, sample)  # the window on a time line, the crop on the full frame
 if sample is None:
     st.stop()
 
@@ -148,11 +150,7 @@ with controls:
                         help="Grad-CAM and key point density; viridis, cividis, inferno and magma are perceptually "
                              "uniform (equal steps look equal, also in greyscale)")
     alpha = c6.slider("Heat-map opacity", 0.0, 1.0, 0.5, 0.05, key="alpha")
-target = None
-if target_pick == "true class":
-    target = true_label
-elif target_pick in class_names:
-    target = class_names.index(target_pick)
+target = chosen_target(target_pick, true_label, class_names)
 
 run, fresh = None, False
 status = st.empty()  # a note while the models run; removed as soon as they are done (or cached)
@@ -261,6 +259,98 @@ for column, analysis, slot, colour in columns:
 st.session_state["_explorer_fresh"] = fresh  # read once by the fragment: a fragment rerun computed nothing
 
 
+def _difference_views(display, frame: int, *, scale: str, cmap: str, alpha: float) -> None:  # noqa: ANN001
+    """Both Grad-CAMs for the common target and their difference, on one frame."""
+    same = common_pair()  # both CAMs for one class: the views above may explain each model's prediction
+    if common.predictions_differ:
+        st.info(escape_markdown(common.message()), icon=":material/info:")
+    else:
+        st.caption(escape_markdown(common.message()))
+    base_map, kpsem_map = ((same.baseline_shared, same.kpsem_shared) if scale == "shared"
+                           else (same.baseline.cam, same.kpsem.cam))
+    d1, d2, d3 = st.columns(3)
+    d1.image(draw_frame(display[frame], cam=base_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
+             caption=f"{same.baseline.model_name} Grad-CAM for {escape_markdown(common.name)}",
+             width="stretch")
+    diff = same.difference if scale == "shared" else same.difference_normalised
+    limit = difference_limit(diff)  # symmetric, fitted to the clip's differences (never a fixed ±1)
+    d2.image(draw_frame(display[frame], difference=diff[frame], limit=limit).jpeg, output_format="JPEG",
+             width="stretch", caption="baseline minus KPSEM: red where the baseline looks more, blue where "
+                                      "KPSEM does")
+    d2.image(colour_bar(cmap, diverging=True), caption=difference_caption(limit, shared=scale == "shared"),
+             width="stretch")
+    d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg,
+             output_format="JPEG",
+             caption=f"{same.kpsem.model_name} Grad-CAM for {escape_markdown(common.name)}",
+             width="stretch")
+
+
+def _model_views(display, frame: int, pair, options: KeyPointOptions | None, *, overlay: str, on_cam: bool,  # noqa: ANN001
+                 scale: str, cmap: str, alpha: float) -> None:
+    """Each model's frame with its Grad-CAM or key points, and where MF-KPSEM's key points gather."""
+    kp = pair.kpsem
+    frame_number = frame + 1
+    shared = scale == "shared"
+    base_map, kpsem_map = (pair.baseline_shared, pair.kpsem_shared) if shared else (pair.baseline.cam, kp.cam)
+    no_kp_note = f"{pair.baseline.model_name} has no key points: it has no KPSEM module, so there is nothing to shift."
+    show_cam = overlay == "Grad-CAM"
+    v1, v2, *v3 = st.columns(3 if kp.has_kpsem else 2, gap="medium" if kp.has_kpsem else "large")
+    with v1:
+        drawn = draw_frame(display[frame], cam=base_map[frame] if show_cam else None, cmap=cmap, alpha=alpha)
+        st.image(drawn.jpeg, output_format="JPEG", width="stretch",
+                 caption=f"{pair.baseline.model_name}, frame {frame_number}")
+        if overlay == "Key points and shifts" or on_cam:
+            st.info(no_kp_note, icon=":material/info:")
+    with v2:
+        draw_kp = kp.has_kpsem and options is not None and (overlay == "Key points and shifts" or on_cam)
+        drawn = draw_frame(display[frame], cam=kpsem_map[frame] if show_cam else None, cmap=cmap, alpha=alpha,
+                           analysis=kp if draw_kp else None, frame=frame,
+                           keypoints=options if draw_kp else None)
+        st.image(drawn.jpeg, output_format="JPEG", width="stretch", caption=f"{kp.model_name}, frame "
+                 f"{frame_number} (feature frame {int(kp.frame_to_feature[frame]) + 1})")
+        if draw_kp:
+            st.markdown(region_legend_html(kp.key_points_px.shape[1], crossing=options.highlight_crossing,
+                                           sets=options.sets),
+                        unsafe_allow_html=True)
+            last = int(kp.frame_to_feature[frame]) >= kp.shifts_px.shape[3]
+            st.caption(f"{drawn.key_points} key points, {drawn.arrows} shift arrows "
+                       f"({drawn.crossing} cross a region border)"
+                       + (" · last feature frame: no shift to draw" if last else ""))
+        elif overlay == "Key points and shifts":
+            st.info(f"{kp.model_name} has no KPSEM module, so it has no key points either.")
+    if v3:  # where the module's key points gather, next to where the CAM looks
+        with v3[0]:
+            drawn_sets = options.sets if options is not None else (0,)
+            counts, shares = density_shares(kp, tuple(drawn_sets))  # (T', H', W') each
+            paths = KeyPointOptions(sets=drawn_sets, channels=(), max_arrows=0, split_lines=False,
+                                    centre_paths=True, line_width=1.2)
+            t = int(kp.frame_to_feature[frame])
+            drawn = draw_frame(display[frame], density=shares[t], density_max=float(shares.max()), cmap=cmap,
+                               alpha=alpha, analysis=kp, frame=frame, keypoints=paths)
+            which = ", ".join(str(g) for g in drawn_sets)
+            st.image(drawn.jpeg, output_format="JPEG", width="stretch",
+                     caption=f"key point density, set{'s' if len(drawn_sets) > 1 else ''} {which}: the "
+                             f"share of the {int(counts[t].sum())} key points (all {kp.key_points_px.shape[2]} "
+                             f"channels, all regions) in each feature cell, 0 … {shares.max():.1%} "
+                             "(the clip's largest), with each set's centre path")
+    if show_cam:
+        label = (f"one shared scale for both models (max {pair.shared_scale:.3g})" if scale == "shared"
+                 else "each model scaled to its own maximum")
+        st.image(colour_bar(cmap, width=512), caption=f"Grad-CAM, 0 … 1: {label}", width="stretch")
+
+
+def _centre_section(kp, frame: int) -> None:  # noqa: ANN001 - ClipAnalysis
+    """Where each set's separation centre goes over the clip, as a chart and a table."""
+    movements = centre_movement(kp.internals, kp.size)
+    st.markdown("**Separation centres over the clip**")
+    st.caption(escape_markdown(movement_summary(movements)) + f" · 1 feature cell = "
+               f"{kp.size / kp.internals.feature_size[1]:g} input pixels")
+    chart_col, table_col = st.columns([3, 2])
+    chart_col.plotly_chart(centre_chart(kp, current=int(kp.frame_to_feature[frame])), key="centre_chart",
+                           config={"displayModeBar": False})
+    table_col.dataframe(movement_table(movements), hide_index=True, height=230)
+
+
 @st.fragment
 def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: bool, scale: str, cmap: str,  # noqa: ANN001
                  alpha: float) -> None:
@@ -272,105 +362,30 @@ def frame_viewer(sample, pair, run, options: KeyPointOptions | None, *, on_cam: 
     frame_number = st.slider("Frame", 1, num_frames, 1, key="frame",
                              help="moves both columns; only the drawing is redone, never the models")
     frame = frame_number - 1
-    url_state.remember({"frame": None if frame_number == 1 else str(frame_number),
-                        "overlay": url_state.overlay_param(overlay)})  # a reload or a shared link shows this view
+    remember({"frame": None if frame_number == 1 else str(frame_number),
+              "overlay": overlay_param(overlay)})  # a reload or a shared link shows this view
     keypoint_settings.remember_frame(st.session_state, frame)  # the Figure studio starts from this frame
     when = sample.times[0][frame] if sample.times else sample.indices[0][frame] / sample.fps
     st.caption(f"Frame {frame_number} of the {num_frames} sampled frames is video frame {sample.indices[0][frame]} "
                f"(counted from 0), shown at {when:.2f} s")
 
     display = sample.display[0]
-    shared = scale == "shared"
-    base_map, kpsem_map = (pair.baseline_shared, pair.kpsem_shared) if shared else (pair.baseline.cam, kp.cam)
-    no_kp_note = f"{pair.baseline.model_name} has no key points: it has no KPSEM module, so there is nothing to shift."
     with views, ui.guard("Drawing failed"):
         if overlay == "Difference":
-            same = common_pair()  # both CAMs for one class: the views above may explain each model's prediction
-            if common.predictions_differ:
-                st.info(escape_markdown(common.message()), icon=":material/info:")
-            else:
-                st.caption(escape_markdown(common.message()))
-            base_map, kpsem_map = ((same.baseline_shared, same.kpsem_shared) if scale == "shared"
-                                   else (same.baseline.cam, same.kpsem.cam))
-            d1, d2, d3 = st.columns(3)
-            d1.image(draw_frame(display[frame], cam=base_map[frame], cmap=cmap, alpha=alpha).jpeg, output_format="JPEG",
-                     caption=f"{pair.baseline.model_name} Grad-CAM for {escape_markdown(common.name)}",
-                     width="stretch")
-            diff = same.difference if scale == "shared" else same.difference_normalised
-            limit = difference_limit(diff)  # symmetric, fitted to the clip's differences (never a fixed ±1)
-            d2.image(draw_frame(display[frame], difference=diff[frame], limit=limit).jpeg, output_format="JPEG",
-                     width="stretch", caption="baseline minus KPSEM: red where the baseline looks more, blue where "
-                                              "KPSEM does")
-            d2.image(colour_bar(cmap, diverging=True), caption=difference_caption(limit, shared=scale == "shared"),
-                     width="stretch")
-            d3.image(draw_frame(display[frame], cam=kpsem_map[frame], cmap=cmap, alpha=alpha).jpeg,
-                     output_format="JPEG",
-                     caption=f"{kp.model_name} Grad-CAM for {escape_markdown(common.name)}",
-                     width="stretch")
+            _difference_views(display, frame, scale=scale, cmap=cmap, alpha=alpha)
         else:
-            show_cam = overlay == "Grad-CAM"
-            v1, v2, *v3 = st.columns(3 if kp.has_kpsem else 2, gap="medium" if kp.has_kpsem else "large")
-            with v1:
-                drawn = draw_frame(display[frame], cam=base_map[frame] if show_cam else None, cmap=cmap, alpha=alpha)
-                st.image(drawn.jpeg, output_format="JPEG", width="stretch",
-                         caption=f"{pair.baseline.model_name}, frame {frame_number}")
-                if overlay == "Key points and shifts" or on_cam:
-                    st.info(no_kp_note, icon=":material/info:")
-            with v2:
-                draw_kp = kp.has_kpsem and options is not None and (overlay == "Key points and shifts" or on_cam)
-                drawn = draw_frame(display[frame], cam=kpsem_map[frame] if show_cam else None, cmap=cmap, alpha=alpha,
-                                   analysis=kp if draw_kp else None, frame=frame,
-                                   keypoints=options if draw_kp else None)
-                st.image(drawn.jpeg, output_format="JPEG", width="stretch", caption=f"{kp.model_name}, frame "
-                         f"{frame_number} (feature frame {int(kp.frame_to_feature[frame]) + 1})")
-                if draw_kp:
-                    st.markdown(region_legend_html(kp.key_points_px.shape[1], crossing=options.highlight_crossing,
-                                                   sets=options.sets),
-                                unsafe_allow_html=True)
-                    last = int(kp.frame_to_feature[frame]) >= kp.shifts_px.shape[3]
-                    st.caption(f"{drawn.key_points} key points, {drawn.arrows} shift arrows "
-                               f"({drawn.crossing} cross a region border)"
-                               + (" · last feature frame: no shift to draw" if last else ""))
-                elif overlay == "Key points and shifts":
-                    st.info(f"{kp.model_name} has no KPSEM module, so it has no key points either.")
-            if v3:  # where the module's key points gather, next to where the CAM looks
-                with v3[0]:
-                    drawn_sets = options.sets if options is not None else (0,)
-                    counts = keypoint_density(kp.internals, sets=drawn_sets)  # (T', H', W')
-                    shares = counts / counts.sum(axis=(1, 2), keepdims=True)  # each feature frame sums to 1
-                    paths = KeyPointOptions(sets=drawn_sets, channels=(), max_arrows=0, split_lines=False,
-                                            centre_paths=True, line_width=1.2)
-                    t = int(kp.frame_to_feature[frame])
-                    drawn = draw_frame(display[frame], density=shares[t], density_max=float(shares.max()), cmap=cmap,
-                                       alpha=alpha, analysis=kp, frame=frame, keypoints=paths)
-                    which = ", ".join(str(g) for g in drawn_sets)
-                    st.image(drawn.jpeg, output_format="JPEG", width="stretch",
-                             caption=f"key point density, set{'s' if len(drawn_sets) > 1 else ''} {which}: the "
-                                     f"share of the {int(counts[t].sum())} key points (all {kp.key_points_px.shape[2]} "
-                                     f"channels, all regions) in each feature cell, 0 … {shares.max():.1%} "
-                                     "(the clip's largest), with each set's centre path")
-            if show_cam:
-                label = (f"one shared scale for both models (max {pair.shared_scale:.3g})" if scale == "shared"
-                         else "each model scaled to its own maximum")
-                st.image(colour_bar(cmap, width=512), caption=f"Grad-CAM, 0 … 1: {label}", width="stretch")
+            _model_views(display, frame, pair, options, overlay=overlay, on_cam=on_cam, scale=scale, cmap=cmap,
+                         alpha=alpha)
         if kp.has_kpsem and overlay != "Difference":  # which splits follow the action, and by how much
-            movements = centre_movement(kp.internals, kp.size)
-            st.markdown("**Separation centres over the clip**")
-            st.caption(escape_markdown(movement_summary(movements)) + f" · 1 feature cell = "
-                       f"{kp.size / kp.internals.feature_size[1]:g} input pixels")
-            chart_col, table_col = st.columns([3, 2])
-            chart_col.plotly_chart(centre_chart(kp, current=int(kp.frame_to_feature[frame])), key="centre_chart",
-                                   config={"displayModeBar": False})
-            table_col.dataframe(movement_table(movements), hide_index=True, height=230)
-
+            _centre_section(kp, frame)
     fresh = st.session_state.pop("_explorer_fresh", False)
     st.caption(f"Device **{run.device}** · {escape_markdown(run.precision)} · analysis {run.seconds:.2f} s "
                f"({'fresh' if fresh else 'cached'}) · frames drawn in {(time.perf_counter() - started) * 1000:.0f} ms")
 
 
 frame_viewer(sample, pair, run, options, on_cam=on_cam, scale=scale, cmap=cmap, alpha=alpha)
-video_view.explorer_section(sample, pair, common_pair, options, cmap=cmap, alpha=alpha,
+video.explorer_section(sample, pair, common_pair, options, cmap=cmap, alpha=alpha,
                             analysis_key=(base.key, ours.key, chosen.device, clip_key, cam_layer, target,
                                           weighting, chosen.precision))
-faithfulness_view.explorer_section(chosen, clip_key, common, cam_layer=cam_layer, weighting=weighting)
-probe_view.explorer_section(chosen, clip_key, true_label)  # below the views: one clip under the motion probes
+faithfulness.explorer_section(chosen, clip_key, common, cam_layer=cam_layer, weighting=weighting)
+probes.explorer_section(chosen, clip_key, true_label)  # below the views: one clip under the motion probes

@@ -4,23 +4,20 @@ import json
 
 import streamlit as st
 
-from kpsem.app_support import keypoint_settings, ui
-from kpsem.app_support.sources import file_key
-from kpsem.app_support.studio import FIGURES, export_figure
-from kpsem.app_support.tables import table_source
+from kpsem.app_support.caching.figures import FIGURES, exported
+from kpsem.app_support.choices import keypoint_settings
+from kpsem.app_support.choices.sources import file_key
+from kpsem.app_support.choices.stored_results import table_source
+from kpsem.app_support.widgets import ui
+from kpsem.app_support.widgets.page_start import page_start
 from kpsem.explain.figures import display_names
 from kpsem.models import has_kpsem
 from kpsem.names import CAM_CMAPS, DIFFERENCE_CMAPS
 
+chosen = page_start()
 st.header("Figure studio", anchor=False)
-chosen = ui.selection() if "_selection" in st.session_state else None
 if chosen is None or not ui.require_models(chosen):
     st.stop()
-
-
-@st.cache_data(max_entries=32, show_spinner="Drawing the figure ...")
-def _export(spec_json: str) -> dict[str, bytes]:
-    return export_figure(json.loads(spec_json))
 
 
 base, ours = chosen.baseline, chosen.kpsem
@@ -128,7 +125,7 @@ with ui.guard("Figure settings"):
 
 if ready:
     with ui.guard("Could not draw the figure"):
-        files = _export(json.dumps(spec, sort_keys=True))
+        files = exported(json.dumps(spec, sort_keys=True))
         name = files["name"].decode()
         st.image(files["preview"], caption=f"{FIGURES[kind]} · preview at screen resolution", width="content")
         d = st.columns(4)

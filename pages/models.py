@@ -2,22 +2,25 @@
 
 import streamlit as st
 
-from kpsem.app_support import services, ui
-from kpsem.app_support.metadata import command_line, config_table, provenance_tables
-from kpsem.app_support.sources import placeholder_names
-from kpsem.app_support.text import escape_markdown
+from kpsem.app_support.caching import services
+from kpsem.app_support.choices.selection import ROLES
+from kpsem.app_support.choices.sources import placeholder_names
+from kpsem.app_support.drawing.metadata import command_line, config_table, provenance_tables
+from kpsem.app_support.drawing.text import escape_markdown
+from kpsem.app_support.widgets import ui
+from kpsem.app_support.widgets.page_start import page_start
 from kpsem.explain.figures import cost_table
 
+chosen = page_start()
 st.header("Models", anchor=False)
-chosen = ui.selection() if "_selection" in st.session_state else None
 if chosen is None:
     st.stop()
 
 slots = (chosen.baseline, chosen.kpsem)
 columns = st.columns(2, gap="large")
 for column, slot in zip(columns, slots):
-    with column, ui.guard(ui.ROLES[slot.role]):
-        st.subheader(ui.ROLES[slot.role], anchor=False)
+    with column, ui.guard(ROLES[slot.role]):
+        st.subheader(ROLES[slot.role], anchor=False)
         if slot.loaded is None:
             st.warning(escape_markdown(slot.error or "no checkpoint chosen"), icon=":material/arrow_back:")
             continue

@@ -2,12 +2,17 @@
 
 import streamlit as st
 
-from kpsem.app_support import probe_view, ui
-from kpsem.app_support.sources import file_key, user_path
-from kpsem.app_support.text import escape_markdown
+from kpsem.app_support.caching.probes import compute_probes, read_probe_table
+from kpsem.app_support.caching.uploads import stored_upload
+from kpsem.app_support.choices.sources import file_key, user_path
+from kpsem.app_support.choices.stored_results import probe_source
+from kpsem.app_support.drawing.probes import PROBE_TEXT, accuracy_chart, summary_display
+from kpsem.app_support.drawing.text import escape_markdown
+from kpsem.app_support.widgets import ui
+from kpsem.app_support.widgets.page_start import page_start
 
+chosen = page_start()
 st.header("Motion probes", anchor=False)
-chosen = ui.selection() if "_selection" in st.session_state else None
 if chosen is None:
     st.stop()
 
@@ -27,13 +32,13 @@ with ui.guard("Probe table"):
                                   max_upload_size=chosen.settings.max_upload_mb)
         path = None
         if upload is not None:
-            path = ui.stored_upload(upload, "tables", chosen.settings.max_upload_mb)
+            path = stored_upload(upload, "tables", chosen.settings.max_upload_mb)
         elif text.strip():
             path = user_path(text, chosen.settings, what="probe table")
         if path is None:
             st.info("Give the path of a table written by `python -m kpsem probe`, or upload it.")
         else:
-            result = probe_view.read_probe_table(file_key(path))
+            result = read_probe_table(file_key(path))
     elif ui.require_models(chosen):
         if chosen.data.index is None:
             st.info(f"Choose a data set in the sidebar ({escape_markdown(chosen.data.error or 'none chosen')}).")
@@ -41,17 +46,16 @@ with ui.guard("Probe table"):
             pass
         else:
             clips = int(st.number_input("Clips per video (when computing)", 1, 10, 1, key="pr_clips"))
-            found = probe_view.probe_source(chosen, clips)
+            found = probe_source(chosen, clips)
             if st.session_state.pop("_pr_running", False):
                 st.warning("The computation was stopped; nothing was saved.", icon=":material/stop_circle:")
             if found.exists:
-                result = probe_view.read_probe_table(file_key(found.path))
+                result = read_probe_table(file_key(found.path))
                 made = (f"bundled, {found.clips} clips per video" if found.bundled
                         else f"computed here, {found.clips} clip(s) per video")
                 st.caption(f"{escape_markdown(found.path.name, code=True)} · {made}")
             else:
-                where = chosen.data.index.summary().split(" from ")[0]
-                st.info(f"No probe table yet for these checkpoints on {escape_markdown(where)}. "
+                st.info(f"No probe table yet for these checkpoints on {escape_markdown(chosen.data.described)}. "
                         "Compute it here (kept on disk for next time), or give a Parquet file.")
                 if st.button("Compute probes", type="primary", key="pr_compute", icon=":material/play_arrow:"):
                     st.button("Cancel", key="pr_cancel", icon=":material/stop:")
@@ -61,7 +65,7 @@ with ui.guard("Probe table"):
                     def tick(model: str, done: int, total: int) -> None:
                         bar.progress(done / total, text=f"{escape_markdown(model)}: {done} of {total} clips")
 
-                    probe_view.compute_probes(chosen, found, tick)
+                    compute_probes(chosen, found, tick)
                     st.session_state.pop("_pr_running", None)
                     st.rerun()
 
@@ -81,15 +85,15 @@ with ui.guard("Summary"):
     st.caption(escape_markdown(f"{videos} videos, {stored.get('clips_per_video', '?')} clip(s) each; shuffle order "
                                f"{stored.get('shuffle_order', 'not run')} (seed {stored.get('seed', '?')}); "
                                f"precision {precision}."))
-    st.plotly_chart(probe_view.accuracy_chart(summary), key="pr_chart", config={"displayModeBar": False})
-    st.dataframe(probe_view.summary_display(summary), hide_index=True, width="stretch")
+    st.plotly_chart(accuracy_chart(summary), key="pr_chart", config={"displayModeBar": False})
+    st.dataframe(summary_display(summary), hide_index=True, width="stretch")
 
 probe = "none"
 with ui.guard("Per class"):
     st.subheader("Per class", anchor=False)
     per_class = per_class_probes(result)
     probe = st.selectbox("Probe", list(dict.fromkeys(per_class["probe"])), key="pr_class_probe",
-                         format_func=lambda p: f"{p}: {probe_view.PROBE_TEXT.get(p, '')}")
+                         format_func=lambda p: f"{p}: {PROBE_TEXT.get(p, '')}")
     rows = per_class[per_class["probe"] == probe]
     st.dataframe(
         rows[["model_id", "true_class", "videos", "correct", "accuracy", "ci_low", "ci_high", "changed",

@@ -1,34 +1,22 @@
 """Design studies: the results table, Table 2 and Fig. 5 of a folder written by ``python -m kpsem study``."""
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-from kpsem.app_support import ui
-from kpsem.app_support.sources import user_path
-from kpsem.app_support.text import escape_markdown
-from kpsem.study import StudyFolder, read_study
+from kpsem.app_support.caching.studies import read_study_folder
+from kpsem.app_support.choices.sources import user_path
+from kpsem.app_support.drawing.text import escape_markdown
+from kpsem.app_support.widgets import ui
+from kpsem.app_support.widgets.page_start import page_start
 
+chosen = page_start()
 st.header("Design studies", anchor=False)
-chosen = ui.selection() if "_selection" in st.session_state else None
 if chosen is None:
     st.stop()
 
 st.caption("A study trains and evaluates each variant of a plan (e.g. the paper's Table 2 or Fig. 5) on several "
            "seeds with `python -m kpsem study`. Accuracies are per video on the test split; ± is the standard "
            "deviation over seeds; Δ is the paired difference to the variant's baseline on the same test videos.")
-
-
-@st.cache_data(max_entries=8, show_spinner="reading the study ...")
-def _read(folder: str, stamp: tuple[tuple, ...]) -> StudyFolder:
-    """The study folder's contents; ``stamp`` (sizes and times of its report files) renews the cache."""
-    return read_study(folder)
-
-
-def _stamp(folder: Path) -> tuple[tuple, ...]:
-    names = ("plan.json", "results.csv", "table2.csv", "fig5_design.png")
-    return tuple((n, p.stat().st_size, p.stat().st_mtime_ns) if (p := folder / n).is_file() else (n,) for n in names)
 
 
 def _percent(table: pd.DataFrame, columns: list[str]) -> dict[str, object]:
@@ -44,7 +32,7 @@ if not text.strip():
 study = None
 with ui.guard("Study folder"):
     folder = user_path(text, chosen.settings, what="study folder", must_be="dir")
-    study = _read(str(folder), _stamp(folder))
+    study = read_study_folder(folder)
 if study is None:
     st.stop()
 

@@ -49,7 +49,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_cuda)
 
 
-APP_FILE = Path(__file__).resolve().parents[1] / "app.py"  # the Streamlit entry point
+APP_FILE = Path(__file__).resolve().parents[1] / "app.py"  # the Streamlit entry point: a router
+PAGES = APP_FILE.parent / "pages"  # what it routes to; each page runs alone too
 
 
 # --- training and evaluation (tests/test_train*.py, tests/test_evaluate*.py) ---------------------------
@@ -149,28 +150,9 @@ def tiny_clip() -> torch.Tensor:
 @pytest.fixture(scope="session")
 def app_demo():
     """The bundled demo (assets/demo/, made by its make_demo.sh)."""
-    from kpsem.app_support.config import DEMO
+    from kpsem.app_support.choices.config import DEMO
 
     return DEMO.require()
-
-
-@pytest.fixture
-def app_navigation_only(monkeypatch):
-    """Keep Streamlit in st.navigation mode under AppTest.
-
-    AppTest resets ``PagesManager.uses_pages_directory`` before every run; with a ``pages/`` folder next
-    to app.py the reset turns it back on, so from the second run AppTest runs the page file alone in
-    the old pages-folder mode and skips app.py (and with it the shared sidebar). A real server keeps the
-    False that ``st.navigation`` sets on the first run; this does the same for AppTest."""
-    from streamlit.runtime import pages_manager
-
-    original = pages_manager.PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        pages_manager.PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
 
 
 @pytest.fixture
@@ -183,11 +165,33 @@ def one_thread():
 
 
 @pytest.fixture
-def app(app_demo, app_navigation_only, tmp_path, monkeypatch):
-    """A fresh app session on the demo; the disk cache and uploads go to this test's tmp folder."""
-    from streamlit.testing.v1 import AppTest
-
+def app_env(app_demo, tmp_path, monkeypatch) -> None:
+    """The app's settings for one test: the disk cache and uploads in its tmp folder, no browse roots, the
+    default upload cap."""
     monkeypatch.setenv("KPSEM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("KPSEM_BROWSE_ROOTS", raising=False)
     monkeypatch.delenv("KPSEM_MAX_UPLOAD_MB", raising=False)
+
+
+@pytest.fixture
+def app(app_env):
+    """A fresh session of the whole app on the demo, through app.py's router (it opens on the Explorer).
+
+    For tests that move between pages in one session. From its second run AppTest runs the page alone in
+    Streamlit's pages-folder mode (it looks for ``pages/`` next to app.py on every run); each page draws
+    its own sidebar, so that changes nothing a test sees."""
+    from streamlit.testing.v1 import AppTest
+
     return AppTest.from_file(str(APP_FILE), default_timeout=120)
+
+
+@pytest.fixture
+def page(app_env):
+    """``page("compare")``: a fresh session of one page file on the demo, run alone as AppTest runs a script
+    (the page draws the shared sidebar itself)."""
+    from streamlit.testing.v1 import AppTest
+
+    def open_page(name: str) -> AppTest:
+        return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=120)
+
+    return open_page

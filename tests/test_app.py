@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kpsem.app_support.text import escape_markdown
+from kpsem.app_support.drawing.text import escape_markdown
 
 
 def _clean(at: AppTest) -> None:
@@ -32,8 +32,29 @@ def _footer(at: AppTest) -> str:
     return next(c for c in _captions(at) if c.startswith("Device "))
 
 
-def test_explorer_shows_both_models_then_redraws_without_recomputing(app, app_demo):
+def test_the_router_opens_the_explorer_links_every_page_and_keeps_the_sidebar_across_pages(app, app_demo, tmp_path):
     at = app.run()
+    _clean(at)
+    assert [s.value for s in at.subheader][:2] == ["MFNet", "MF-KPSEM"]  # the default page
+    links = [link.proto.label for link in at.get("page_link")]
+    assert links == ["Explorer", "Class comparison", "Motion probes", "Figure studio", "Models", "Design studies",
+                     "Glossary"]
+    at.run()  # AppTest's later runs take Streamlit's pages-folder mode: the page runs alone, sidebar and all
+    _clean(at)
+    assert [s.value for s in at.subheader][:2] == ["MFNet", "MF-KPSEM"]
+    copy = tmp_path / "copy_mfnet.pt"
+    shutil.copy(app_demo.baseline, copy)
+    at.radio(key="baseline_source").set_value("path").run()
+    at.text_input(key="baseline_path").input(str(copy)).run()
+    at.switch_page("pages/models.py").run()  # each page draws the sidebar: the choices stay as they were
+    _clean(at)
+    assert at.radio(key="baseline_source").value == "path"
+    assert at.text_input(key="baseline_path").value == str(copy)
+    assert f"`{copy}`" in " ".join(m.value for m in at.markdown)  # the models page shows the chosen file
+
+
+def test_explorer_shows_both_models_then_redraws_without_recomputing(page, app_demo):
+    at = page("explorer").run()
     _clean(at)
     assert [s.value for s in at.subheader][:2] == ["MFNet", "MF-KPSEM"]
     charts = [c.key for c in at.get("plotly_chart")]  # the clip's time line, top-k of each model, centres
@@ -75,8 +96,8 @@ def test_explorer_shows_both_models_then_redraws_without_recomputing(app, app_de
     assert "(fresh)" in _footer(at)
 
 
-def test_explorer_class_filter_and_one_frame_control(app):
-    at = app.run()
+def test_explorer_class_filter_and_one_frame_control(page):
+    at = page("explorer").run()
     classes = at.selectbox(key="ex_class").options
     target = classes[2]  # a class, not "All classes"
     at.selectbox(key="ex_class").set_value(target).run()
@@ -96,8 +117,8 @@ def test_explorer_class_filter_and_one_frame_control(app):
     assert any(c.startswith("Frame 12 of the") for c in _captions(at))
 
 
-def test_explorer_target_and_weighting(app):
-    at = app.run()
+def test_explorer_target_and_weighting(page):
+    at = page("explorer").run()
     names = at.selectbox(key="target").options
     at.selectbox(key="target").set_value(names[-1]).run()
     _clean(at)
@@ -130,9 +151,8 @@ def test_compare_reads_bundled_tables_and_opens_a_clip_in_the_explorer(app):
     assert [s.value for s in at.subheader][:2] == ["MFNet", "MF-KPSEM"]
 
 
-def test_compare_states_the_significance_of_the_demo_and_of_several_runs(app, app_demo):
-    at = app.run()
-    at.switch_page("pages/compare.py").run()
+def test_compare_states_the_significance_of_the_demo_and_of_several_runs(page, app_demo):
+    at = page("compare").run()
     _clean(at)
     # The demo: MF-KPSEM fixes 5 of the 64 test videos and breaks none; p = 2 / 2^5 = 0.0625.
     text = " ".join(m.value for m in at.markdown)
@@ -163,16 +183,15 @@ def test_compare_states_the_significance_of_the_demo_and_of_several_runs(app, ap
     assert len(at.metric) == 6  # the headline of the run shown below
 
 
-def test_compare_computes_missing_tables_with_progress_and_caches_them(app, app_demo, tmp_path):
+def test_compare_computes_missing_tables_with_progress_and_caches_them(page, app_demo, tmp_path):
     copies = []
     for name in ("mfnet.pt", "mf_kpsem.pt"):
         copies.append(tmp_path / f"copy_{name}")
         shutil.copy(app_demo.root / name, copies[-1])
-    at = app.run()
+    at = page("compare").run()
     for role, path in zip(("baseline", "kpsem"), copies):
         at.radio(key=f"{role}_source").set_value("path").run()
         at.text_input(key=f"{role}_path").input(str(path)).run()
-    at.switch_page("pages/compare.py").run()
     _clean(at)
     assert any("No predictions table yet" in i.value for i in at.info)
     at.button(key="cmp_compute").click().run()
@@ -183,9 +202,8 @@ def test_compare_computes_missing_tables_with_progress_and_caches_them(app, app_
     assert "computed, cached on disk" in " ".join(_captions(at))
 
 
-def test_compare_from_parquet_paths(app, app_demo):
-    at = app.run()
-    at.switch_page("pages/compare.py").run()
+def test_compare_from_parquet_paths(page, app_demo):
+    at = page("compare").run()
     at.radio(key="cmp_source").set_value("Parquet files").run()
     at.text_input(key="cmp_path_baseline").input(str(app_demo.predictions_baseline)).run()
     at.text_input(key="cmp_path_kpsem").input(str(app_demo.predictions_kpsem)).run()
@@ -197,9 +215,8 @@ def test_compare_from_parquet_paths(app, app_demo):
 
 
 @pytest.mark.parametrize("kind", ["fig7", "fig8", "fig9", "fig10", "table1", "confusion"])
-def test_figure_studio_draws_every_figure(app, kind):
-    at = app.run()
-    at.switch_page("pages/figures.py").run()
+def test_figure_studio_draws_every_figure(page, kind):
+    at = page("figures").run()
     at.selectbox(key="fig_kind").set_value(kind).run()
     _clean(at)
     assert len(at.get("image")) == 1  # the preview
@@ -211,8 +228,8 @@ def test_figure_studio_draws_every_figure(app, kind):
 
 
 def test_figure_export_zip_holds_every_format_and_the_settings(app_demo):
-    from kpsem.app_support.sources import file_key
-    from kpsem.app_support.studio import export_figure
+    from kpsem.app_support.caching.figures import export_figure
+    from kpsem.app_support.choices.sources import file_key
     from kpsem.checkpoint import describe_checkpoint
 
     info = describe_checkpoint(app_demo.kpsem)
@@ -233,9 +250,8 @@ def test_figure_export_zip_holds_every_format_and_the_settings(app_demo):
         assert b'"viridis"' in archive.read("settings.json")
 
 
-def test_models_page_lists_metadata_classes_and_table1(app):
-    at = app.run()
-    at.switch_page("pages/models.py").run()
+def test_models_page_lists_metadata_classes_and_table1(page):
+    at = page("models").run()
     _clean(at)
     text = _as_read(" ".join(m.value for m in at.markdown))
     assert "**architecture**: mfnet" in text and "**architecture**: mf_kpsem" in text

@@ -6,7 +6,7 @@ import re
 
 from streamlit.testing.v1 import AppTest
 
-from kpsem.app_support.text import escape_markdown
+from kpsem.app_support.drawing.text import escape_markdown
 
 
 def _errors(at: AppTest) -> str:
@@ -39,8 +39,8 @@ def test_checkpoint_path_that_does_not_exist(app, tmp_path):
     _explorer_still_works(at)
 
 
-def test_corrupt_checkpoint_upload(app):
-    at = app.run()
+def test_corrupt_checkpoint_upload(page):
+    at = page("explorer").run()
     at.radio(key="kpsem_source").set_value("upload").run()
     at.file_uploader(key="kpsem_upload").upload("weights.pt", b"this is not a checkpoint" * 50).run()
     assert "truncated or not a PyTorch file" in _errors(at)
@@ -48,22 +48,22 @@ def test_corrupt_checkpoint_upload(app):
     _explorer_still_works(at)
 
 
-def test_checkpoint_of_another_clip_size_is_refused_plainly(app, tmp_path):
+def test_checkpoint_of_another_clip_size_is_refused_plainly(page, app_demo, tmp_path):
     import kpsem
     from kpsem.checkpoint import describe_checkpoint, save_checkpoint
 
-    info = describe_checkpoint(app.run().session_state["_selection"].demo.kpsem)
+    info = describe_checkpoint(app_demo.kpsem)
     other = kpsem.create_model("mfnet", num_classes=info.num_classes, widths=(16, 32, 32, 64), depths=(1, 1, 1, 1))
     path = save_checkpoint(tmp_path / "other.pt", other, class_names=info.class_names, clip_frames=8, clip_size=32)
-    at = app.run()
+    at = page("explorer").run()
     at.radio(key="baseline_source").set_value("path").run()
     at.text_input(key="baseline_path").input(str(path)).run()
     assert "read different clips" in _errors(at)
     _explorer_still_works(at)
 
 
-def test_corrupt_video_upload(app):
-    at = app.run()
+def test_corrupt_video_upload(page):
+    at = page("explorer").run()
     at.radio(key="ex_source").set_value("upload").run()
     at.file_uploader(key="ex_upload").upload("clip.mp4", b"\x00\x00\x00\x18ftypmp42 garbage" * 100).run()
     assert "Could not read the clip" in _errors(at) and "clip.mp4" in _errors(at)
@@ -71,16 +71,16 @@ def test_corrupt_video_upload(app):
     _explorer_still_works(at)
 
 
-def test_video_upload_plays(app, app_demo, monkeypatch):
-    from kpsem.app_support import ui
+def test_video_upload_plays(page, app_demo, monkeypatch):
+    from kpsem.app_support.caching import uploads
 
     written = []
-    real_save = ui.save_upload
-    monkeypatch.setattr(ui, "save_upload",
+    real_save = uploads.save_upload
+    monkeypatch.setattr(uploads, "save_upload",
                         lambda *args, **kwargs: written.append(args[1]) or real_save(*args, **kwargs))
     truth = (app_demo.clips / "classes.txt").read_text().split()[-1]
     video = next((app_demo.clips / truth).iterdir())
-    at = app.run()
+    at = page("explorer").run()
     at.radio(key="ex_source").set_value("upload").run()
     at.file_uploader(key="ex_upload").upload(video.name, video.read_bytes()).run()
     assert not _errors(at)
@@ -92,11 +92,11 @@ def test_video_upload_plays(app, app_demo, monkeypatch):
     assert written == [video.name]  # written once, not again on every rerun
 
 
-def test_paths_outside_the_allowed_roots(app, app_demo, tmp_path, monkeypatch):
+def test_paths_outside_the_allowed_roots(page, app_demo, tmp_path, monkeypatch):
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     monkeypatch.setenv("KPSEM_BROWSE_ROOTS", str(allowed))
-    at = app.run()
+    at = page("explorer").run()
     at.radio(key="data_source").set_value("path").run()
     at.text_input(key="data_path").input(str(app_demo.clips)).run()
     assert "outside the folders this server lets you open" in _errors(at)
@@ -112,20 +112,19 @@ def test_paths_outside_the_allowed_roots(app, app_demo, tmp_path, monkeypatch):
     _explorer_still_works(at)
 
 
-def test_upload_over_the_size_cap(app, monkeypatch):
+def test_upload_over_the_size_cap(page, monkeypatch):
     monkeypatch.setenv("KPSEM_MAX_UPLOAD_MB", "1")
-    at = app.run()
+    at = page("explorer").run()
     at.radio(key="baseline_source").set_value("upload").run()
     at.file_uploader(key="baseline_upload").upload("big.pt", b"0" * (2 * 2**20)).run()
     assert "accepts at most 1 MB" in _errors(at)
     _explorer_still_works(at)
 
 
-def test_bad_predictions_table(app, tmp_path):
+def test_bad_predictions_table(page, tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 not really")
-    at = app.run()
-    at.switch_page("pages/compare.py").run()
+    at = page("compare").run()
     at.radio(key="cmp_source").set_value("Parquet files").run()
     at.text_input(key="cmp_path_baseline").input(str(bad)).run()
     at.text_input(key="cmp_path_kpsem").input(str(tmp_path / "absent.parquet")).run()
@@ -135,9 +134,9 @@ def test_bad_predictions_table(app, tmp_path):
     assert not _errors(at) and len(at.metric) == 6
 
 
-def test_data_set_folder_that_is_not_a_data_set(app, tmp_path):
+def test_data_set_folder_that_is_not_a_data_set(page, tmp_path):
     (tmp_path / "empty").mkdir()
-    at = app.run()
+    at = page("explorer").run()
     at.radio(key="data_source").set_value("path").run()
     at.text_input(key="data_path").input(str(tmp_path / "empty")).run()
     assert "cannot tell the layout" in _errors(at)
@@ -151,8 +150,8 @@ def test_concurrent_analyses_share_models_safely(app_demo):
 
     import numpy as np
 
-    from kpsem.app_support import services
-    from kpsem.app_support.sources import file_key
+    from kpsem.app_support.caching import services
+    from kpsem.app_support.choices.sources import file_key
     from kpsem.checkpoint import describe_checkpoint
 
     info = describe_checkpoint(app_demo.kpsem)
@@ -184,12 +183,12 @@ def test_concurrent_analyses_share_models_safely(app_demo):
         np.testing.assert_allclose(results[i].baseline.probs, serial.baseline.probs, rtol=1e-5, atol=1e-7)
 
 
-def test_missing_bundled_demo_says_how_to_restore_it(app, tmp_path, monkeypatch):
-    from kpsem.app_support import services
-    from kpsem.app_support.config import DemoPaths
+def test_missing_bundled_demo_says_how_to_restore_it(page, tmp_path, monkeypatch):
+    from kpsem.app_support.caching import services
+    from kpsem.app_support.choices.config import DemoPaths
 
     monkeypatch.setattr(services, "DEMO", DemoPaths.at(tmp_path / "demo"))  # a trimmed checkout
-    at = app.run()
+    at = page("explorer").run()
     message = f"the bundled demo is missing from {tmp_path / 'demo'} (its checkpoints or clips): restore it with"
     assert _errors(at).count(message) == 3  # both checkpoints and the data set, each in its own box
     assert "git checkout -- assets/demo" in _errors(at)

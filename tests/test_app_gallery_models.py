@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kpsem.app_support.gallery import filter_counts, gallery_rows, thumbnail, verdicts
-from kpsem.app_support.metadata import cell, command_line, config_table, flatten, provenance_tables
-from kpsem.app_support.sources import file_key
+from kpsem.app_support.caching.video import thumbnail
+from kpsem.app_support.choices.sources import file_key
+from kpsem.app_support.drawing.gallery import filter_counts, gallery_rows, verdicts
+from kpsem.app_support.drawing.metadata import cell, command_line, config_table, flatten, provenance_tables
 
 
 def _items() -> pd.DataFrame:
@@ -114,9 +115,8 @@ def test_the_gallery_filters_and_opens_a_clip(app, app_demo):
     assert [s.value for s in at.subheader][:2] == ["MFNet", "MF-KPSEM"]
 
 
-def test_the_models_page_shows_metadata_as_tables(app, app_demo):
-    at = app.run()
-    at.switch_page("pages/models.py").run()
+def test_the_models_page_shows_metadata_as_tables(page, app_demo):
+    at = page("models").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert not at.get("json")  # no raw JSON any more
     commands = [c.value for c in at.code]
@@ -134,9 +134,8 @@ def test_the_models_page_shows_metadata_as_tables(app, app_demo):
     assert [m["val_top1"] for m in metrics] == ["0.78125", "0.875"]
 
 
-def test_the_glossary_names_each_element_and_its_equation(app):
-    at = app.run()
-    at.switch_page("pages/glossary.py").run()
+def test_the_glossary_names_each_element_and_its_equation(page):
+    at = page("glossary").run()
     assert not at.exception and not at.error
     text = {m.value.split("**")[1]: m.value for m in at.markdown if m.value.startswith("**")}
     equations = {"Separation centre": "Eq. (4)-(5)", "Region": "Section 3.3", "Key point": "Eq. (6)-(7)",

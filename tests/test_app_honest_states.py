@@ -108,15 +108,14 @@ def test_a_class_names_file_names_a_checkpoint_without_names(app, app_demo, tmp_
     assert names[0] in str(at.get("json")[0].value)  # the spec that remakes the figure carries the names
 
 
-def test_a_class_names_file_names_a_data_set_so_its_labels_can_score(app, app_demo, tmp_path):
+def test_a_class_names_file_names_a_data_set_so_its_labels_can_score(page, app_demo, tmp_path):
     from conftest import write_frame_folders
 
     root = tmp_path / "numbered"
     write_frame_folders(root, classes=8, videos_per_class=1, frames=16)  # folders class0 .. class7: no real names
-    at = app.run()
+    at = page("compare").run()
     at.radio(key="data_source").set_value("path").run()
     at.text_input(key="data_path").input(str(root)).run()
-    at.switch_page("pages/compare.py").run()
     assert "names 8 of the 8 classes differently" in _shown(at, "warning")
     assert not [b for b in at.button if b.key == "cmp_compute"]
     at.file_uploader(key="data_names").upload("classes.txt", "\n".join(_demo_names(app_demo)).encode())
@@ -125,12 +124,12 @@ def test_a_class_names_file_names_a_data_set_so_its_labels_can_score(app, app_de
     assert [b for b in at.button if b.key == "cmp_compute"]  # now the labels can score the predictions
 
 
-def test_upload_of_unknown_class_says_the_models_know_other_classes_and_notes_an_enlarged_video(app, app_demo,
+def test_upload_of_unknown_class_says_the_models_know_other_classes_and_notes_an_enlarged_video(page, app_demo,
                                                                                                tmp_path):
     import cv2
 
     video = next((app_demo.clips / "rise").iterdir())
-    at = app.run()
+    at = page("explorer").run()
     at.radio(key="ex_source").set_value("upload").run()
     at.file_uploader(key="ex_upload").upload(video.name, video.read_bytes()).run()
     note = _shown(at, "info")
@@ -155,13 +154,13 @@ def test_upload_of_unknown_class_says_the_models_know_other_classes_and_notes_an
     assert "The video is 64×48 px, smaller than the 96×96 px the models read: it was enlarged ×" in note
 
 
-def test_difference_colours_span_a_range_fitted_to_the_data(app, monkeypatch):
-    from kpsem.app_support import render
+def test_difference_colours_span_a_range_fitted_to_the_data(page, monkeypatch):
+    from kpsem.app_support.drawing import render
 
     fitted_to: list[np.ndarray] = []  # the difference maps the page fitted its colour range to
     real_limit = render.difference_limit
     monkeypatch.setattr(render, "difference_limit", lambda d: fitted_to.append(np.array(d)) or real_limit(d))
-    at = app.run()
+    at = page("explorer").run()
     at.radio(key="overlay").set_value("Difference").run()
     assert not at.exception and not at.error
     caption = _plain(next(c for i in at.get("image") for c in i.captions if "percentile" in c))
@@ -177,7 +176,7 @@ def test_difference_colours_span_a_range_fitted_to_the_data(app, monkeypatch):
     assert f"each map divided by its own maximum: \N{MINUS SIGN}{limit:.2g} (KPSEM looks more)" in caption
 
     # The colours follow the range: a 0.05 difference at the range's end takes the end colour, not a pale wash.
-    from kpsem.app_support.render import draw_frame
+    from kpsem.app_support.drawing.render import draw_frame
 
     frame = np.full((8, 8, 3), 128, np.uint8)
     small = np.full((8, 8), 0.05, np.float32)
@@ -191,12 +190,12 @@ def test_difference_colours_span_a_range_fitted_to_the_data(app, monkeypatch):
     assert colourfulness(fitted) > 4 * colourfulness(fixed)
 
 
-def test_the_weighting_control_says_it_changes_nothing_at_the_tail_layer(app, app_demo):
-    from kpsem.app_support import services
-    from kpsem.app_support.sources import file_key
+def test_the_weighting_control_says_it_changes_nothing_at_the_tail_layer(page, app_demo):
+    from kpsem.app_support.caching import services
+    from kpsem.app_support.choices.sources import file_key
     from kpsem.checkpoint import describe_checkpoint
 
-    at = app.run()
+    at = page("explorer").run()
     assert at.selectbox(key="cam_layer").value == "tail"
     assert at.radio(key="weighting").disabled
     assert any("At tail both weightings give the same map" in c.value for c in at.caption)
@@ -226,7 +225,7 @@ def test_the_weighting_control_says_it_changes_nothing_at_the_tail_layer(app, ap
     ("0,a\n1,b\n", "labels.csv", ["a", "b"]),
 ])
 def test_class_names_files_are_read_in_the_order_of_their_ids(content, filename, expected):
-    from kpsem.app_support.sources import read_class_names
+    from kpsem.app_support.choices.sources import read_class_names
 
     assert read_class_names(content.encode(), filename) == expected
 
@@ -240,14 +239,14 @@ def test_class_names_files_are_read_in_the_order_of_their_ids(content, filename,
     (b"\xff\xfe\x00a", "x.txt", "x.txt is not UTF-8 text"),
 ])
 def test_class_names_files_that_would_shift_names_are_refused(data, filename, why):
-    from kpsem.app_support.sources import ClassNamesError, read_class_names
+    from kpsem.app_support.choices.sources import ClassNamesError, read_class_names
 
     with pytest.raises(ClassNamesError, match=re.escape(why)):
         read_class_names(data, filename)
 
 
 def test_names_for_numbered_folders_follow_the_numbers():
-    from kpsem.app_support.sources import ClassNamesError, names_for_data
+    from kpsem.app_support.choices.sources import ClassNamesError, names_for_data
 
     numbered = sorted(str(i) for i in range(12))  # '0', '1', '10', '11', '2', ...: a data set's label order
     names, note = names_for_data(numbered, [f"n{i}" for i in range(12)], filename="x.txt")

@@ -8,7 +8,7 @@ import re
 
 from streamlit.testing.v1 import AppTest
 
-from kpsem.app_support import keypoint_settings
+from kpsem.app_support.choices import keypoint_settings
 
 
 def _clean(at: AppTest) -> None:
@@ -27,8 +27,8 @@ def _counts(at: AppTest) -> tuple[int, int]:
     return int(points), int(arrows)
 
 
-def test_explorer_key_points_are_legible_at_their_defaults(app):
-    at = app.run()
+def test_explorer_key_points_are_legible_at_their_defaults(page):
+    at = page("explorer").run()
     _clean(at)
     points, arrows = _counts(at)
     assert points == 3 * 4  # three channels in each of the four regions, one set
@@ -57,8 +57,8 @@ def test_explorer_key_points_are_legible_at_their_defaults(app):
     assert "set 2" in legend and "filled" in legend  # the second set: filled markers, its own line style
 
 
-def test_explorer_has_one_frame_control(app):
-    at = app.run()
+def test_explorer_has_one_frame_control(page):
+    at = page("explorer").run()
     _clean(at)
     assert [s.key for s in at.slider if s.key == "frame"] == ["frame"]
     assert not at.get("button_group")  # no row of frame pills

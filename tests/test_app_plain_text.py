@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from streamlit.testing.v1 import AppTest
 
-from kpsem.app_support.render import confusion_heatmap, per_class_chart, topk_chart
-from kpsem.app_support.text import escape_markdown, escape_plotly
+from kpsem.app_support.drawing.render import confusion_heatmap, per_class_chart, topk_chart
+from kpsem.app_support.drawing.text import escape_markdown, escape_plotly
 
 # Each name holds a kind of Markdown (an image is a fetch, then emphasis, a Streamlit colour directive and a
 # formula, a link) and an HTML image (a fetch, and a tag plotly would read). Eight, one per class of the demo.
@@ -125,13 +125,13 @@ def test_hostile_class_names_from_a_checkpoint_render_literally(app, app_demo, t
     _assert_literal(at, [])
 
 
-def test_hostile_class_folders_and_video_names_render_literally(app, app_demo, tmp_path) -> None:
+def test_hostile_class_folders_and_video_names_render_literally(page, app_demo, tmp_path) -> None:
     root = tmp_path / "data"
     names = ["**bold**", "<img src=x.png>"]
     for name, source in zip(names, sorted(app_demo.clips.glob("*/*.mp4"))[:2]):
         (root / name).mkdir(parents=True)
         shutil.copy(source, root / name / "![v](x.png).mp4")
-    at = app.run()
+    at = page("explorer").run()
     at.radio(key="data_source").set_value("path").run()
     at.text_input(key="data_path").input(str(root)).run()
     at.selectbox(key="ex_class").set_value("<img src=x.png>").run()
@@ -139,7 +139,7 @@ def test_hostile_class_folders_and_video_names_render_literally(app, app_demo, t
     assert "Clip (1 in \\<img src\\=x\\.png\\>)" in [s.label for s in at.selectbox]
 
 
-def test_hostile_names_in_predictions_tables_render_literally(app, app_demo, tmp_path) -> None:
+def test_hostile_names_in_predictions_tables_render_literally(page, app_demo, tmp_path) -> None:
     from kpsem.evaluate import read_predictions, write_predictions
 
     mapping = dict(zip(read_predictions(app_demo.predictions_kpsem).attrs["kpsem"]["class_names"], HOSTILE))
@@ -152,8 +152,7 @@ def test_hostile_names_in_predictions_tables_render_literally(app, app_demo, tmp
         table["model_id"] = model_id
         summary = {**table.attrs["kpsem"], "class_names": HOSTILE, "split": "**split**"}
         paths.append(write_predictions(table, tmp_path / f"{role}.parquet", summary=summary))
-    at = app.run()
-    at.switch_page("pages/compare.py").run()
+    at = page("compare").run()
     at.radio(key="cmp_source").set_value("Parquet files").run()
     at.text_input(key="cmp_path_baseline").input(str(paths[0])).run()
     at.text_input(key="cmp_path_kpsem").input(str(paths[1])).run()

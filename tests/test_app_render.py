@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, JpegImagePlugin
 
-from kpsem.app_support.render import MODEL_COLOURS, TRUE_COLOUR, DrawnFrame, encode_jpeg, filmstrip, topk_chart
+from kpsem.app_support.drawing.render import MODEL_COLOURS, TRUE_COLOUR, DrawnFrame, encode_jpeg, filmstrip, topk_chart
 from kpsem.explain.analysis import TopK
 
 
@@ -46,3 +46,29 @@ def test_filmstrip_frames_every_thumbnail_and_marks_the_current_one():
     assert strip[0, 5 * 44 + 10].tolist() == kpsem and strip[0, 4 * 44 + 10].tolist() == [255, 255, 255]
     thumb = strip[2:42, 5 * 44 + 2:5 * 44 + 42]
     assert thumb[:20].min() == 200 and thumb[20:].max() == 0
+
+
+def test_choices_and_drawing_import_no_streamlit_and_the_library_no_app_support():
+    """The rule of kpsem.app_support's docstring: only its caching and widgets packages import Streamlit at
+    module level, and nothing of the library imports the app's support code."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import kpsem
+
+    script = """
+import importlib, pkgutil, sys
+import kpsem, kpsem.app_support.choices as choices, kpsem.app_support.drawing as drawing
+for package in (choices, drawing):
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+print(sorted(name for name in sys.modules if name.split(".")[0] == "streamlit"))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+    library = Path(kpsem.__file__).parent
+    importers = [path for path in library.rglob("*.py")
+                 if "app_support" not in path.parts and "app_support" in path.read_text()]
+    assert importers == []

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kpsem.app_support.config import load_settings
-from kpsem.app_support.predictions import CancelledError, compute_predictions
+from kpsem.app_support.caching.predictions import CancelledError, compute_predictions
+from kpsem.app_support.choices.config import load_settings
 
 
 def test_settings_come_from_the_environment_then_secrets_then_defaults(tmp_path: Path, monkeypatch) -> None:
@@ -47,15 +47,14 @@ def test_a_stopped_computation_raises_cancelled_and_saves_nothing(app_demo, tmp_
     assert not out.exists()
 
 
-def test_the_compare_page_says_when_a_computation_was_stopped(app, app_demo, tmp_path: Path) -> None:
+def test_the_compare_page_says_when_a_computation_was_stopped(page, app_demo, tmp_path: Path) -> None:
     import shutil
 
     copy = tmp_path / "copy_mfnet.pt"  # a checkpoint without bundled predictions: the page offers to compute
     shutil.copy(app_demo.baseline, copy)
-    at = app.run()
+    at = page("compare").run()
     at.radio(key="baseline_source").set_value("path").run()
     at.text_input(key="baseline_path").input(str(copy)).run()
-    at.switch_page("pages/compare.py")
     at.session_state["_cmp_running"] = True  # what a Cancel click leaves behind: the run was interrupted
     at.run()
     assert not at.exception

@@ -48,8 +48,8 @@ def media(monkeypatch):
     return lambda url: stores[-1].get_file(url.rsplit("/", 1)[-1]).content
 
 
-def test_a_window_of_a_long_video_is_chosen_shown_and_played_as_an_mp4(app, long_video, media):
-    at = app.run()
+def test_a_window_of_a_long_video_is_chosen_shown_and_played_as_an_mp4(page, long_video, media):
+    at = page("explorer").run()
     at.radio(key="ex_source").set_value("upload").run()
     at.file_uploader(key="ex_upload").upload(long_video.name, long_video.read_bytes()).run()
     _clean(at)

@@ -205,7 +205,7 @@ def test_evaluate_prints_the_protocol(tmp_path: Path, video_root: Path, checkpoi
 
 
 def test_the_app_computes_its_table_with_evaluates_loop(tmp_path: Path, video_root: Path, checkpoint: Path) -> None:
-    from kpsem.app_support.predictions import compute_predictions
+    from kpsem.app_support.caching.predictions import compute_predictions
 
     loaded = load_checkpoint(checkpoint)
     index = open_dataset(video_root, split="test", layout="folders")

@@ -266,7 +266,7 @@ def test_explorer_difference_and_curves_for_the_true_class(app):
     at.selectbox(key="ex_clip").set_value("hop_cw/hop_cw_test_000").run()
     at.radio(key="overlay").set_value("Difference").run()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
-    from kpsem.app_support.text import escape_markdown  # class names reach the page as escaped Markdown
+    from kpsem.app_support.drawing.text import escape_markdown  # class names reach the page as escaped Markdown
 
     infos = [i.value for i in at.info]
     assert escape_markdown("difference for the true class 'hop_cw'; MFNet predicts hop_ccw, MF-KPSEM hop_cw") in infos

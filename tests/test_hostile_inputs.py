@@ -170,7 +170,7 @@ def test_evaluate_stops_with_the_message_instead_of_counting_nan_predictions(tmp
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: MFNet gave non-finite scores (NaN or inf) for 9 of 9 clips (")
     assert "Traceback" not in err
-    from kpsem.app_support.predictions import compute_predictions  # the app's Compare page computes its own
+    from kpsem.app_support.caching.predictions import compute_predictions  # the app's Compare page computes its own
 
     loaded = load_checkpoint(path)
     index = open_dataset(frame_folders, split="test", layout="folders")

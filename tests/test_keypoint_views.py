@@ -9,7 +9,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from kpsem.app_support.render import centre_chart, draw_frame, movement_table, region_legend_html
+from kpsem.app_support.drawing.render import centre_chart, draw_frame, movement_table, region_legend_html
 from kpsem.explain.analysis import (
     ClipAnalysis,
     TopK,

@@ -191,7 +191,7 @@ def test_the_app_offers_the_choice_and_its_footer_says_what_ran(app):
     def footer() -> str:
         return next(c.value for c in at.caption if c.value.startswith("Device "))
 
-    from kpsem.app_support.text import escape_markdown  # the footer is Markdown: its text is escaped
+    from kpsem.app_support.drawing.text import escape_markdown  # the footer is Markdown: its text is escaped
 
     assert escape_markdown(resolve_precision("cpu", "auto").describe()) in footer()
     at.sidebar.selectbox(key="precision").set_value("fp32").run()

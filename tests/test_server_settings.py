@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kpsem.app_support.config import NO_ROOTS, PathNotAllowed, check_path, load_settings
-from kpsem.app_support.sources import UploadError, check_upload
+from kpsem.app_support.choices.config import NO_ROOTS, PathNotAllowed, check_path, load_settings
+from kpsem.app_support.choices.sources import UploadError, check_upload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,7 +190,7 @@ def test_an_upload_of_a_type_the_box_does_not_take_gets_a_message_not_a_crash(ap
 def test_upload_folders_of_ended_sessions_and_killed_servers_are_swept(tmp_path: Path, monkeypatch) -> None:
     import tempfile
 
-    from kpsem.app_support import sources
+    from kpsem.app_support.choices import sources
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     parent = sources.uploads_parent()

@@ -189,19 +189,13 @@ def test_the_explorer_loads_no_module_only_other_pages_need(app_demo, tmp_path: 
     script = f"""
 import sys
 sys.path.insert(0, {str(REPO / "tests")!r})
-from streamlit.runtime import pages_manager
-original = pages_manager.PagesManager.__init__
-def init(self, *args, **kwargs):
-    original(self, *args, **kwargs)
-    pages_manager.PagesManager.uses_pages_directory = False
-pages_manager.PagesManager.__init__ = init
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(REPO / "app.py")!r}, default_timeout=300)
 at.run()
 assert not at.exception and [s.value for s in at.subheader][:2] == ["MFNet", "MF-KPSEM"]
 print(sorted(m for m in sys.modules if m in {{
-    "kpsem.explain.figures", "kpsem.explain.compare", "kpsem.evaluate", "kpsem.app_support.tables",
-    "kpsem.app_support.predictions", "kpsem.app_support.studio", "pyarrow.parquet"}}))
+    "kpsem.explain.figures", "kpsem.explain.compare", "kpsem.evaluate", "kpsem.app_support.drawing.tables",
+    "kpsem.app_support.caching.predictions", "kpsem.app_support.caching.figures", "pyarrow.parquet"}}))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "KPSEM_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"})

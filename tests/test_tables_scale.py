@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kpsem import limits
-from kpsem.app_support.tables import headline
+from kpsem.app_support.drawing.tables import headline
 from kpsem.evaluate import (
     COLUMNS,
     PredictionsError,

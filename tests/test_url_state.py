@@ -1,4 +1,4 @@
-"""State in the URL: every query parameter checked (kpsem.app_support.url_state), and the app's round trip:
+"""State in the URL: every query parameter checked (kpsem.app_support.choices.url_state), and the app's round trip:
 a link opens the view it names, a reload of the URL the app writes opens the same view again, and a bad link
 gets a note, never an exception."""
 
@@ -10,8 +10,8 @@ import pytest
 from conftest import APP_FILE
 from streamlit.testing.v1 import AppTest
 
-from kpsem.app_support.config import ServerSettings
-from kpsem.app_support.url_state import (
+from kpsem.app_support.choices.config import ServerSettings
+from kpsem.app_support.choices.url_state import (
     DEMO,
     MAX_VALUE_CHARS,
     LinkState,

@@ -1,9 +1,19 @@
-"""Support code for the Streamlit app (``app.py`` and ``pages/``): everything that is not drawing.
+"""Support code for the Streamlit app (``app.py`` and ``pages/``), cut by purpose into four packages.
 
-The pages draw; this package resolves the user's choices (checkpoints, data sets, devices, uploads),
-runs the library's computations behind caches and locks, and turns results into images and tables.
-Nothing here imports Streamlit at module level except :mod:`.state`, :mod:`.services` and :mod:`.ui`,
-so the rest can be tested and benchmarked without a running app.
+* :mod:`.choices` resolves what the user chose and what the server allows: server settings and the bundled
+  demo, checkpoint and data set paths, uploads checked, class names files, devices, the link's query
+  parameters, the key point settings pages share, where a selection's stored results live.
+* :mod:`.caching` runs the library's work behind Streamlit's caches and the model lock: models, data set
+  indexes, clips, analyses, predictions and probe tables, faithfulness curves, figures, uploads.
+* :mod:`.drawing` turns results into what a page shows: images, charts, tables and escaped text.
+* :mod:`.widgets` draws with Streamlit: the shared sidebar and the start of every page, error guards, and
+  the Explorer's sections.
+
+Imports go one way: ``choices`` and ``drawing`` import only themselves and the library, ``caching`` may
+import those two, and ``widgets`` may import everything; only ``pages/`` import ``widgets``. Only ``caching``
+and ``widgets`` import Streamlit at module level, so ``choices`` and ``drawing`` are tested and benchmarked
+without it (tests/test_app_render.py checks this). The library (everything in :mod:`kpsem` outside this
+package) never imports it.
 """
 
 __all__: list[str] = []

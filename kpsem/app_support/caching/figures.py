@@ -1,4 +1,4 @@
-"""Figure studio: a figure is a plain, JSON-able spec; building it calls the library's figure code
+"""The Figure studio's figures: a figure is a plain, JSON-able spec; building it calls the library's figure code
 (:mod:`kpsem.explain.figures`) on cached analyses, and exporting writes PNG/PDF/SVG and a zip of all
 with the JSON sidecar, so the same spec always remakes the same figure.
 
@@ -14,9 +14,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from kpsem.app_support import services
+import streamlit as st
 
-__all__ = ["FIGURES", "build_figure", "export_figure"]
+from kpsem.app_support.caching import services
+
+__all__ = ["FIGURES", "build_figure", "export_figure", "exported"]
 
 FIGURES = {
     "fig7": "Fig. 7: per-class accuracy",
@@ -148,3 +150,9 @@ def export_figure(spec: dict[str, Any], *, preview_dpi: int = 110) -> dict[str, 
         out["preview"] = preview.getvalue()
     out["name"] = figure.name.encode()
     return out
+
+
+@st.cache_data(max_entries=32, show_spinner="Drawing the figure ...")
+def exported(spec_json: str) -> dict[str, bytes]:
+    """:func:`export_figure` of a spec given as sorted JSON (a hashable key: the same spec is drawn once)."""
+    return export_figure(json.loads(spec_json))

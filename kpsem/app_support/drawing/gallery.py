@@ -2,20 +2,15 @@
 
 The four filters split the compared items (videos or clips) by the two models' top-1 verdicts: *fixed*
 (KPSEM right, the baseline wrong), *broken* (the reverse), *both right* and *both wrong*; every item falls in
-exactly one. A thumbnail is the clip's middle frame, decoded at a small size and cached per file.
+exactly one. The thumbnails are :func:`kpsem.app_support.caching.video.thumbnail`.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
-import streamlit as st
 
-from kpsem.app_support.sources import FileKey
-
-__all__ = ["FILTERS", "verdicts", "gallery_rows", "filter_counts", "thumbnail", "THUMB_WIDTH"]
+__all__ = ["FILTERS", "verdicts", "gallery_rows", "filter_counts", "THUMB_WIDTH"]
 
 FILTERS = {  # filter: what it shows, in words
     "fixed": "KPSEM right, baseline wrong",
@@ -47,22 +42,3 @@ def filter_counts(items: pd.DataFrame) -> dict[str, int]:
     """How many items fall in each filter (they add up to all items)."""
     counts = verdicts(items).value_counts()
     return {name: int(counts.get(name, 0)) for name in FILTERS}
-
-
-@st.cache_data(show_spinner=False, max_entries=1024)
-def thumbnail(key: FileKey, width: int = THUMB_WIDTH) -> bytes:
-    """JPEG of the middle frame of the video or frame folder ``key`` names, ``width`` pixels wide.
-
-    Why cached by (path, size, modification time): a gallery page shows the same clips on every rerun, and
-    decoding a frame of a long video takes tens of milliseconds; a changed file gets a new picture."""
-    from PIL import Image
-
-    from kpsem.app_support.render import encode_jpeg
-    from kpsem.data.video import probe_video, read_frames
-
-    path = os.fspath(key[0])
-    info = probe_video(path)
-    frame = read_frames(path, [info.num_frames // 2], short_side_cap=width, info=info)[0]  # (H, W, 3)
-    height = max(1, round(frame.shape[0] * width / frame.shape[1]))
-    small = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
-    return encode_jpeg(small, quality=85)

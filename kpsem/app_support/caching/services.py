@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import streamlit as st
 import torch
 
-from kpsem.app_support.config import DEMO, DemoPaths
-from kpsem.app_support.sources import FileKey, ModelKey
+from kpsem.app_support.choices.config import DEMO, DemoPaths
+from kpsem.app_support.choices.sources import FileKey, ModelKey
 
 ClipKey = FileKey | tuple[str, int, int, int]  # a video's FileKey, plus the first frame of a chosen window
 
@@ -77,7 +77,7 @@ def load_model(key: ModelKey, device: str):  # noqa: ANN201 - kpsem.checkpoint.L
     loaded = _load_file(tuple(key[:3]), device)
     if len(key) < 4:
         return loaded
-    from kpsem.app_support.sources import names_for_model
+    from kpsem.app_support.choices.sources import names_for_model
 
     names = names_for_model(list(key[3]), loaded.info.num_classes, filename="the class names file")
     info = dataclasses.replace(loaded.info, class_names=names)

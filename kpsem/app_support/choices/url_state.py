@@ -22,6 +22,9 @@ overlay    ``gradcam``, ``keypoints`` or ``difference``             ``gradcam``
 
 Uploads have no place in a link (their files live in one session's folder): a view on an uploaded checkpoint
 or video keeps the rest of its state in the URL and leaves that part out.
+
+This module checks and translates; :mod:`kpsem.app_support.widgets.page_start` reads the link on a session's
+first run and writes the URL as the view changes.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from kpsem.app_support.config import ServerSettings
+from kpsem.app_support.choices.config import ServerSettings
 
-__all__ = ["PARAMS", "VIEW_PARAMS", "DEMO", "OVERLAYS", "SPLITS", "MAX_VALUE_CHARS", "LinkState", "parse", "apply",
-           "apply_frame", "first_run", "remember", "sidebar_params", "overlay_param", "show_notes"]
+__all__ = ["PARAMS", "VIEW_PARAMS", "DEMO", "OVERLAYS", "SPLITS", "MAX_VALUE_CHARS", "APPLIED", "NOTES", "LinkState",
+           "parse", "apply", "apply_frame", "sidebar_params", "overlay_param"]
 
 PARAMS = ("baseline", "kpsem", "data", "split", "clip", "frame", "overlay")  # in the order a link lists them
 VIEW_PARAMS = ("clip", "frame", "overlay")  # the Explorer's part
@@ -41,8 +44,8 @@ OVERLAYS = {"gradcam": "Grad-CAM", "keypoints": "Key points and shifts", "differ
 SPLITS = ("train", "val", "test")
 MAX_VALUE_CHARS = 4096  # a path or clip id longer than any real one (PATH_MAX is 4096 on Linux)
 _WHAT = {"baseline": "baseline checkpoint", "kpsem": "KPSEM checkpoint", "data": "data set folder"}
-_APPLIED = "_url_applied"  # session flag: the link was read once (later runs follow the widgets)
-_NOTES = "_url_notes"  # session: what the link asked for that was not opened, and why
+APPLIED = "_url_applied"  # session flag: the link was read once (later runs follow the widgets)
+NOTES = "_url_notes"  # session: what the link asked for that was not opened, and why
 
 
 @dataclass
@@ -79,7 +82,7 @@ def _text(name: str, raw: str, notes: list[str]) -> str | None:
 
 def _path(name: str, raw: str, settings: ServerSettings, notes: list[str]) -> str | None:
     """DEMO, or the resolved path ``raw`` names when the server lets users open it and it exists."""
-    from kpsem.app_support.sources import user_path
+    from kpsem.app_support.choices.sources import user_path
 
     text = _text(name, raw, notes)
     if text is None or text == DEMO:
@@ -158,7 +161,7 @@ def apply(state: LinkState, session: dict, *, explorer: bool) -> None:
         if state.frame is not None:
             session["_url_frame"] = state.frame
     if state.notes:
-        session[_NOTES] = list(state.notes)
+        session[NOTES] = list(state.notes)
 
 
 def apply_frame(session: dict, frames: int | None) -> None:
@@ -170,7 +173,7 @@ def apply_frame(session: dict, frames: int | None) -> None:
         session["frame"] = frame
         return
     limit = f"the models read {frames} frames" if frames is not None else "no models are loaded"
-    session.setdefault(_NOTES, []).append(f"the link's frame {frame} is not shown ({limit}); frame 1 is shown")
+    session.setdefault(NOTES, []).append(f"the link's frame {frame} is not shown ({limit}); frame 1 is shown")
 
 
 def overlay_param(label: str) -> str | None:
@@ -190,48 +193,3 @@ def sidebar_params(chosen: object, session: Mapping[str, object]) -> dict[str, s
     split = session.get("data_split")
     values["split"] = str(split) if split in SPLITS and split != "test" else None
     return values
-
-
-def remember(values: Mapping[str, str | None]) -> None:
-    """Write ``values`` into the URL's query parameters (None removes one); only what changed is sent."""
-    import streamlit as st
-
-    for name, value in values.items():
-        if value is None:
-            if name in st.query_params:
-                del st.query_params[name]
-        elif st.query_params.get(name) != value:
-            st.query_params[name] = value
-
-
-def first_run(settings: ServerSettings, *, explorer: bool) -> None:
-    """On a session's first run, read the link and preset the widgets it chooses (no-op afterwards)."""
-    import streamlit as st
-
-    if st.session_state.get(_APPLIED):
-        return
-    st.session_state[_APPLIED] = True
-    state = parse(st.query_params.to_dict(), settings)
-    for name in [name for name in st.query_params if name not in PARAMS]:  # said in a note; the URL names the view
-        del st.query_params[name]
-    session: dict = {}
-    apply(state, session, explorer=explorer)
-    for key, value in session.items():
-        st.session_state[key] = value
-
-
-def show_notes() -> None:
-    """Say what a link asked for that was not opened (until the user dismisses it)."""
-    import streamlit as st
-
-    from kpsem.app_support.text import escape_markdown
-
-    notes = st.session_state.get(_NOTES)
-    if not notes:
-        return
-    box = st.container()
-    lines = "\n".join(f"- {escape_markdown(note)}" for note in notes)
-    box.warning(f"This link asked for something that could not be opened:\n{lines}", icon=":material/link_off:")
-    if box.button("Dismiss", key="url_notes_dismiss"):
-        st.session_state.pop(_NOTES, None)
-        st.rerun()

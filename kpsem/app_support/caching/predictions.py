@@ -1,34 +1,26 @@
-"""Predictions tables for the class comparison: read the ones ``python -m kpsem evaluate`` wrote, or
-compute them here through evaluate's own loop (:func:`kpsem.evaluate.predict_clips`, clip by clip, with a
-progress callback that may stop the work) and keep them on disk, keyed on the checkpoint file and the data
-split, so a second visit reads them back at once.
+"""Predictions tables for the class comparison: computed here through evaluate's own loop
+(:func:`kpsem.evaluate.predict_clips`, clip by clip, with a progress callback that may stop the work) and kept
+on disk where :mod:`kpsem.app_support.choices.stored_results` says, so a second visit reads them back at once;
+and the runs of a comparison aligned by the library (:func:`compare_runs`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 from torch import nn
 
-from kpsem.app_support.sources import FileKey
+from kpsem.app_support.choices.selection import Selection
+from kpsem.app_support.choices.stored_results import TableSource
 
-__all__ = ["CancelledError", "cache_path", "compute_predictions"]
+__all__ = ["CancelledError", "compute_predictions", "compute_missing_tables", "common_levels", "compare_runs"]
 
 
 class CancelledError(RuntimeError):
     """The user stopped a computation; nothing was written."""
-
-
-def cache_path(cache_dir: Path, checkpoint: FileKey, data_key: tuple, clips: int) -> Path:
-    """Where the table of one checkpoint on one data split lives in the disk cache."""
-    text = json.dumps([list(checkpoint), [str(v) for v in data_key], clips])
-    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
-    return cache_dir / "predictions" / f"{Path(checkpoint[0]).stem}-{digest}.parquet"
 
 
 def compute_predictions(
@@ -85,3 +77,36 @@ def compute_predictions(
                                                "protocol": dataset.protocol.as_dict(),
                                                "precision": precision.as_dict()})
     return table
+
+
+def compute_missing_tables(chosen: Selection, missing: list[TableSource], *, clips: int,
+                           progress: Callable[[str, int, int], None], lock: threading.Lock | None = None) -> None:
+    """Compute and write the table of each of ``missing`` (the sidebar's models on its data split);
+    ``progress(checkpoint name, done, total)`` after every clip."""
+    for source in missing:
+        slot = chosen.baseline if source.role == "baseline" else chosen.kpsem
+        compute_predictions(slot.model, slot.info, chosen.data.index, model_id=slot.model_id, clips=clips,
+                            out=source.path, progress=lambda done, total, name=slot.name: progress(name, done, total),
+                            lock=lock)
+
+
+def common_levels(runs: Sequence[tuple[pd.DataFrame, pd.DataFrame, str]]) -> list[str]:
+    """The levels (``video``, ``clip``) every table of every run holds, video first."""
+    return sorted(set.intersection(*(set(table["level"].unique().tolist()) for run in runs for table in run[:2])),
+                  reverse=True)
+
+
+def compare_runs(runs: Sequence[tuple[pd.DataFrame, pd.DataFrame, str]], level: str | None) -> list:
+    """:func:`kpsem.explain.compare.compare_predictions` of each (baseline table, KPSEM table, label) run; a
+    failure of one of several runs names the run."""
+    from kpsem.explain.compare import compare_predictions
+
+    aligned = []
+    for number, (baseline_table, kpsem_table, label) in enumerate(runs, start=1):
+        try:
+            aligned.append(compare_predictions(baseline_table, kpsem_table, level=level))
+        except ValueError as error:
+            if len(runs) == 1:
+                raise
+            raise ValueError(f"run {number} ({label}): {error}") from None
+    return aligned

@@ -1,55 +1,17 @@
-"""Which predictions tables belong to the current selection, the headline numbers of a comparison, and
-the per-run table of a comparison over several runs.
-
-For the sidebar's checkpoints and data split, a table is found (in this order) as the bundled demo's
-own file, or in the disk cache written by :func:`kpsem.app_support.predictions.compute_predictions`.
-"""
+"""The numbers of a comparison as a page shows them: the headline (top-1 and top-5 of both models), the per-run
+table of a comparison over several runs, and each class's accuracy filtered to where KPSEM wins or loses."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kpsem.app_support import services
-from kpsem.app_support.predictions import cache_path
-from kpsem.app_support.sources import file_key
 from kpsem.explain.significance import PairedSignificance
 
-__all__ = ["TableSource", "table_source", "headline", "RUN_COLUMNS", "runs_table"]
-
-
-@dataclass
-class TableSource:
-    """Where one model's table is (or would be written), and whether it exists."""
-
-    role: str  # "baseline" or "kpsem"
-    path: Path  # the Parquet file
-    bundled: bool  # the demo's own table
-    clips: int  # clips per video it was (or will be) computed with
-
-    @property
-    def exists(self) -> bool:
-        return self.path.is_file()
-
-    def read(self):  # noqa: ANN201 - pandas.DataFrame
-        return services.read_table(file_key(self.path))
-
-
-def table_source(chosen, role: str, clips: int) -> TableSource:  # noqa: ANN001 - ui.Selection
-    """The table of the ``role`` checkpoint on the sidebar's data split."""
-    slot = chosen.baseline if role == "baseline" else chosen.kpsem
-    demo = chosen.demo
-    bundled = demo.predictions_baseline if role == "baseline" else demo.predictions_kpsem
-    demo_model = demo.baseline if role == "baseline" else demo.kpsem
-    if (slot.source == "bundled demo" and chosen.data.source == "bundled demo" and chosen.data.split == demo.split
-            and Path(slot.key[0]) == demo_model and bundled.is_file()):
-        return TableSource(role, bundled, True, 0)
-    path = cache_path(chosen.settings.cache_dir, slot.key, chosen.data.key, clips)
-    return TableSource(role, path, False, clips)
+__all__ = ["Headline", "headline", "RUN_COLUMNS", "runs_table", "classes_where", "confusion_matrices", "confusion_cell"]
 
 
 @dataclass
@@ -74,8 +36,6 @@ def headline(compared) -> Headline:  # noqa: ANN001 - ComparedPredictions
                     top5=(float(out[0][1]), float(out[1][1])))
 
 
-__all__ += ["Headline"]
-
 # Columns of runs_table, each a key of PairedSignificance.to_dict().
 RUN_COLUMNS = ("top1_baseline", "top1_kpsem", "top1_difference", "ci_low", "ci_high", "fixed", "broken", "mcnemar_p",
                "mean_class_baseline", "mean_class_kpsem")
@@ -90,3 +50,27 @@ def runs_table(results: Sequence[PairedSignificance], labels: Sequence[str]) -> 
     frame.insert(0, "tables", list(labels))
     frame.insert(0, "run", range(1, len(results) + 1))
     return frame
+
+
+def classes_where(per_class: pd.DataFrame, view: str, margin: float) -> pd.DataFrame:
+    """The rows of :func:`kpsem.explain.compare.per_class_accuracy` where KPSEM ``view`` ("wins" or "loses") by at
+    least ``margin`` (a share); losses with the largest first."""
+    if view == "wins":
+        return per_class[(per_class["difference"] > 0) & (per_class["difference"] >= margin)]
+    shown = per_class[(per_class["difference"] < 0) & (per_class["difference"] <= -margin)]
+    return shown.sort_values(["difference", "class_index"], kind="stable")
+
+
+def confusion_matrices(compared) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001 - ComparedPredictions
+    """Both models' confusion matrices (true class by row) on the aligned items."""
+    from kpsem.explain.compare import confusion_matrix
+
+    labels = compared.items["true_label"].to_numpy()
+    n = len(compared.class_names)
+    base, ours = (confusion_matrix(labels, compared.items[c].to_numpy(), n) for c in ("baseline_pred", "kpsem_pred"))
+    return base, ours
+
+
+def confusion_cell(items: pd.DataFrame, model: str, true_class: str, predicted_class: str) -> pd.DataFrame:
+    """The items of one cell of ``model``'s ("baseline" or "kpsem") confusion matrix."""
+    return items[(items["true_class"] == true_class) & (items[f"{model}_class"] == predicted_class)]

@@ -2,7 +2,7 @@
 
 Frames come back as uint8 RGB arrays, and as JPEG bytes for ``st.image``; charts as plotly figures
 (the top-k bars as a figure dict), every name in them escaped with
-:func:`~kpsem.app_support.text.escape_plotly` (class names and model ids come from files, and plotly
+:func:`~kpsem.app_support.drawing.text.escape_plotly` (class names and model ids come from files, and plotly
 reads tags in them). Key points and arrows are drawn by :func:`kpsem.explain.draw.draw_keypoints`,
 the code the paper figures use.
 """
@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from matplotlib import colormaps
 from PIL import Image
 
-from kpsem.app_support.text import escape_plotly
+from kpsem.app_support.drawing.text import escape_plotly
 from kpsem.explain.analysis import CentreMovement, ClipAnalysis, PairAnalysis
 from kpsem.explain.draw import (
     DEFAULT_CMAP,
@@ -40,6 +40,7 @@ from kpsem.explain.draw import (
 
 __all__ = [
     "MODEL_COLOURS",
+    "density_shares",
     "TRUE_COLOUR",
     "DrawnFrame",
     "encode_jpeg",
@@ -184,8 +185,9 @@ def topk_chart(analysis: ClipAnalysis, *, true_label: int | None, colour: str, k
     return dict(data=[bar], layout=layout)
 
 
-def per_class_chart(table: pd.DataFrame, *, names: tuple[str, str]) -> go.Figure:
-    """Grouped bars of per-class accuracy, in the table's order (Fig. 7 on screen)."""
+def per_class_chart(table: pd.DataFrame, *, names: tuple[str, str], whiskers: bool = False) -> go.Figure:
+    """Grouped bars of per-class accuracy, in the table's order (Fig. 7 on screen); ``whiskers``: each bar's
+    Wilson 95% interval (the table's ``<model>_wilson_low`` and ``_high`` columns)."""
     fig = go.Figure()
     classes = [escape_plotly(name) for name in table["class_name"]]
     for column, name, colour in (("baseline", names[0], MODEL_COLOURS[0]), ("kpsem", names[1], MODEL_COLOURS[1])):
@@ -193,6 +195,10 @@ def per_class_chart(table: pd.DataFrame, *, names: tuple[str, str]) -> go.Figure
                     customdata=np.stack([table["difference"], table["count"]], axis=1),
                     hovertemplate="%{x}<br>%{fullData.name}: %{y:.1%}<br>difference %{customdata[0]:+.1%}"
                                   "<br>%{customdata[1]} items<extra></extra>")
+        if whiskers:
+            fig.data[-1].error_y = dict(type="data", symmetric=False, thickness=1, width=3,
+                                        array=(table[f"{column}_wilson_high"] - table[column]).to_numpy(),
+                                        arrayminus=(table[column] - table[f"{column}_wilson_low"]).to_numpy())
     fig.update_layout(barmode="group", height=340, margin=dict(l=4, r=4, t=24, b=4),
                       yaxis=dict(range=[0, 1], tickformat=".0%", title="top-1 accuracy"),
                       legend=dict(orientation="h", y=1.1))
@@ -281,3 +287,11 @@ def movement_table(movements: list[CentreMovement]) -> pd.DataFrame:
                           "path (px)": round(m.path_px, 2), "path (cells)": round(m.path_cells, 3),
                           "mean x (px)": round(m.mean_px[0], 1), "mean y (px)": round(m.mean_px[1], 1)}
                          for m in movements])
+
+
+def density_shares(analysis: ClipAnalysis, sets: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(key point counts, their shares) per feature cell, (T', H', W'): each feature frame's shares sum to 1."""
+    from kpsem.explain.analysis import keypoint_density
+
+    counts = keypoint_density(analysis.internals, sets=sets)
+    return counts, counts / counts.sum(axis=(1, 2), keepdims=True)

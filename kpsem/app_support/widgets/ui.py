@@ -1,29 +1,31 @@
-"""Pieces every page shares: the sidebar (checkpoints, data set, device), the current selection, and
-:func:`guard`, which turns any failure inside a page section into one ``st.error`` line."""
+"""What every page shares on screen: the sidebar (checkpoints, data set, device), the checks a page makes before
+it computes, and :func:`guard`, which turns any failure inside a page section into one ``st.error`` line."""
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import streamlit as st
 
-from kpsem.app_support import services
-from kpsem.app_support.config import DemoPaths, PathNotAllowed, ServerSettings, apply_upload_limit, load_settings
-from kpsem.app_support.sources import (
+from kpsem.app_support.caching import services
+from kpsem.app_support.caching.uploads import startup_sweep, stored_upload
+from kpsem.app_support.choices.config import (
+    DemoPaths,
+    PathNotAllowed,
+    ServerSettings,
+    apply_upload_limit,
+    load_settings,
+)
+from kpsem.app_support.choices.selection import ROLES, SOURCES, DataChoice, ModelSlot, Selection
+from kpsem.app_support.choices.sources import (
     CHECKPOINT_UPLOAD_TYPES,
     MAX_NAMES_FILE_MB,
     NAMES_UPLOAD_TYPES,
-    UPLOAD_TYPES,
-    ClassMatch,
     ClassNamesError,
-    ModelKey,
     UploadError,
     check_upload,
     device_label,
@@ -35,99 +37,14 @@ from kpsem.app_support.sources import (
     placeholder_names,
     read_class_names,
     resolve_device,
-    save_upload,
-    session_uploads,
-    sweep_uploads,
     user_path,
 )
-from kpsem.app_support.text import escape_markdown
-from kpsem.pairing import PairCheck, check_pair
+from kpsem.app_support.drawing.text import escape_markdown
+from kpsem.pairing import check_pair
 
-__all__ = ["ModelSlot", "DataChoice", "Selection", "ROLES", "guard", "friendly", "sidebar", "selection",
-           "require_models", "require_scorable", "session_folder", "stored_upload", "settings"]
+__all__ = ["guard", "friendly", "sidebar", "require_models", "require_scorable", "settings"]
 
 log = logging.getLogger("kpsem.app")
-
-ROLES = {"baseline": "Baseline checkpoint (MFNet)", "kpsem": "KPSEM checkpoint (MF-KPSEM)"}
-SOURCES = ("bundled demo", "path", "upload")
-
-
-@dataclass
-class ModelSlot:
-    """One checkpoint the user chose, loaded (or the reason it could not be)."""
-
-    role: str  # "baseline" or "kpsem"
-    source: str  # one of SOURCES
-    key: ModelKey | None = None  # cache key of the file (and loaded class names); None when none is chosen or it failed
-    loaded: object | None = None  # kpsem.checkpoint.LoadedCheckpoint
-    error: str | None = None  # why it is unusable
-    names_file: str | None = None  # the class names file applied to it, as the user named it
-
-    @property
-    def info(self):  # noqa: ANN201 - CheckpointInfo
-        return self.loaded.info if self.loaded is not None else None  # type: ignore[attr-defined]
-
-    @property
-    def model(self):  # noqa: ANN201 - nn.Module
-        return self.loaded.model if self.loaded is not None else None  # type: ignore[attr-defined]
-
-    @property
-    def name(self) -> str:
-        return Path(self.key[0]).name if self.key else "(none)"
-
-    @property
-    def model_id(self) -> str:
-        """The id ``kpsem evaluate`` and ``kpsem probe`` give this checkpoint's rows ('mfnet:mfnet')."""
-        from kpsem.evaluate import default_model_id
-
-        return default_model_id(self.name, self.info.arch)
-
-
-@dataclass
-class DataChoice:
-    """The data split the user chose (or the reason it could not be opened)."""
-
-    source: str  # "bundled demo" or "path"
-    root: Path | None = None
-    layout: str | None = None  # detected or chosen
-    detected: bool = True  # whether the layout was detected
-    split: str = "test"
-    split_id: int = 1
-    index: object | None = None  # kpsem.data.DatasetIndex (with the names of names_file when one is applied)
-    error: str | None = None
-    names_file: str | None = None  # the class names file applied to it, as the user named it
-
-    @property
-    def key(self) -> tuple:
-        return (str(self.root), self.layout, self.split, self.split_id)
-
-
-@dataclass
-class Selection:
-    """What every page works on."""
-
-    baseline: ModelSlot
-    kpsem: ModelSlot
-    data: DataChoice
-    device: str  # resolved torch device string
-    demo: DemoPaths
-    settings: ServerSettings
-    precision: str = "auto"  # numeric precision of the analyses: auto, fp32, bf16 or fp16 (kpsem.precision)
-    pair: PairCheck = field(default_factory=PairCheck)
-    classes: ClassMatch | None = None  # data set classes vs models; None until both sides are loaded
-
-    @property
-    def data_warning(self) -> str | None:
-        """Why the data set's labels cannot score the models' predictions, or None."""
-        return self.classes.message if self.classes is not None and not self.classes.scorable else None
-
-    @property
-    def models_ready(self) -> bool:
-        return self.baseline.loaded is not None and self.kpsem.loaded is not None and self.pair.ok
-
-    @property
-    def using_demo(self) -> bool:
-        return self.baseline.source == self.kpsem.source == self.data.source == "bundled demo"
 
 
 def friendly(error: BaseException) -> str:
@@ -172,83 +89,8 @@ def settings() -> ServerSettings:
     changed setting takes effect without restarting the server (Streamlit's upload cap included)."""
     config = load_settings()
     apply_upload_limit(config)
-    _startup_sweep()
+    startup_sweep()
     return config
-
-
-@st.cache_resource(show_spinner=False)
-def _startup_sweep() -> None:
-    """Once per server: remove the uploads that servers killed earlier left behind."""
-    try:
-        sweep_uploads()
-    except (OSError, UploadError) as error:  # uploads say so when used; the rest of the app works on
-        log.warning("could not sweep old uploads: %s", error)
-
-
-def _active_session(session_id: str) -> bool:
-    from streamlit.runtime import Runtime
-
-    return not Runtime.exists() or Runtime.instance().is_active_session(session_id)
-
-
-@st.cache_resource(scope="session", show_spinner=False,
-                   on_release=lambda folder: shutil.rmtree(folder, ignore_errors=True))
-def _session_uploads() -> Path:
-    """This session's upload folder. Streamlit releases session-scoped resources when the session
-    disconnects or shuts down, so the folder goes with the session, not only at a clean server exit.
-    Making one also removes this server's folders of sessions that have ended, should a release be missed."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    sweep_uploads(_active_session)
-    ctx = get_script_run_ctx()
-    return session_uploads(ctx.session_id if ctx is not None else f"bare-{os.getpid()}")
-
-
-def session_folder() -> Path:
-    """This session's upload folder (``<temp>/kpsem-uploads-<uid>/<server>/<session>``), removed when
-    the session ends, at a clean exit, or by the next server after a crash."""
-    folder = _session_uploads()
-    return folder if folder.is_dir() else session_uploads(folder.name)  # a temp cleaner may have removed it
-
-
-def _type_checked_later(filename: str, allowed_types: Sequence[str]) -> None:
-    """Stands in for Streamlit's server-side check of an uploaded file's extension: :func:`stored_upload`
-    makes it instead (every upload here goes through it).
-
-    Why: Streamlit checks while it reads the widget states, before the script runs, so its refusal of a
-    file of the wrong type (from a client that skips the browser's check) would replace the whole page with
-    "This app has encountered an error". stored_upload refuses it with a message in the section that asked
-    for the file.
-    """
-
-
-def _check_types_in_stored_upload() -> None:
-    from streamlit.elements.widgets import file_uploader
-
-    if hasattr(file_uploader, "enforce_filename_restriction"):
-        file_uploader.enforce_filename_restriction = _type_checked_later
-    else:  # another Streamlit: its own check stays (tests/test_server_settings.py says what changed)
-        log.warning("streamlit.elements.widgets.file_uploader has no enforce_filename_restriction any more")
-
-
-_check_types_in_stored_upload()
-
-
-def stored_upload(upload, kind: str, max_mb: int) -> Path:  # noqa: ANN001 - streamlit UploadedFile
-    """The copy of an upload in this session's folder (``kind``: its sub-folder), written once per file.
-
-    Why remembered by the uploader's file id: every rerun (each frame change) would otherwise copy the
-    bytes and hash them again, a few hundred milliseconds for a large video or checkpoint."""
-    stored = st.session_state.setdefault("_stored_uploads", {})
-    key = (kind, upload.file_id)
-    path = stored.get(key)
-    if path is None or not path.is_file():
-        check_upload(upload.name, upload.size, max_mb=max_mb, types=UPLOAD_TYPES.get(kind))  # before copying
-        path = save_upload(upload.getvalue(), upload.name, session_folder() / kind, max_mb=max_mb)
-        stored[key] = path
-        names = st.session_state.setdefault("_upload_names", {})
-        names[str(path)] = names[str(path.resolve())] = upload.name
-    return path
 
 
 def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device: str) -> ModelSlot:
@@ -441,13 +283,8 @@ def sidebar() -> Selection:
     elif config.restricted:
         roots = ", ".join(escape_markdown(root, code=True) for root in config.browse_roots)
         st.sidebar.caption(f"Paths are limited to: {roots}")
-    st.session_state["_selection"] = chosen
+    st.session_state["_selection"] = chosen  # the latest run's, for a caller outside the page (a benchmark)
     return chosen
-
-
-def selection() -> Selection:
-    """The selection the sidebar made in this run."""
-    return st.session_state["_selection"]
 
 
 def require_scorable(chosen: Selection) -> bool:

@@ -9,7 +9,7 @@ Everything configurable lives here, in two typed dataclasses:
   environment first, then from ``[kpsem]`` in ``.streamlit/secrets.toml`` (``browse_roots``,
   ``max_upload_mb``, ``cache_dir``), then the defaults below.
 
-``python -m kpsem.app_support.config`` prints the upload cap in MB (``./studio app`` hands it to Streamlit's
+``python -m kpsem.app_support.choices.config`` prints the upload cap in MB (``./studio app`` hands it to Streamlit's
 ``server.maxUploadSize`` before the server starts) and says on stderr what the settings allow.
 """
 
@@ -33,7 +33,7 @@ __all__ = [
     "NO_ROOTS",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: app.py, assets/, pages/
+REPO_ROOT = Path(__file__).resolve().parents[3]  # the checkout: app.py, assets/, pages/
 
 
 @dataclass(frozen=True)

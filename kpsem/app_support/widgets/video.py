@@ -19,22 +19,14 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from kpsem.app_support import services
-from kpsem.app_support.render import MODEL_COLOURS, encode_jpeg
-from kpsem.app_support.sources import FileKey
-from kpsem.app_support.text import escape_markdown
+from kpsem.app_support.caching import services
+from kpsem.app_support.caching.video import explanation_video, full_frame_image, probe
+from kpsem.app_support.choices.sources import FileKey
+from kpsem.app_support.drawing.text import escape_markdown
+from kpsem.app_support.drawing.video import timeline_chart
 from kpsem.constants import FRAME_INTERVAL
 
-__all__ = ["probe", "window_control", "timeline_chart", "full_frame_image", "full_frame", "clip_context",
-           "explanation_video", "explorer_section"]
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def probe(key: FileKey):  # noqa: ANN201 - kpsem.data.VideoInfo
-    """Frame count, rate and size of a video (read from its header: no frame is decoded)."""
-    from kpsem.data import probe_video
-
-    return probe_video(key[0])
+__all__ = ["window_control", "full_frame", "clip_context", "explorer_section"]
 
 
 def window_control(key: FileKey, frames: int, *, interval: int = FRAME_INTERVAL) -> services.ClipKey:
@@ -65,45 +57,6 @@ def window_control(key: FileKey, frames: int, *, interval: int = FRAME_INTERVAL)
     return (*key, start)
 
 
-def timeline_chart(num_frames: int, fps: float, indices: list[int], times: list[float]) -> dict:
-    """The whole video as a time line: the window shaded, each sampled frame a tick with its number.
-
-    A plotly figure as a plain dict (see :func:`kpsem.app_support.render.topk_chart`)."""
-    duration = num_frames / max(fps, 1e-6)
-    colour = MODEL_COLOURS[1]
-    ticks = dict(type="scatter", x=list(times), y=[0.5] * len(times), mode="markers",
-                 marker=dict(symbol="line-ns", size=18, line=dict(width=2, color=colour)),
-                 customdata=[[t + 1, i] for t, i in enumerate(indices)],
-                 hovertemplate="clip frame %{customdata[0]}: video frame %{customdata[1]} at %{x:.2f} s<extra></extra>")
-    window = dict(type="rect", x0=times[0], x1=times[-1], y0=0.1, y1=0.9, fillcolor=colour, opacity=0.18,
-                  line=dict(width=0))
-    video = dict(type="rect", x0=0, x1=duration, y0=0.3, y1=0.7, fillcolor="#d9d9d9", line=dict(width=0),
-                 layer="below")
-    layout = dict(height=90, margin=dict(l=4, r=4, t=4, b=30), showlegend=False, shapes=[video, window],
-                  xaxis=dict(range=[0, duration], title=dict(text="seconds", standoff=2), fixedrange=True),
-                  yaxis=dict(visible=False, range=[0, 1], fixedrange=True))
-    return dict(data=[ticks], layout=layout)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def full_frame_image(key: FileKey, index: int, box: tuple[float, float, float, float]) -> tuple[bytes, tuple[int, int]]:
-    """JPEG of video frame ``index`` as decoded (short side capped) with ``box`` (top, left, height, width
-    in original pixels) drawn on it, and the decoded (height, width)."""
-    import cv2
-
-    from kpsem.data import probe_video, read_frames
-
-    info = probe_video(key[0])
-    image = read_frames(key[0], [index], info=info)[0].copy()  # (h, w, 3), the short side capped while decoding
-    scale = image.shape[0] / info.height
-    top, left, height, width = (v * scale for v in box)
-    thickness = max(2, round(min(image.shape[:2]) / 150))
-    rgb = tuple(int(MODEL_COLOURS[1][i:i + 2], 16) for i in (1, 3, 5))
-    cv2.rectangle(image, (round(left), round(top)), (round(left + width) - 1, round(top + height) - 1), rgb,
-                  thickness)
-    return encode_jpeg(image), image.shape[:2]
-
-
 def full_frame(key: FileKey, sample) -> None:  # noqa: ANN001 - kpsem.data.ClipSample
     """The clip's middle frame as the video shows it, with the square the models read outlined."""
     frame = len(sample.indices[0]) // 2
@@ -125,18 +78,6 @@ def clip_context(key: services.ClipKey, sample) -> None:  # noqa: ANN001 - kpsem
     st.caption(f"The video's {sample.num_frames / max(sample.fps, 1e-6):.1f} s; shaded, the clip's window; each tick "
                "a sampled frame (hover for its number).")
     full_frame(key, sample)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def explanation_video(key: tuple, _pair, _difference, _display: np.ndarray, _keypoints, names: tuple[str, str],  # noqa: ANN001
-                      captions: tuple[str, ...], cmap: str, alpha: float) -> bytes:
-    """The MP4 of :func:`kpsem.explain.video.explanation_video_bytes`, cached on ``key``: everything that
-    decides the analyses (checkpoints, device, clip and window, layer, target, weighting, precision) and
-    the key point settings; the arguments with a leading underscore follow from it and are not hashed."""
-    from kpsem.explain.video import explanation_video_bytes
-
-    return explanation_video_bytes(_pair, _display, difference=_difference, names=names, captions=captions,
-                                   keypoints=_keypoints, cmap=cmap, alpha=alpha)
 
 
 def explorer_section(sample, pair, difference_pair: Callable[[], object], keypoints, *,  # noqa: ANN001

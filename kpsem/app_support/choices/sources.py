@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from kpsem import limits
-from kpsem.app_support.config import PathNotAllowed, ServerSettings, check_path
+from kpsem.app_support.choices.config import PathNotAllowed, ServerSettings, check_path
 from kpsem.io import atomic_write_bytes
 
 __all__ = [
