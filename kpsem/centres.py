@@ -133,8 +133,10 @@ def centre_movement(centres: torch.Tensor | np.ndarray, feature_size: tuple[int,
 def collect_centres(model: nn.Module, batches: Iterable[torch.Tensor], *, device: torch.device,
                     precision: Any = None) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
     """Run ``model`` (with a ``kpsem`` module) over clip batches (N, 3, T, H, W): centres (C, G, T', 2) in
-    float32, the feature map's (H', W') and the clips' (H, W)."""
-    from contextlib import nullcontext
+    float32, the feature map's (H', W') and the clips' (H, W). ``precision``: a :class:`kpsem.precision.Precision`
+    (None: fp32); the forward passes are evaluation's (:func:`kpsem.evaluate.score_clips`)."""
+    from kpsem.evaluate import score_clips
+    from kpsem.precision import resolve_precision
 
     if not has_kpsem(model):
         raise ValueError(f"{type(model).__name__} has no KPSEM module, so it has no separation centres")
@@ -149,10 +151,10 @@ def collect_centres(model: nn.Module, batches: Iterable[torch.Tensor], *, device
     handle = model.kpsem.register_forward_hook(hook)  # type: ignore[union-attr]
     try:
         model.eval()
+        precision = precision or resolve_precision(device, "fp32")
         for clips in batches:
             sizes["input"] = tuple(clips.shape[-2:])  # type: ignore[assignment]
-            with precision.autocast() if precision is not None else nullcontext():
-                model(clips.to(device))
+            score_clips(model, clips, device=device, precision=precision, name=type(model).__name__)
     finally:
         handle.remove()
     if not found:
