@@ -51,7 +51,17 @@ class ClipClassifier(nn.Module):
     source_format: ClassVar[str]  # what a published file of this architecture is called
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.conv1(x))
+        """conv1 then max pooling, the pooling in the stem's own precision under any autocast.
+
+        Why: CPU autocast lists max_pool3d as a float32 op, so a bf16 stem output would be widened (a
+        copy of the largest map in the network) and every layer up to conv2's first convolution would
+        run in float32. A maximum picks one of its inputs, so pooling the bf16 map gives exactly the
+        values pooling its float32 copy would."""
+        h = self.conv1(x)
+        if torch.is_autocast_enabled(h.device.type):
+            with torch.autocast(h.device.type, enabled=False):
+                return self.maxpool(h)
+        return self.maxpool(h)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, T, H, W) -> (N, C5, T', H/32, W/32): the ``tail`` output, where Grad-CAM looks."""

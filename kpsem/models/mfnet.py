@@ -108,6 +108,17 @@ def _pointwise(x: torch.Tensor, weight: torch.Tensor, *, stride: tuple[int, ...]
     return out.view(n, t, h, w, -1).permute(0, 4, 1, 2, 3)
 
 
+def _add_into(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``fresh + other``, written into ``fresh`` (a convolution's new output that nothing else holds).
+
+    Why: a new activation-sized tensor costs an allocation whose pages the kernel must fault in and
+    zero; in place costs nothing extra. Out of place when the two differ in layout or dtype (the sum
+    then takes the layout PyTorch picks) or when autograd records (Grad-CAM in eval mode)."""
+    if fresh.stride() == other.stride() and fresh.dtype == other.dtype and not torch.is_grad_enabled():
+        return fresh.add_(other)
+    return fresh + other
+
+
 class MF_UNIT(nn.Module):  # noqa: N801 - the published name
     """Multi-fibre unit: a multiplexer (conv_i1, conv_i2) then grouped 3D convolutions."""
 
@@ -155,7 +166,7 @@ class MF_UNIT(nn.Module):  # noqa: N801 - the published name
         weight, bias = _fold_next_bn(i1.conv, i2.bn)
         a = i1.activate(x)
         t = (_pointwise(a, weight, bias=bias) if gemm else F.conv3d(a, weight, bias)).relu_()
-        x_in = _pointwise(t, i2.conv.weight, residual=x) if gemm else x + i2.conv(t)
+        x_in = _pointwise(t, i2.conv.weight, residual=x) if gemm else _add_into(i2.conv(t), x)
         c = m1.conv
         weight, bias = _fold_next_bn(c, m2.bn)
         u = F.conv3d(m1.activate(x_in), weight, bias, c.stride, c.padding, c.dilation, c.groups).relu_()
@@ -167,7 +178,7 @@ class MF_UNIT(nn.Module):  # noqa: N801 - the published name
             shortcut = x
         if gemm and m2.conv.kernel_size == (1, 1, 1):
             return _pointwise(u, m2.conv.weight, residual=shortcut)
-        return m2.conv(u) + shortcut
+        return _add_into(m2.conv(u), shortcut)
 
 
 def _stage(num_in: int, width: int, depth: int, groups: int, stride: tuple[int, int, int]) -> nn.Sequential:
