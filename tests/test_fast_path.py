@@ -4,7 +4,8 @@ Checked here: every weight and the input clip take that layout, outputs equal th
 path's, state dicts and saved checkpoints are the same, published weights load the same, ``.to()`` keeps
 the layout, KPSEM reads channels_last maps exactly (its quadrant search against a naive masked argmax,
 ties included, in float32 and bfloat16), Grad-CAM hooks see the same maps, and a training step takes the
-same step. Speed is measured by benchmarks/bench_models.py, never here.
+same step; MFNet's fused eval-mode units equal the module-by-module path (values, gradients) and step aside
+for hooks. Speed is measured by benchmarks/bench_models.py, never here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kpsem.models.kpsem_module import (
     hard_key_points,
     hard_region_masks,
 )
+from kpsem.models.mfnet import MF_UNIT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,6 +182,73 @@ def test_kpsem_reads_any_layout_and_precision_of_one_map_identically():
     # the float64 path (a masked search per set) finds the same cells; its cell centres round differently
     torch.testing.assert_close(wide[0].float(), plain.key_points, rtol=0, atol=1e-7)
     assert torch.equal(wide[1].float(), plain.values)
+
+
+def module_by_module(model: torch.nn.Module) -> None:
+    """Every MF unit of ``model`` runs its submodules one by one (the fused eval path off), same layout."""
+    for unit in model.modules():
+        if isinstance(unit, MF_UNIT):
+            unit.memory_format = "contiguous"
+
+
+@pytest.mark.parametrize("arch", ["mfnet", "mf_kpsem"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_fused_units_equal_the_module_by_module_path(arch, dtype, monkeypatch):
+    """Eval mode fuses each MF unit (BatchNorms folded, 1x1x1 convolutions as matrix products): same numbers."""
+    calls = []
+    fused_forward = MF_UNIT._forward_fused
+    monkeypatch.setattr(MF_UNIT, "_forward_fused", lambda self, x: calls.append(1) or fused_forward(self, x))
+    fast, reference = build(arch).to(dtype), build(arch).to(dtype)
+    module_by_module(reference)
+    x = clip().to(dtype)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), reference(x), rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    assert len(calls) == sum(isinstance(m, MF_UNIT) for m in fast.modules())  # only the fast model fused
+    calls.clear()
+    if dtype == torch.float32:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(fast(x).float(), reference(x).float(), rtol=0, atol=0.05)
+        assert len(calls) == 4  # the bf16 forward fused too
+    calls.clear()
+    fast.train()(x)
+    assert not calls  # training runs module by module (batch statistics)
+
+
+def test_a_hook_on_a_submodule_still_fires_and_sees_what_the_module_path_gives():
+    """The fused path skips submodule calls, so a unit with a hooked submodule (or any global hook) runs module
+    by module: the hook fires with the usual output and the logits are unchanged."""
+    model = build("mf_kpsem")
+    x = clip()
+    with torch.no_grad():
+        fused = model(x)
+        seen = []
+        handle = model.conv3.B01.conv_m2.bn.register_forward_hook(lambda module, inputs, output: seen.append(output))
+        hooked = model(x)
+        handle.remove()
+        reference = build("mf_kpsem")
+        module_by_module(reference)
+        expected = []
+        reference.conv3.B01.conv_m2.bn.register_forward_hook(lambda module, inputs, output: expected.append(output))
+        reference(x)
+        global_seen = []
+        with torch.nn.modules.module.register_module_forward_hook(lambda *args: global_seen.append(1)):
+            model(x)
+    assert len(seen) == 1  # (units before it ran fused, so equal to rounding)
+    torch.testing.assert_close(seen[0], expected[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(hooked, fused, rtol=0, atol=1e-5)
+    assert len(global_seen) > 100  # every submodule ran
+
+
+def test_input_gradients_in_eval_mode_equal_the_module_path():
+    """Grad-CAM differentiates an eval-mode model: the fused units carry the same gradients."""
+    fast, reference = build("mfnet"), build("mfnet")
+    module_by_module(reference)
+    grads = []
+    for model in (fast, reference):
+        x = clip().requires_grad_(True)
+        model(x)[:, 2].sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("layer", ["tail", "conv4"])

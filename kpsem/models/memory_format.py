@@ -1,12 +1,16 @@
 """Memory format of the 3-D models: how their weights and activations are laid out in memory.
 
 The models are built in ``channels_last_3d`` (NDHWC) by default: on the CPUs measured here (oneDNN) the
-MFNet forward pass takes about 0.6x the time of the plain ``contiguous`` (NCDHW) layout, with outputs
-equal to ~1e-7, and a training step about the same (README, "Speed"). The layout is an implementation
-detail: parameter names, shapes and values, ``state_dict()`` and saved checkpoints are the same in
-either format (checkpoints are written contiguous), and a model converts whatever clip it is given at
-the top of its forward pass, so ``model(x)`` on an ordinary contiguous ``(N, 3, T, H, W)`` tensor takes
-the fast path. ``module.to(device)`` keeps the format (it preserves strides).
+MFNet forward pass is faster than in the plain ``contiguous`` (NCDHW) layout, with outputs equal to
+~1e-7, and so is a training step (README, "Speed"). In eval mode the layout also switches on MFNet's
+fused units (:meth:`kpsem.models.mfnet.MF_UNIT._forward_fused`: BatchNorms folded into the convolution
+before them, float32 1x1x1 convolutions as matrix products on the NDHWC map); a hook on any of a unit's
+submodules turns that unit's fusion off (:func:`unhooked`), so hooks see what they always saw.
+The layout is an implementation detail: parameter names, shapes and values, ``state_dict()`` and
+saved checkpoints are the same in either format (checkpoints are written contiguous), and a model
+converts whatever clip it is given at the top of its forward pass, so ``model(x)`` on an ordinary
+contiguous ``(N, 3, T, H, W)`` tensor takes the fast path. ``module.to(device)`` keeps the format
+(it preserves strides).
 """
 
 from __future__ import annotations
