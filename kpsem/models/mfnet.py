@@ -157,7 +157,8 @@ class MF_UNIT(nn.Module):  # noqa: N801 - the published name
 
         conv_i2's and conv_m2's BatchNorms are folded into conv_i1 and conv_m1 (the only readers of their
         outputs), so those two BatchNorms cost nothing; in float32 every 1x1x1 convolution is a matrix
-        product (:func:`_pointwise`) that also adds the residual. Outputs equal the module-by-module
+        product (:func:`_pointwise`) that also adds the residual, and conv_m1's BatchNorm and ReLU overwrite
+        that product's output in place rather than filling a new map. Outputs equal the module-by-module
         path's to float rounding (tests/test_fast_path.py). Used only when no hook watches a submodule
         (:func:`~kpsem.models.memory_format.unhooked`), so a hook on e.g. ``conv_m2.bn`` still fires.
         """
@@ -169,7 +170,12 @@ class MF_UNIT(nn.Module):  # noqa: N801 - the published name
         x_in = _pointwise(t, i2.conv.weight, residual=x) if gemm else _add_into(i2.conv(t), x)
         c = m1.conv
         weight, bias = _fold_next_bn(c, m2.bn)
-        u = F.conv3d(m1.activate(x_in), weight, bias, c.stride, c.padding, c.dilation, c.groups).relu_()
+        if gemm and not torch.is_grad_enabled():  # x_in is addmm's fresh output, read by nothing else
+            scale, shift = _bn_affine(m1.bn)
+            a = torch.addcmul(shift.view(-1, 1, 1, 1), x_in, scale.view(-1, 1, 1, 1), out=x_in).relu_()
+        else:
+            a = m1.activate(x_in)
+        u = F.conv3d(a, weight, bias, c.stride, c.padding, c.dilation, c.groups).relu_()
         if hasattr(self, "conv_w1"):
             a = self.conv_w1.activate(x)
             shortcut = _pointwise(a, self.conv_w1.conv.weight, stride=self.conv_w1.conv.stride) if gemm \
