@@ -185,7 +185,9 @@ def test_kpsem_reads_any_layout_and_precision_of_one_map_identically():
 
 
 def module_by_module(model: torch.nn.Module) -> None:
-    """Every MF unit of ``model`` runs its submodules one by one (the fused eval path off), same layout."""
+    """The stem and every MF unit of ``model`` run their submodules one by one (the fused eval path off),
+    in the same layout: a no-op hook on the stem, the units told they are contiguous."""
+    model.conv1.register_forward_hook(lambda module, inputs, output: None)
     for unit in model.modules():
         if isinstance(unit, MF_UNIT):
             unit.memory_format = "contiguous"
@@ -223,8 +225,11 @@ def test_a_hook_on_a_submodule_still_fires_and_sees_what_the_module_path_gives()
         fused = model(x)
         seen = []
         handle = model.conv3.B01.conv_m2.bn.register_forward_hook(lambda module, inputs, output: seen.append(output))
+        stem = []
+        stem_handle = model.conv1.bn.register_forward_hook(lambda module, inputs, output: stem.append(output))
         hooked = model(x)
         handle.remove()
+        stem_handle.remove()
         reference = build("mf_kpsem")
         module_by_module(reference)
         expected = []
@@ -233,6 +238,7 @@ def test_a_hook_on_a_submodule_still_fires_and_sees_what_the_module_path_gives()
         global_seen = []
         with torch.nn.modules.module.register_module_forward_hook(lambda *args: global_seen.append(1)):
             model(x)
+    assert len(stem) == 1 and stem[0].shape[1] == model.conv1.bn.num_features  # the stem's folding stepped aside
     assert len(seen) == 1  # (units before it ran fused, so equal to rounding)
     torch.testing.assert_close(seen[0], expected[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(hooked, fused, rtol=0, atol=1e-5)

@@ -57,7 +57,10 @@ class ClipClassifier(nn.Module):
         copy of the largest map in the network) and every layer up to conv2's first convolution would
         run in float32. A maximum picks one of its inputs, so pooling the bf16 map gives exactly the
         values pooling its float32 copy would."""
-        h = self.conv1(x)
+        return self.pool_stem(self.conv1(x))
+
+    def pool_stem(self, h: torch.Tensor) -> torch.Tensor:
+        """``maxpool`` in ``h``'s own precision, autocast or not (:meth:`forward_stem` says why)."""
         if torch.is_autocast_enabled(h.device.type):
             with torch.autocast(h.device.type, enabled=False):
                 return self.maxpool(h)

@@ -78,15 +78,16 @@ def _has_hooks(module: nn.Module) -> bool:
                 or getattr(module, "_backward_pre_hooks", None))
 
 
-def unhooked(block: nn.Module) -> bool:
-    """True when no hook watches any submodule of ``block`` (nor any module at all, globally).
+def unhooked(block: nn.Module, *, itself: bool = False) -> bool:
+    """True when no hook watches any submodule of ``block`` (nor any module at all, globally), nor
+    ``block`` itself when ``itself`` (for a caller that skips calling ``block`` too).
 
     Why: a fused inference path computes a block's submodules together without calling them, which
     would silently skip a hook registered on one (Grad-CAM on ``conv5.B02.conv_m1``, a probe on a
-    BatchNorm); with a hook there, the block runs module by module instead. Hooks on ``block``
-    itself still fire either way.
+    BatchNorm); with a hook there, the block runs module by module instead. Hooks on a ``block`` that
+    is still called (an MF unit's own forward) fire either way.
     """
     if (_module._global_forward_hooks or _module._global_forward_pre_hooks
             or _module._global_backward_hooks or getattr(_module, "_global_backward_pre_hooks", None)):
         return False
-    return not any(_has_hooks(sub) for sub in block.modules() if sub is not block)
+    return not any(_has_hooks(sub) for sub in block.modules() if itself or sub is not block)

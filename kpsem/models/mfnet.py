@@ -246,6 +246,16 @@ class MFNet(ClipClassifier):
         _init_weights(self)
         set_memory_format(self, self.memory_format)
 
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 and max pooling; on the eval fast path conv1's BatchNorm is folded into its convolution
+        (the BatchNorm's pass over the largest map in the network is saved), as in :class:`MF_UNIT`."""
+        if self.memory_format == "channels_last_3d" and not self.training and unhooked(self.conv1, itself=True):
+            conv = self.conv1.conv
+            weight, bias = _fold_next_bn(conv, self.conv1.bn)
+            return self.pool_stem(F.conv3d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
+                                           conv.groups).relu_())
+        return super().forward_stem(x)
+
     @staticmethod
     def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Published keys -> this model's keys: :func:`checkpoint_filter_fn`."""
