@@ -69,24 +69,14 @@ with ui.guard("Predictions"):
             clips = int(st.number_input("Clips per video (when computing)", 1, 10, 1, key="cmp_clips"))
             sources = [table_source(chosen, role, clips) for role in ("baseline", "kpsem")]
             missing = [s for s in sources if not s.exists]
-            if st.session_state.pop("_cmp_running", False):
-                st.warning("The computation was stopped; nothing was saved.", icon=":material/stop_circle:")
+            ui.stopped_notice("cmp")
             if missing:
                 names = ", ".join(chosen.baseline.name if s.role == "baseline" else chosen.kpsem.name for s in missing)
                 st.info(f"No predictions table yet for {escape_markdown(names)} on "
                         f"{escape_markdown(chosen.data.described)}. Compute them here (kept on disk for next time), "
                         "or give Parquet files.")
-                if st.button("Compute predictions", type="primary", key="cmp_compute", icon=":material/play_arrow:"):
-                    st.button("Cancel", key="cmp_cancel", icon=":material/stop:")
-                    st.session_state["_cmp_running"] = True
-                    bar = st.progress(0.0, text="starting ...")
-
-                    def tick(name: str, done: int, total: int) -> None:
-                        bar.progress(done / total, text=f"{escape_markdown(name)}: {done} of {total} clips")
-
-                    compute_missing_tables(chosen, missing, clips=clips, progress=tick, lock=MODEL_LOCK)
-                    st.session_state.pop("_cmp_running", None)
-                    st.rerun()
+                ui.compute_button("Compute predictions", "cmp", lambda tick: compute_missing_tables(
+                    chosen, missing, clips=clips, progress=tick, lock=MODEL_LOCK))
             else:
                 runs = [(*(read_table(file_key(s.path)) for s in sources), " vs ".join(s.path.name for s in sources))]
                 st.caption(" · ".join(escape_markdown(s.path.name, code=True)

@@ -4,9 +4,8 @@ import streamlit as st
 
 from kpsem.app_support.caching import services
 from kpsem.app_support.choices.selection import ROLES
-from kpsem.app_support.choices.sources import placeholder_names
 from kpsem.app_support.drawing.metadata import command_line, config_table, provenance_tables
-from kpsem.app_support.drawing.text import escape_markdown
+from kpsem.app_support.drawing.text import class_names_source, escape_markdown
 from kpsem.app_support.widgets import ui
 from kpsem.app_support.widgets.page_start import page_start
 from kpsem.explain.figures import cost_table
@@ -25,16 +24,11 @@ for column, slot in zip(columns, slots):
             st.warning(escape_markdown(slot.error or "no checkpoint chosen"), icon=":material/arrow_back:")
             continue
         info, report = slot.info, slot.loaded.report
-        if slot.names_file:
-            names = f"from {escape_markdown(slot.names_file, code=True)} (loaded in the sidebar)"
-        elif placeholder_names(info.class_names):
-            names = escape_markdown("none in the file (shown as class_0 …): load a class names file in the sidebar")
-        else:
-            names = "from the checkpoint"
+        names = class_names_source(slot.names_file, info.class_names)
         st.markdown(
             f"- **file**: {escape_markdown(slot.key[0], code=True)} ({slot.key[1] / 2**20:.2f} MB)\n"
             f"- **architecture**: {escape_markdown(info.arch)} (format {escape_markdown(info.source_format)})\n"
-            f"- **classes**: {info.num_classes}, names {names}\n"
+            f"- **classes**: {info.num_classes}, {names}\n"
             f"- **clip**: {info.clip_frames} frames × {info.clip_size}×{info.clip_size} px\n"
             f"- **normalisation**: mean {tuple(round(v, 4) for v in info.mean)}, "
             f"std {tuple(round(v, 4) for v in info.std)}\n"

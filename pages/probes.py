@@ -47,8 +47,7 @@ with ui.guard("Probe table"):
         else:
             clips = int(st.number_input("Clips per video (when computing)", 1, 10, 1, key="pr_clips"))
             found = probe_source(chosen, clips)
-            if st.session_state.pop("_pr_running", False):
-                st.warning("The computation was stopped; nothing was saved.", icon=":material/stop_circle:")
+            ui.stopped_notice("pr")
             if found.exists:
                 result = read_probe_table(file_key(found.path))
                 made = (f"bundled, {found.clips} clips per video" if found.bundled
@@ -57,17 +56,7 @@ with ui.guard("Probe table"):
             else:
                 st.info(f"No probe table yet for these checkpoints on {escape_markdown(chosen.data.described)}. "
                         "Compute it here (kept on disk for next time), or give a Parquet file.")
-                if st.button("Compute probes", type="primary", key="pr_compute", icon=":material/play_arrow:"):
-                    st.button("Cancel", key="pr_cancel", icon=":material/stop:")
-                    st.session_state["_pr_running"] = True
-                    bar = st.progress(0.0, text="starting ...")
-
-                    def tick(model: str, done: int, total: int) -> None:
-                        bar.progress(done / total, text=f"{escape_markdown(model)}: {done} of {total} clips")
-
-                    compute_probes(chosen, found, tick)
-                    st.session_state.pop("_pr_running", None)
-                    st.rerun()
+                ui.compute_button("Compute probes", "pr", lambda tick: compute_probes(chosen, found, tick))
 
 if result is None:
     st.stop()

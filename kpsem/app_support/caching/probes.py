@@ -13,7 +13,7 @@ import streamlit as st
 from kpsem.app_support.caching import services
 from kpsem.app_support.choices.selection import Selection
 from kpsem.app_support.choices.sources import FileKey
-from kpsem.app_support.choices.stored_results import ProbeSource
+from kpsem.app_support.choices.stored_results import StoredTable
 from kpsem.probes import PROBES, ProbeResult
 
 __all__ = ["read_probe_table", "compute_probes", "clip_rows"]
@@ -27,7 +27,7 @@ def read_probe_table(key: FileKey) -> ProbeResult:
     return read_probes(Path(key[0]))
 
 
-def compute_probes(chosen: Selection, source: ProbeSource, progress: Callable[[str, int, int], None]) -> ProbeResult:
+def compute_probes(chosen: Selection, source: StoredTable, progress: Callable[[str, int, int], None]) -> ProbeResult:
     """Every probe on the sidebar's two models and data split, written to ``source.path`` when done."""
     from kpsem.probes import probe_index, write_probes
 

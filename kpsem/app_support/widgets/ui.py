@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import streamlit as st
@@ -39,7 +39,7 @@ from kpsem.app_support.choices.sources import (
     resolve_device,
     user_path,
 )
-from kpsem.app_support.drawing.text import escape_markdown
+from kpsem.app_support.drawing.text import class_names_source, escape_markdown
 from kpsem.pairing import check_pair
 
 __all__ = ["guard", "friendly", "sidebar", "require_models", "require_scorable", "settings"]
@@ -121,12 +121,7 @@ def _checkpoint_slot(role: str, demo: DemoPaths, config: ServerSettings, device:
         if source != "bundled demo":  # the bundled demo names its classes
             _apply_model_names(slot, box, config, device)
         info = slot.info
-        if slot.names_file:
-            names = f"names from {escape_markdown(slot.names_file, code=True)}"
-        elif placeholder_names(info.class_names):
-            names = escape_markdown("no class names in the file (class_0 …): load a class names file")
-        else:
-            names = "names from the checkpoint"
+        names = class_names_source(slot.names_file, info.class_names)
         caption.caption(f"**{escape_markdown(info.arch)}** · {info.num_classes} classes ({names}) · clip "
                         f"{info.clip_frames}×{info.clip_size}×{info.clip_size} · "
                         f"{escape_markdown(slot.name, code=True)}")
@@ -309,3 +304,31 @@ def require_models(chosen: Selection) -> bool:
         st.error(escape_markdown(message), icon=":material/error:")
     return not missing and chosen.pair.ok
 
+
+def stopped_notice(prefix: str) -> None:
+    """Say once that the last computation started by :func:`compute_button` ``prefix`` was stopped.
+
+    Any click (Cancel included) ends the script run that computes, so the flag the run left set is the sign.
+    """
+    if st.session_state.pop(f"_{prefix}_running", False):
+        st.warning("The computation was stopped; nothing was saved.", icon=":material/stop_circle:")
+
+
+def compute_button(label: str, prefix: str, run: Callable[[Callable[[str, int, int], None]], None]) -> None:
+    """A button that runs ``run(progress)`` under a progress bar with a Cancel button, then shows the result.
+
+    ``progress(name, done, total)`` reports clips done of one model. Widget keys: ``{prefix}_compute`` and
+    ``{prefix}_cancel``; :func:`stopped_notice` with the same prefix tells of an interrupted run.
+    """
+    if not st.button(label, type="primary", key=f"{prefix}_compute", icon=":material/play_arrow:"):
+        return
+    st.button("Cancel", key=f"{prefix}_cancel", icon=":material/stop:")
+    st.session_state[f"_{prefix}_running"] = True
+    bar = st.progress(0.0, text="starting ...")
+
+    def tick(name: str, done: int, total: int) -> None:
+        bar.progress(done / total, text=f"{escape_markdown(name)}: {done} of {total} clips")
+
+    run(tick)
+    st.session_state.pop(f"_{prefix}_running", None)
+    st.rerun()
