@@ -8,13 +8,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 HELP = "Grad-CAM, key points and top-k of a baseline and an MF-KPSEM checkpoint on one clip: Fig. 8, 9, 10, Table 1"
 _started = [time.perf_counter()]  # when the command started: reset by starting(), which kpsem.cli calls first
 EXIT_AT_ONCE = True  # kpsem.cli: end the process without the interpreter's teardown (see kpsem.cli._exit_at_once)
-_BUILDERS: list[Callable[[], Any]] = []  # figures to draw; forked workers inherit the list (see _render)
 
 
 def _given(words: Sequence[str], option: str) -> str:
@@ -149,147 +149,205 @@ def _check_out(out: Path) -> None:
             return
 
 
-def _draw_and_save(index: int, out: Path, formats: Sequence[str], extra: dict) -> list[Path]:
-    figure = _BUILDERS[index]()
-    return figure.save(out, formats=formats, extra=extra)
-
-
-def _render(builders: Sequence[Callable[[], Any]], out: Path, formats: Sequence[str], extra: dict,
-            jobs: int | None) -> list[Path]:
-    """Build and save every figure, in ``jobs`` forked processes (each draws whole figures), in order.
-
-    Why processes: drawing is most of what explain does after the models, pure Python and matplotlib that
-    one core runs; a forked worker inherits the analyses without copying or pickling them. Only where
-    fork exists (Linux): elsewhere, or with one job, the figures are drawn here one by one."""
-    import multiprocessing
-    import warnings
-    from concurrent.futures import ProcessPoolExecutor
-
+def _jobs(jobs: int | None) -> int:
+    """--jobs, or the default: two drawing processes where the machine has two cores or more."""
     if jobs is None:
-        jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
-    jobs = max(1, min(jobs, len(builders)))
-    _BUILDERS[:] = builders
-    try:
-        if jobs == 1 or not sys.platform.startswith("linux"):
-            return [path for index in range(len(builders)) for path in _draw_and_save(index, out, formats, extra)]
-        with warnings.catch_warnings():
-            # Python 3.12 warns that forking a threaded process may deadlock the child; PyTorch's idle OpenMP
-            # workers are those threads, and the children never enter PyTorch.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-                futures = [pool.submit(_draw_and_save, index, out, formats, extra) for index in range(len(builders))]
-                return [path for future in futures for path in future.result()]
-    finally:
-        _BUILDERS.clear()
+        return 2 if (os.cpu_count() or 1) >= 2 else 1
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1; got {jobs}")
+    return jobs
 
 
-def run(args: argparse.Namespace) -> int:
-    """Analyse the clip with both models and write every per-clip figure to --out."""
+@dataclass
+class _Inputs:
+    """What every step after the checkpoints shares: the models, the clip and the options that style it."""
+
+    args: argparse.Namespace
+    base: Any  # LoadedCheckpoint of the baseline
+    ours: Any  # LoadedCheckpoint of the MF-KPSEM model
+    device: Any  # torch.device
+    precision: Any  # kpsem.precision.Precision
+    style: Any  # FigureStyle
+    clip: Any = None  # (1, 3, T, S, S) normalised
+    display: Any = None  # (T, S, S, 3) uint8
+    facts: dict = field(default_factory=dict)  # the clip's frames and times, for the sidecars
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.ours.info.class_names
+
+    def analyse(self, model: Any, target: int | None) -> Any:
+        """One model's ClipAnalysis of the clip (for the difference's class); float32 CAMs, as in _analyse."""
+        from kpsem.explain.analysis import analyse_clip
+
+        args = self.args
+        with self.precision.autocast():
+            return analyse_clip(model, self.clip.to(self.device), target=target, cam_layer=args.cam_layer,
+                                weighting=args.weighting, class_names=self.class_names)
+
+
+def _load(args: argparse.Namespace) -> _Inputs:
+    """Check the options, load both checkpoints and decode the clip (progress: loading, decoding)."""
     from kpsem.checkpoint import load_checkpoint
     from kpsem.commands._precision import announce, precision_from_args
     from kpsem.distributed import pick_device
-    from kpsem.explain.analysis import analyse_clip, analyse_pair, combine_pair, common_target
-    from kpsem.explain.cli_options import formats_from_args, names_from_args, style_from_args
-    from kpsem.explain.draw import KeyPointOptions
-    from kpsem.explain.figures import figure_cost_table, figure_gradcam, figure_keypoints, figure_top_predictions
-    from kpsem.io import atomic_write_text
+    from kpsem.explain.cli_options import style_from_args
     from kpsem.pairing import require_pair
-    from kpsem.profile import model_cost
 
     _check_out(Path(args.out))  # before minutes of analysis, not when the first figure is written
     style = style_from_args(args)
-    formats = formats_from_args(args)
     device = pick_device(0, args.device)
-    if args.jobs is not None and args.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1; got {args.jobs}")
+    _jobs(args.jobs)  # refused before the work, not after it
     precision = announce(device, precision_from_args(args), what="explaining in ")
     _step(f"loading the checkpoints on {device}")
     base, ours = load_checkpoint(args.baseline, map_location=device), load_checkpoint(args.kpsem, map_location=device)
-    bi, ki = base.info, ours.info
-    for note in require_pair(bi, ki, task="explain").warnings:
+    for note in require_pair(base.info, ours.info, task="explain").warnings:
         print(f"note: {note}", file=sys.stderr)
+    inputs = _Inputs(args, base, ours, device, precision, style)
+    ki = ours.info
     _step(f"decoding a {ki.clip_frames}x{ki.clip_size}x{ki.clip_size} clip of {args.clip}")
-    clip, display, facts = _load_clip(args.clip, ki.clip_frames, ki.clip_size, tuple(ki.mean), tuple(ki.std),
-                                      args.num_clips, args.clip_index, args.start)
-    target = _target(args.target, ki.class_names)
-    true_label = _target(args.true_class, ki.class_names, "--true-class")
-    options = {"cam_layer": args.cam_layer, "weighting": args.weighting, "class_names": ki.class_names}
+    inputs.clip, inputs.display, inputs.facts = _load_clip(args.clip, ki.clip_frames, ki.clip_size, tuple(ki.mean),
+                                                           tuple(ki.std), args.num_clips, args.clip_index, args.start)
+    return inputs
 
-    def analyse(target: int | None) -> Any:  # PairAnalysis; Grad-CAM and KPSEM's internals come out float32
-        with precision.autocast():
-            return analyse_pair(base.model, ours.model, clip.to(device), target=target, **options)
 
+def _analyse(inputs: _Inputs, target: int | None) -> Any:
+    """Both models on the clip, each explaining ``target`` (default: its own prediction): a PairAnalysis."""
+    from kpsem.explain.analysis import analyse_pair
+
+    args = inputs.args
     _step(f"analysing the clip with both models (forward, Grad-CAM at {args.cam_layer}, key points)")
-    pair = analyse(target)
-    names = names_from_args(args, infos=(bi, ki))  # one source for every figure's model names
-    # A difference of two CAMs only means something for one class: the difference figure explains the
-    # common target, which may need a second analysis when the rows above explain each model's prediction.
-    common = common_target(pair.baseline.probs, pair.kpsem.probs, ki.class_names, true_label=true_label,
-                           chosen=target, model_names=names)
+    with inputs.precision.autocast():  # Grad-CAM and KPSEM's internals come out float32
+        return analyse_pair(inputs.base.model, inputs.ours.model, inputs.clip.to(inputs.device), target=target,
+                            cam_layer=args.cam_layer, weighting=args.weighting, class_names=inputs.class_names)
 
-    def retarget(pair: Any, index: int) -> Any:  # PairAnalysis for class ``index``
-        # Only a model whose CAM explains another class runs again; the other's analysis is reused.
-        analyses = []
-        for model, analysis in ((base.model, pair.baseline), (ours.model, pair.kpsem)):
-            if analysis.target != index:
-                _step(f"analysing {analysis.model_name} again for the difference's class {common.name!r}")
-                with precision.autocast():
-                    fresh = analyse_clip(model, clip.to(device), target=index, **options)
-                fresh.model_name = analysis.model_name  # as analyse_pair named it
-                analysis = fresh
-            analyses.append(analysis)
-        return combine_pair(*analyses)
 
-    diff_pair = pair if common.explains(pair) else retarget(pair, common.index)
-    inputs = {"baseline": str(args.baseline), "kpsem": str(args.kpsem), "clip": str(args.clip),
-              "clip_index": args.clip_index, "num_clips": args.num_clips, "start": args.start, "clip_facts": facts,
-              "argv": sys.argv[1:]}
-    extra = {"inputs": inputs, "precision": precision.as_dict()}
-    out = Path(args.out)
+def _retarget(inputs: _Inputs, pair: Any, common: Any) -> Any:
+    """The pair with both CAMs explaining ``common``'s class, for the difference figure: a difference of two
+    CAMs only means something for one class. Only a model whose CAM explains another class runs again."""
+    from kpsem.explain.analysis import combine_pair
 
-    def difference_figure() -> Any:  # PaperFigure
-        figure = figure_gradcam(diff_pair, display, frames=args.frames, difference_row=True, common=common,
-                                names=names, style=style)
+    if common.explains(pair):
+        return pair
+    analyses = []
+    for model, analysis in ((inputs.base.model, pair.baseline), (inputs.ours.model, pair.kpsem)):
+        if analysis.target != common.index:
+            _step(f"analysing {analysis.model_name} again for the difference's class {common.name!r}")
+            fresh = inputs.analyse(model, common.index)
+            fresh.model_name = analysis.model_name  # as analyse_pair named it
+            analysis = fresh
+        analyses.append(analysis)
+    return combine_pair(*analyses)
+
+
+def _first_figures(forks: Any, inputs: _Inputs, pair: Any, names: tuple[str, str]) -> Any:
+    """Queue Fig. 8, Fig. 9 and (MF-KPSEM) Fig. 10, which the first analysis is enough for; returns the
+    key point options (None without KPSEM) for the video."""
+    from kpsem.explain.draw import KeyPointOptions
+    from kpsem.explain.figures import figure_gradcam, figure_keypoints, figure_top_predictions
+
+    args, style, display = inputs.args, inputs.style, inputs.display
+    forks.add(lambda: figure_top_predictions([pair], [display[len(display) // 2]], names=names, style=style))
+    forks.add(lambda: figure_gradcam(pair, display, frames=args.frames, names=names, style=style), weight=2)
+    if not pair.kpsem.has_kpsem:
+        print(f"note: {args.kpsem} is an MFNet checkpoint without KPSEM; Fig. 10 (key points) is not drawn")
+        return None
+    points = KeyPointOptions(sets=tuple(args.sets), top_channels=args.top_channels, arrow_scale=args.arrow_scale)
+    forks.add(lambda: figure_keypoints(pair.kpsem, display, frames=args.frames, options=points, name=names[1],
+                                       style=style))
+    return points
+
+
+def _difference_figure(inputs: _Inputs, diff_pair: Any, common: Any, names: tuple[str, str]) -> Callable[[], Any]:
+    """Fig. 9 with the difference row, for ``common``'s class."""
+    def build() -> Any:  # PaperFigure
+        from kpsem.explain.figures import figure_gradcam
+
+        figure = figure_gradcam(diff_pair, inputs.display, frames=inputs.args.frames, difference_row=True,
+                                common=common, names=names, style=inputs.style)
         figure.name = "fig9_gradcam_difference"
         return figure
 
-    # Built where they are saved (see _render): each builder draws one figure from the analyses above.
-    figures: list[Callable[[], Any]] = [
-        lambda: figure_top_predictions([pair], [display[len(display) // 2]], names=names, style=style),
-        lambda: figure_gradcam(pair, display, frames=args.frames, names=names, style=style),
-        difference_figure,
-    ]
-    points = None
-    if pair.kpsem.has_kpsem:
-        points = KeyPointOptions(sets=tuple(args.sets), top_channels=args.top_channels, arrow_scale=args.arrow_scale)
-        figures.append(lambda: figure_keypoints(pair.kpsem, display, frames=args.frames, options=points,
-                                                name=names[1], style=style))
-    else:
-        print(f"note: {args.kpsem} is an MFNet checkpoint without KPSEM; Fig. 10 (key points) is not drawn")
-    clip_shape = (ki.clip_frames, ki.clip_size, ki.clip_size)
-    _step("counting parameters and multiply-adds (Table 1)")
-    costs = [model_cost(base.model, name=names[0], clip=clip_shape),
-             model_cost(ours.model, name=names[1], clip=clip_shape)]
-    figures.append(lambda: figure_cost_table(costs, style=style))
-    _step(f"drawing {len(figures)} figures as {', '.join(formats)}")
-    written = _render(figures, out, formats, extra, args.jobs)
-    if args.video:
-        from kpsem.explain.video import explanation_video_bytes, frame_captions
-        from kpsem.io import atomic_write_bytes
+    return build
 
-        _step("drawing and encoding the clip as a video (explained.mp4, H.264)")
-        captions = frame_captions(len(display), facts.get("frame_indices"), facts.get("frame_times"))
-        data = explanation_video_bytes(pair, display, difference=diff_pair, names=names, captions=captions,
-                                       keypoints=points, cmap=style.cmap, difference_cmap=style.difference_cmap)
-        atomic_write_bytes(out / "explained.mp4", data)
-        written.append(out / "explained.mp4")
+
+def _cost_figure(inputs: _Inputs, names: tuple[str, str]) -> Callable[[], Any]:
+    """Table 1, counted now (progress: counting), drawn by the returned builder."""
+    from kpsem.explain.figures import figure_cost_table
+    from kpsem.profile import model_cost
+
+    info = inputs.ours.info
+    clip_shape = (info.clip_frames, info.clip_size, info.clip_size)
+    _step("counting parameters and multiply-adds (Table 1)")
+    costs = [model_cost(inputs.base.model, name=names[0], clip=clip_shape),
+             model_cost(inputs.ours.model, name=names[1], clip=clip_shape)]
+    return lambda: figure_cost_table(costs, style=inputs.style)
+
+
+def _video(inputs: _Inputs, pair: Any, diff_pair: Any, names: tuple[str, str], points: Any) -> Path:
+    """--video: explained.mp4, the clip frame by frame with both CAMs, their difference and the key points."""
+    from kpsem.explain.video import explanation_video_bytes, frame_captions
+    from kpsem.io import atomic_write_bytes
+
+    _step("drawing and encoding the clip as a video (explained.mp4, H.264)")
+    display, facts, style = inputs.display, inputs.facts, inputs.style
+    captions = frame_captions(len(display), facts.get("frame_indices"), facts.get("frame_times"))
+    data = explanation_video_bytes(pair, display, difference=diff_pair, names=names, captions=captions,
+                                   keypoints=points, cmap=style.cmap, difference_cmap=style.difference_cmap)
+    path = Path(inputs.args.out) / "explained.mp4"
+    atomic_write_bytes(path, data)
+    return path
+
+
+def _sidecar_extra(inputs: _Inputs) -> dict:
+    """What every figure's JSON sidecar and analysis.json record about the run."""
+    args = inputs.args
+    facts = {"baseline": str(args.baseline), "kpsem": str(args.kpsem), "clip": str(args.clip),
+             "clip_index": args.clip_index, "num_clips": args.num_clips, "start": args.start,
+             "clip_facts": inputs.facts, "argv": sys.argv[1:]}
+    return {"inputs": facts, "precision": inputs.precision.as_dict()}
+
+
+def _summary(out: Path, pair: Any, common: Any, extra: dict) -> Path:
+    """analysis.json, and each model's prediction and the difference's class on the terminal."""
+    from kpsem.io import atomic_write_text
+
     summary = {"baseline": pair.baseline.summary(), "kpsem": pair.kpsem.summary(), "shared_cam_max": pair.shared_scale,
                "difference_target": common.as_dict(), **extra}
     atomic_write_text(out / "analysis.json", json.dumps(summary, indent=2, default=str) + "\n")
-    written.append(out / "analysis.json")
     for name, analysis in (("baseline", pair.baseline), ("kpsem", pair.kpsem)):
         top = analysis.topk[0]
         print(f"{name}: {analysis.model_name} predicts {top.name} ({top.probability:.1%})")
     print(f"Fig. 9 with a difference row: {common.message()}")
+    return out / "analysis.json"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse the clip with both models and write every per-clip figure to --out.
+
+    Each figure is drawn, in a forked process, as soon as the analyses it shows exist: Fig. 8, 9 and 10
+    while the difference's class is analysed and Table 1 counted (see kpsem.explain.forks)."""
+    from kpsem.explain.analysis import common_target
+    from kpsem.explain.cli_options import formats_from_args, names_from_args
+    from kpsem.explain.forks import FigureForks, save_figure
+
+    inputs = _load(args)
+    target = _target(args.target, inputs.class_names)
+    true_label = _target(args.true_class, inputs.class_names, "--true-class")
+    out, formats, extra = Path(args.out), formats_from_args(args), _sidecar_extra(inputs)
+    with FigureForks(save_figure(out, formats, extra), _jobs(args.jobs)) as forks:
+        pair = _analyse(inputs, target)
+        names = names_from_args(args, infos=(inputs.base.info, inputs.ours.info))  # every figure's model names
+        common = common_target(pair.baseline.probs, pair.kpsem.probs, inputs.class_names, true_label=true_label,
+                               chosen=target, model_names=names)
+        points = _first_figures(forks, inputs, pair, names)
+        diff_pair = _retarget(inputs, pair, common)
+        forks.add(_difference_figure(inputs, diff_pair, common, names), weight=3)
+        forks.add(_cost_figure(inputs, names))
+        _step(f"drawing {forks.count} figures as {', '.join(formats)}")
+        written = forks.finish()
+    if args.video:
+        written.append(_video(inputs, pair, diff_pair, names, points))
+    written.append(_summary(out, pair, common, extra))
     _step(f"wrote {len(written)} files to {out}")
     return 0

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from kpsem.explain.gradcam import VideoGradCAM, Weighting, normalise_cam
 from kpsem.models import has_kpsem
 from kpsem.models.kpsem_module import KPSEMInternals, normalised_to_pixels
+
+if TYPE_CHECKING:
+    from kpsem.explain.gradcam import Weighting
+
+# kpsem.explain.gradcam (grad-cam, which loads torchvision, scikit-learn and SciPy: about 2.5 s) is imported
+# where a CAM is computed, not here: the app's pages, the figures and explain's early steps need these types
+# and helpers without it, and explain imports it on a thread while the checkpoints load.
 
 __all__ = [
     "TopK",
@@ -272,6 +278,8 @@ def analyse_clip(
     ``target`` is the class the CAM explains (default: the prediction). A model without KPSEM gives
     ``has_kpsem=False`` and no key points; it never fails for that reason.
     """
+    from kpsem.explain.gradcam import VideoGradCAM
+
     _check_clip(model, clip)
     device = next(model.parameters()).device
     with VideoGradCAM(model, layer=cam_layer, weighting=weighting) as explainer:
@@ -339,6 +347,8 @@ def combine_pair(first: ClipAnalysis, second: ClipAnalysis) -> PairAnalysis:
     """Two analyses of one clip as a pair: the shared colour scale and, when both CAMs explain one class,
     the difference maps. Why apart from :func:`analyse_pair`: a pair for another target can reuse the
     analysis of a model whose CAM already explains it, instead of running that model again."""
+    from kpsem.explain.gradcam import normalise_cam
+
     scale = float(max(first.cam_raw.max(), second.cam_raw.max()))
     base_shared, kpsem_shared = normalise_cam(first.cam_raw, scale), normalise_cam(second.cam_raw, scale)
     return PairAnalysis(

@@ -191,8 +191,8 @@ class PaperFigure:
             for fmt in formats:
                 path = out / f"{stem}.{fmt}"
                 metadata = {"Creator": "kpsem-studio"} if fmt != "png" else {"Software": "kpsem-studio"}
-                if fmt in ("pdf", "svg"):
-                    metadata["Date"] = None  # reproducible files
+                if fmt in ("pdf", "svg"):  # reproducible files: no creation date
+                    metadata["CreationDate" if fmt == "pdf" else "Date"] = None
                 with atomic_path(path) as partial:  # another run may be writing or reading the same figure
                     self.figure.savefig(partial, format=fmt, dpi=dpi, metadata=metadata)
                 paths.append(path)
@@ -555,6 +555,54 @@ def figure_top_predictions(
 # --- Fig. 9 ---------------------------------------------------------------------------------------
 
 
+def _check_gradcam_pair(pair: PairAnalysis, difference_row: bool, common: CommonTarget | None) -> None:
+    """A difference row needs both CAMs explaining one class, and that class must be ``common``'s."""
+    if difference_row and not pair.same_target:
+        classes = pair.baseline.class_names
+        raise ValueError(
+            f"the difference row compares two CAMs of one class, but these explain {classes[pair.baseline.target]!r} "
+            f"({pair.baseline.model_name}) and {classes[pair.kpsem.target]!r} ({pair.kpsem.model_name}); analyse the "
+            "pair for one target (kpsem.explain.analysis.common_target)")
+    if difference_row and common is not None and not common.explains(pair):
+        raise ValueError(f"common target {common.name!r} is not the class these CAMs explain "
+                         f"({pair.baseline.class_names[pair.baseline.target]!r})")
+
+
+def _cam_rows(axes: np.ndarray, pair: PairAnalysis, display: np.ndarray, chosen: Sequence[int],
+              maps: tuple[np.ndarray, np.ndarray], names: tuple[str, str], side: float, alpha: float,
+              style: FigureStyle, wrapping: _Wrapping) -> None:
+    """Fig. 9's two CAM rows, baseline above KPSEM: each frame's overlay, the frame numbers over the top
+    row, and each row's model and class beside it."""
+    for r, (analysis, cams, name) in enumerate(zip((pair.baseline, pair.kpsem), maps, names)):
+        for c, f in enumerate(chosen):
+            ax = axes[r, c]
+            ax.imshow(cam_overlay(display[f], cams[f], cmap=style.cmap, alpha=alpha))
+            _image_axis(ax)
+            if r == 0:
+                wrapping.put(ax.set_title(""), f"frame {f + 1}", side)
+        axes[r, 0].set_ylabel(_wrap(f"{name}\n{analysis.class_names[analysis.target]}", side, style.font_size))
+
+
+def _difference_row(fig: Figure, axes: np.ndarray, pair: PairAnalysis, display: np.ndarray, chosen: Sequence[int],
+                    shared_scale: bool, scale: float, order: str, side: float, style: FigureStyle,
+                    wrapping: _Wrapping) -> tuple[str, float]:
+    """Fig. 9's third row, baseline minus KPSEM, with its symmetric colour bar that states the order;
+    returns (the class both CAMs explain, the bar's limit)."""
+    size = style.font_size
+    for c, f in enumerate(chosen):
+        ax = axes[2, c]
+        signed = pair.difference[f] if shared_scale else pair.difference_normalised[f]
+        ax.imshow(difference_overlay(display[f], signed, cmap=style.difference_cmap))
+        _image_axis(ax)
+    target_name = pair.baseline.class_names[pair.baseline.target]
+    axes[2, 0].set_ylabel(_wrap(f"difference\n{target_name}", side, size))  # the order: on its bar
+    limit = scale if shared_scale else 1.0
+    units = "Grad-CAM, raw units" if shared_scale else "Grad-CAM \N{DIVISION SIGN} each row's maximum"
+    diverging = matplotlib.cm.ScalarMappable(norm=Normalize(-limit, limit), cmap=style.difference_cmap)
+    _colour_bar(fig, diverging, axes[2:, :], f"{order} ({units})", (-limit, 0.0, limit), size * 0.85, wrapping)
+    return target_name, limit
+
+
 def figure_gradcam(
     pair: PairAnalysis,
     display: np.ndarray,
@@ -577,15 +625,7 @@ def figure_gradcam(
     the analyses' own."""
     style = style or FigureStyle()
     _check_display(display, pair.baseline)
-    if difference_row and not pair.same_target:
-        classes = pair.baseline.class_names
-        raise ValueError(
-            f"the difference row compares two CAMs of one class, but these explain {classes[pair.baseline.target]!r} "
-            f"({pair.baseline.model_name}) and {classes[pair.kpsem.target]!r} ({pair.kpsem.model_name}); analyse the "
-            "pair for one target (kpsem.explain.analysis.common_target)")
-    if difference_row and common is not None and not common.explains(pair):
-        raise ValueError(f"common target {common.name!r} is not the class these CAMs explain "
-                         f"({pair.baseline.class_names[pair.baseline.target]!r})")
+    _check_gradcam_pair(pair, difference_row, common)
     names = names or (pair.baseline.model_name, pair.kpsem.model_name)
     total = pair.baseline.num_frames
     chosen = _check_frames(frames, total) if frames is not None else sample_frames(total, num_frames)
@@ -593,19 +633,13 @@ def figure_gradcam(
     n_rows = 3 if difference_row else 2
     size = style.font_size
     scale = pair.shared_scale if pair.shared_scale > 0 else 1.0  # all-zero maps: any positive scale shows zero
+    order = f"{names[0]} \N{MINUS SIGN} {names[1]}"
     wrapping = _Wrapping()  # titles and bar labels, wrapped again once laid out
     with matplotlib.rc_context(style.rc()):
         fig = style.figure(style.width / (len(chosen) + 0.3) * n_rows + 1.0)
         axes = fig.subplots(n_rows, len(chosen), squeeze=False)
         side = min(_width_pt(style) / (len(chosen) + 0.5), MAX_IMAGE_SIDE * 72)  # a row's height: its labels' length
-        for r, (analysis, cams, name) in enumerate(zip((pair.baseline, pair.kpsem), maps, names)):
-            for c, f in enumerate(chosen):
-                ax = axes[r, c]
-                ax.imshow(cam_overlay(display[f], cams[f], cmap=style.cmap, alpha=alpha))
-                _image_axis(ax)
-                if r == 0:
-                    wrapping.put(ax.set_title(""), f"frame {f + 1}", side)
-            axes[r, 0].set_ylabel(_wrap(f"{name}\n{analysis.class_names[analysis.target]}", side, size))
+        _cam_rows(axes, pair, display, chosen, maps, names, side, alpha, style, wrapping)
         if shared_scale:
             norm, label = Normalize(0, scale), "Grad-CAM, raw units (one scale for both rows)"
         else:
@@ -613,20 +647,9 @@ def figure_gradcam(
         mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=style.cmap)
         _colour_bar(fig, mappable, axes[:2, :], label, (norm.vmin, norm.vmax / 2, norm.vmax), size * 0.85,
                     wrapping)
-        order = f"{names[0]} \N{MINUS SIGN} {names[1]}"
         if difference_row:
-            for c, f in enumerate(chosen):
-                ax = axes[2, c]
-                signed = pair.difference[f] if shared_scale else pair.difference_normalised[f]
-                ax.imshow(difference_overlay(display[f], signed, cmap=style.difference_cmap))
-                _image_axis(ax)
-            target_name = pair.baseline.class_names[pair.baseline.target]
-            axes[2, 0].set_ylabel(_wrap(f"difference\n{target_name}", side, size))  # the order: on its bar
-            limit = scale if shared_scale else 1.0
-            units = "Grad-CAM, raw units" if shared_scale else "Grad-CAM \N{DIVISION SIGN} each row's maximum"
-            diverging = matplotlib.cm.ScalarMappable(norm=Normalize(-limit, limit), cmap=style.difference_cmap)
-            _colour_bar(fig, diverging, axes[2:, :], f"{order} ({units})", (-limit, 0.0, limit), size * 0.85,
-                        wrapping)
+            target_name, limit = _difference_row(fig, axes, pair, display, chosen, shared_scale, scale, order, side,
+                                                 style, wrapping)
             if common is not None and common.predictions_differ:  # the reader must not take it for both predictions
                 fig.suptitle(_wrap(common.message(), _width_pt(style), size * 0.85), fontsize=size * 0.85)
         _settle(fig, wrapping, list(axes.flat))
