@@ -280,28 +280,28 @@ def _keyed(features: torch.Tensor) -> bool:
     return features.element_size() in _KEY_TYPES and cells <= 1 << (8 * features.element_size())
 
 
-def _order_keys(bits: torch.Tensor, spare: torch.Tensor | None = None) -> torch.Tensor:
+def _order_keys(bits: torch.Tensor) -> torch.Tensor:
     """The raw bits (N, T, H, W, C) of a 16- or 32-bit float map, viewed as int16 / int32 -> integer
     keys that sort like (value, then the earlier cell first): int32 keys for bfloat16/float16 maps,
-    int64 for float32. ``spare``, if given, is a buffer of the keys' shape and type used as scratch.
+    int64 for float32.
 
     The high half of a key is the value made monotonic (sign and magnitude become a signed integer, so
     -0.0 and +0.0 tie), the low half ranks the cell so that of equal values the first in row-major
     order has the largest key. A plain maximum of keys over any region then gives both the region's
     maximum and its first argmax (the tie rule of ``argmax`` over the flattened region), with no index
     bookkeeping; half-precision maps (what autocast hands KPSEM) get keys half as wide, so every pass
-    moves half the bytes.
+    moves half the bytes. The sign handling runs on the narrow bits and one ``add`` widens, shifts and
+    ranks at once: two full passes of the wide type fewer than working on the keys.
     """
     h, w = bits.shape[2:4]
     half = 8 * bits.element_size()  # bits of the value, and of the rank below it
-    keys = bits.to(_KEY_TYPES[bits.element_size()][1])  # sign-extended
-    sign = torch.bitwise_right_shift(keys, 2 * half - 1, out=spare)  # -1 for negative values, else 0
-    keys &= (1 << (half - 1)) - 1  # the magnitude
-    keys ^= sign
-    keys -= sign  # negated where the sign was set: (x ^ -1) + 1 = -x
-    keys <<= half
-    keys |= _cell_rank(h, w, device=bits.device, dtype=keys.dtype)[:, :, None]
-    return keys
+    sign = bits >> (half - 1)  # -1 for negative values, else 0
+    value = sign & ((1 << (half - 1)) - 1)
+    value ^= bits  # negative: the magnitude with its bits flipped (-1 - magnitude); else the value itself
+    value -= sign  # negative: -magnitude, so that -0.0 is 0 like +0.0
+    rank = _cell_rank(h, w, device=bits.device, dtype=_KEY_TYPES[bits.element_size()][1])[:, :, None]
+    # value * 2^half + rank: |value| < 2^(half-1) and 0 <= rank < 2^half, so it fits the wide type
+    return torch.add(rank, value, alpha=1 << half)
 
 
 def _cell_rank(height: int, width: int, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -309,17 +309,32 @@ def _cell_rank(height: int, width: int, *, device: torch.device, dtype: torch.dt
     return (height * width - 1) - torch.arange(height * width, device=device, dtype=dtype).view(height, width)
 
 
-def _running_max_(x: torch.Tensor, dim: int, reverse: bool) -> torch.Tensor:
-    """Running maximum along ``dim`` in place (from the end when ``reverse``); returns ``x``.
+def _running_max(source: torch.Tensor, dim: int, reverse: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Running maximum of ``source`` along ``dim`` (from the end when ``reverse``) into ``out`` (may be
+    ``source`` itself, or a buffer of its shape; a new one when None); returns ``out``.
 
     A loop of whole-slice maxima: ``torch.cummax`` is about fifty times slower on CPU for the short
-    axes met here (14 cells), and it would also track indices that the keys already carry.
+    axes met here (14 cells), and it would also track indices that the keys already carry. Writing
+    into another buffer slice by slice saves the full copy a clone-then-scan would make.
     """
-    size = x.shape[dim]
+    size = source.shape[dim]
+    out = torch.empty_like(source) if out is None else out
+    first = size - 1 if reverse else 0
+    if out is not source:
+        out.select(dim, first).copy_(source.select(dim, first))
     for position in range(size - 2, -1, -1) if reverse else range(1, size):
-        current = x.select(dim, position)
-        torch.maximum(current, x.select(dim, position + 1 if reverse else position - 1), out=current)
-    return x
+        torch.maximum(source.select(dim, position), out.select(dim, position + 1 if reverse else position - 1),
+                      out=out.select(dim, position))
+    return out
+
+
+def _decode_keys(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The values (in ``dtype``, the map's own) that :func:`_order_keys` packed into ``keys``, exactly
+    (-0.0 reads +0.0, which compares equal): cheaper than gathering them back from the map."""
+    half = 4 * keys.element_size()
+    value = keys >> half  # the signed magnitude
+    bits = value.abs() | ((value < 0).to(value.dtype) << (half - 1))
+    return bits.to(_KEY_TYPES[keys.element_size() // 2][0]).view(dtype)
 
 
 def _quadrant_key_points(
@@ -337,29 +352,34 @@ def _quadrant_key_points(
     split_col, split_row = split_indices(centres, h, w)  # (N, G, T): first right column, first bottom row
     frame = (torch.arange(n, device=cells.device)[:, None, None] * t
              + torch.arange(t, device=cells.device)[None, None, :])  # (N, 1, T): frame number in the batch
-    bits = features.detach().permute(0, 2, 3, 4, 1).contiguous()  # (N, T, H, W, C), the map's own numbers
-    bits = bits.view(_KEY_TYPES[bits.element_size()][0])
-    # Two rows of branches (rows above / below, then columns left / right) from one map need three
-    # buffers; the third is refilled rather than reallocated (and is the keys' scratch before that),
-    # because a fresh buffer of this size costs more in page faults than a whole scan.
-    spare = torch.empty(bits.shape, dtype=_KEY_TYPES[bits.element_size()][1], device=bits.device)
-    keys = _order_keys(bits, spare)
-    lower = _running_max_(keys.clone(), 2, reverse=True)  # [.., h, w, :]: best of rows >= h in column w
-    upper = _running_max_(keys, 2, reverse=False)  # rows <= h
+    # (N, T, H, W, C), the map's own numbers: float32 cells are them already laid out (no second copy
+    # of a contiguous map); a half-precision map's own view is free in channels_last_3d
+    own = cells.dtype == features.dtype
+    bits = cells.detach() if own else features.detach().permute(0, 2, 3, 4, 1).contiguous()
+    keys = _order_keys(bits.view(_KEY_TYPES[bits.element_size()][0]))
+    # Two rows of branches (rows above / below, then columns left / right) from one map: three buffers,
+    # the keys' own and two more, the scans writing into them (a fresh buffer of this size costs more in
+    # page faults than a whole scan, so the third is refilled rather than reallocated).
+    lower = _running_max(keys, 2, reverse=True)  # [.., h, w, :]: best of rows >= h in column w
+    upper = _running_max(keys, 2, reverse=False, out=keys)  # rows <= h
+    spare = torch.empty_like(keys)
     found = [torch.empty(0)] * 4
     for bottom, rows in ((False, upper), (True, lower)):
         row = split_row if bottom else split_row - 1  # the half's row next to the split
-        for right, region in ((True, _running_max_(spare.copy_(rows), 3, reverse=True)),
-                              (False, _running_max_(rows, 3, reverse=False))):
+        for right, region in ((True, _running_max(rows, 3, reverse=True, out=spare)),
+                              (False, _running_max(rows, 3, reverse=False, out=rows))):
             column = split_col if right else split_col - 1  # the half's column next to the split
             cell = ((frame * h + row) * w + column).flatten()  # (N*G*T,) index into the map's cells
             found[2 * bottom + right] = region.view(-1, c).index_select(0, cell).view(n, -1, t, c)  # (N, G, T, C)
     stacked = torch.stack(found, dim=2)  # (N, G, K, T, C) keys, k = 2 * bottom + right
-    index = (h * w - 1) - (stacked & ((1 << (4 * stacked.element_size())) - 1)).long()  # row * W + column
-    # Read the maxima back from the map rather than from the keys: the same numbers, and the gradient
-    # of a selected cell (gradient="hard", or Grad-CAM below KPSEM) flows as it does through ``max``.
-    channel = torch.arange(c, device=cells.device)
-    values = cells.flatten().take((frame[:, :, None, :, None] * (h * w) + index) * c + channel)  # (N, G, K, T, C)
+    index = (h * w - 1) - (stacked & ((1 << (4 * stacked.element_size())) - 1))  # row * W + column
+    if torch.is_grad_enabled() and features.requires_grad:
+        # Read the maxima back from the map: the same numbers, and the gradient of a selected cell
+        # (gradient="hard", or Grad-CAM below KPSEM) flows as it does through ``max``.
+        channel = torch.arange(c, device=cells.device)
+        values = cells.flatten().take((frame[:, :, None, :, None] * (h * w) + index) * c + channel)  # (N, G, K, T, C)
+    else:
+        values = _decode_keys(stacked, bits.dtype).to(cells.dtype)
     xs = cell_centres(w, device=cells.device, dtype=cells.dtype).repeat(h)  # x of each cell, row-major
     ys = cell_centres(h, device=cells.device, dtype=cells.dtype).repeat_interleave(w)
     key_points = torch.stack([xs[index], ys[index]], dim=3)  # (N, G, K, 2, T, C)
@@ -423,7 +443,7 @@ def region_means(features: torch.Tensor, mask_x: torch.Tensor, mask_y: torch.Ten
 
 
 def _running_sum_(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Running sum along ``dim`` in place; returns ``x``. Slice by slice, as :func:`_running_max_`:
+    """Running sum along ``dim`` in place; returns ``x``. Slice by slice, as :func:`_running_max`:
     ``torch.cumsum`` over these short axes is several times slower on CPU."""
     for position in range(1, x.shape[dim]):
         x.select(dim, position).add_(x.select(dim, position - 1))
