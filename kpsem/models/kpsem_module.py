@@ -328,6 +328,12 @@ def _running_max(source: torch.Tensor, dim: int, reverse: bool, out: torch.Tenso
     return out
 
 
+def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 1-D table: ``index_select`` of the flattened index is about four times
+    faster on CPU than advanced indexing for the ~10^5 look-ups of a clip."""
+    return table.index_select(0, index.flatten()).view(index.shape)
+
+
 def _decode_keys(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The values (in ``dtype``, the map's own) that :func:`_order_keys` packed into ``keys``, exactly
     (-0.0 reads +0.0, which compares equal): cheaper than gathering them back from the map."""
@@ -382,7 +388,7 @@ def _quadrant_key_points(
         values = _decode_keys(stacked, bits.dtype).to(cells.dtype)
     xs = cell_centres(w, device=cells.device, dtype=cells.dtype).repeat(h)  # x of each cell, row-major
     ys = cell_centres(h, device=cells.device, dtype=cells.dtype).repeat_interleave(w)
-    key_points = torch.stack([xs[index], ys[index]], dim=3)  # (N, G, K, 2, T, C)
+    key_points = torch.stack([_lookup(xs, index), _lookup(ys, index)], dim=3)  # (N, G, K, 2, T, C)
     return key_points.permute(0, 1, 2, 5, 4, 3), values.transpose(3, 4)  # (N, G, K, C, T, 2), (N, G, K, C, T)
 
 
@@ -442,19 +448,30 @@ def region_means(features: torch.Tensor, mask_x: torch.Tensor, mask_y: torch.Ten
     return means.flatten(2, 3)  # region k = b * row band + column band (K = 4: 2 * bottom + right)
 
 
-def _running_sum_(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Running sum along ``dim`` in place; returns ``x``. Slice by slice, as :func:`_running_max`:
-    ``torch.cumsum`` over these short axes is several times slower on CPU."""
-    for position in range(1, x.shape[dim]):
-        x.select(dim, position).add_(x.select(dim, position - 1))
-    return x
+def _running_sum(source: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Running sum of ``source`` along ``dim`` into ``out`` (``source`` itself, or a new buffer when None);
+    returns ``out``. Slice by slice, as :func:`_running_max`: ``torch.cumsum`` over these short axes is
+    several times slower on CPU; writing into a new buffer saves the copy of clone-then-sum. Under
+    autograd (gradient="hard" reads the hard means) it clones and sums in place, which autograd follows."""
+    if torch.is_grad_enabled() and source.requires_grad:
+        out = source.clone() if out is None else out
+        for position in range(1, out.shape[dim]):
+            out.select(dim, position).add_(out.select(dim, position - 1))
+        return out
+    out = torch.empty_like(source) if out is None else out
+    if out is not source:
+        out.select(dim, 0).copy_(source.select(dim, 0))
+    for position in range(1, source.shape[dim]):
+        torch.add(source.select(dim, position), out.select(dim, position - 1), out=out.select(dim, position))
+    return out
 
 
 def _cell_region_means(cells: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """:func:`hard_region_means` from cells (N, T, H, W, C) -> (N, G, 4, C, T), in the cells' dtype."""
     n, t, h, w, c = cells.shape
     col, row = split_indices(centres, h, w)  # (N, G, T): columns left of / rows above the split
-    integral = _running_sum_(_running_sum_(cells.clone(), 2), 3)  # (N, T, H, W, C): sums above-left, inclusive
+    integral = _running_sum(cells, 2)  # (N, T, H, W, C): sums above, inclusive
+    integral = _running_sum(integral, 3, out=integral)  # sums above-left, inclusive
     frame = (torch.arange(n, device=cells.device)[:, None, None] * t
              + torch.arange(t, device=cells.device)[None, None, :])  # (N, 1, T): frame number in the batch
     by_cell = integral.view(-1, c)  # (N*T*H*W, C); a split keeps a cell on every side: row, col >= 1
@@ -594,7 +611,7 @@ def grid_key_points(features: torch.Tensor, splits: torch.Tensor) -> tuple[torch
     channel = torch.arange(c, device=cells.device)
     # Read the maxima back from the map (as the quadrant path does): the gradient of a selected cell flows.
     values = cells.flatten().take((frame * (h * w) + index) * c + channel)  # (N, G, T, K, C)
-    key_points = torch.stack([xs[index], ys[index]], dim=-1)  # (N, G, T, K, C, 2)
+    key_points = torch.stack([_lookup(xs, index), _lookup(ys, index)], dim=-1)  # (N, G, T, K, C, 2)
     return key_points.permute(0, 1, 3, 4, 2, 5), values.permute(0, 1, 3, 4, 2)
 
 
@@ -605,7 +622,8 @@ def grid_region_means(features: torch.Tensor, splits: torch.Tensor) -> torch.Ten
     n, t, h, w, c = cells.shape
     cols, rows = grid_split_indices(splits, h, w)  # (N, G, T, g-1)
     g = cols.shape[-1] + 1
-    integral = F.pad(_running_sum_(_running_sum_(cells.clone(), 2), 3), (0, 0, 1, 0, 1, 0))  # (N, T, H+1, W+1, C)
+    integral = _running_sum(cells, 2)  # (N, T, H, W, C): sums above, inclusive
+    integral = F.pad(_running_sum(integral, 3, out=integral), (0, 0, 1, 0, 1, 0))  # (N, T, H+1, W+1, C)
     zero, sets = torch.zeros_like(cols[..., :1]), cols.shape[1]
     col_edges = torch.cat([zero, cols, zero + w], dim=-1)  # (N, G, T, g+1): band j is [edge j, edge j+1)
     row_edges = torch.cat([zero, rows, zero + h], dim=-1)
@@ -685,7 +703,7 @@ def shift_weights(values: torch.Tensor) -> torch.Tensor:
     by_time = _tc(values)  # (..., K, T, C)
     current = by_time[..., :, None, :-1, :]  # (..., K, 1, T-1, C)
     following = by_time[..., None, :, 1:, :]  # (..., 1, K, T-1, C)
-    scores = torch.reciprocal((current - following).abs().add_(0.1))  # (..., K_r, K_n, T-1, C)
+    scores = (current - following).abs_().add_(0.1).reciprocal_()  # (..., K_r, K_n, T-1, C), one buffer
     return _tc(torch.softmax(scores, dim=-3))
 
 
