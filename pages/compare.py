@@ -23,10 +23,7 @@ from kpsem.app_support.drawing.text import escape_markdown
 from kpsem.app_support.widgets import ui
 from kpsem.app_support.widgets.page_start import page_start
 
-chosen = page_start()
-st.header("Class comparison", anchor=False)
-if chosen is None:
-    st.stop()
+chosen = page_start("Class comparison")
 
 source = st.radio("Predictions from", ("the sidebar's checkpoints and data set", "Parquet files"), key="cmp_source",
                   horizontal=True, help="Parquet files are the tables `python -m kpsem evaluate --out` writes")

@@ -36,10 +36,7 @@ from kpsem.explain.draw import KeyPointOptions, region_names, select_channels
 from kpsem.models import model_class
 from kpsem.names import CAM_CMAPS
 
-chosen = page_start(explorer=True)
-st.header("Explorer", anchor=False)
-if chosen is None or not ui.require_models(chosen):
-    st.stop()
+chosen = page_start("Explorer", explorer=True, needs="models")
 
 base, ours = chosen.baseline, chosen.kpsem
 info = ours.info

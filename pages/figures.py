@@ -14,10 +14,7 @@ from kpsem.explain.figures import display_names
 from kpsem.models import has_kpsem
 from kpsem.names import CAM_CMAPS, DIFFERENCE_CMAPS
 
-chosen = page_start()
-st.header("Figure studio", anchor=False)
-if chosen is None or not ui.require_models(chosen):
-    st.stop()
+chosen = page_start("Figure studio", needs="models")
 
 
 base, ours = chosen.baseline, chosen.kpsem

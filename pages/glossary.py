@@ -4,8 +4,7 @@ import streamlit as st
 
 from kpsem.app_support.widgets.page_start import page_start
 
-page_start()
-st.header("Glossary", anchor=False)
+page_start("Glossary", needs="nothing")
 st.caption("What each drawn element is, and where the paper defines it: Effective Action Recognition with Embedded "
            "Key Point Shifts, sections 3.2 and 3.3 (equation numbers as printed). Everything drawn is read from "
            "the KPSEM module of the loaded checkpoint, never recomputed.")

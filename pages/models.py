@@ -10,10 +10,7 @@ from kpsem.app_support.widgets import ui
 from kpsem.app_support.widgets.page_start import page_start
 from kpsem.explain.figures import cost_table
 
-chosen = page_start()
-st.header("Models", anchor=False)
-if chosen is None:
-    st.stop()
+chosen = page_start("Models")
 
 slots = (chosen.baseline, chosen.kpsem)
 columns = st.columns(2, gap="large")

@@ -11,10 +11,7 @@ from kpsem.app_support.drawing.text import escape_markdown
 from kpsem.app_support.widgets import ui
 from kpsem.app_support.widgets.page_start import page_start
 
-chosen = page_start()
-st.header("Motion probes", anchor=False)
-if chosen is None:
-    st.stop()
+chosen = page_start("Motion probes")
 
 st.caption("Each probe keeps what every frame looks like and changes only the motion: reversed, shuffled (one seeded "
            "order), frozen on the middle frame, every 2nd frame twice, or mirrored (scored against the mirror-image "

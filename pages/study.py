@@ -9,10 +9,7 @@ from kpsem.app_support.drawing.text import escape_markdown
 from kpsem.app_support.widgets import ui
 from kpsem.app_support.widgets.page_start import page_start
 
-chosen = page_start()
-st.header("Design studies", anchor=False)
-if chosen is None:
-    st.stop()
+chosen = page_start("Design studies")
 
 st.caption("A study trains and evaluates each variant of a plan (e.g. the paper's Table 2 or Fig. 5) on several "
            "seeds with `python -m kpsem study`. Accuracies are per video on the test split; ± is the standard "

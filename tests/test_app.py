@@ -194,7 +194,7 @@ def test_compare_computes_missing_tables_with_progress_and_caches_them(page, app
         at.text_input(key=f"{role}_path").input(str(path)).run()
     _clean(at)
     assert any("No predictions table yet" in i.value for i in at.info)
-    at.button(key="cmp_compute").click().run()
+    at.button(key="cmp_compute").click().run(timeout=600)  # both models over the demo test split: minutes on a busy CPU
     _clean(at)
     assert len(at.metric) == 6
     cached = list((tmp_path / "cache" / "predictions").glob("*.parquet"))

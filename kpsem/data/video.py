@@ -42,8 +42,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DEFAULT_SHORT_SIDE_CAP",
     "FRAME_FOLDER_FPS",
-    "is_video_file",
-    "is_frame_folder",
     "list_frame_files",
     "probe_video",
     "read_frames",
@@ -111,11 +109,6 @@ class DecodedFrames:
     times: list[float]  # presentation time of each frame in seconds from the video's start (its timestamp)
 
 
-def is_video_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a file with a known video extension."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     """Images in ``folder`` in frame order, hidden files left out; :class:`VideoError` for a gap.
 
@@ -152,15 +145,6 @@ def _check_numbering(folder: Path, numbered: list[tuple[int, str]], *, width: in
                 "absent); indexing past a gap would shift every later frame in time: re-extract the frames "
                 "or remove the folder"
             )
-
-
-def is_frame_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder holding at least one image (a clip stored as frames)."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    with os.scandir(path) as entries:
-        return any(os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in entries if e.is_file())
 
 
 def decoded_size(height: int, width: int, short_side_cap: int | None) -> tuple[int, int]:

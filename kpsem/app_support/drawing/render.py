@@ -20,7 +20,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from kpsem.app_support.drawing.text import escape_plotly
-from kpsem.explain.analysis import CentreMovement, ClipAnalysis, PairAnalysis
+from kpsem.explain.analysis import CentreMovement, ClipAnalysis
 from kpsem.explain.draw import (
     DEFAULT_CMAP,
     DEFAULT_DIFFERENCE_CMAP,
@@ -44,7 +44,6 @@ __all__ = [
     "TRUE_COLOUR",
     "DrawnFrame",
     "encode_jpeg",
-    "cam_maps",
     "draw_frame",
     "colour_bar",
     "DIFFERENCE_PERCENTILE",
@@ -88,13 +87,6 @@ def encode_jpeg(image: np.ndarray, *, quality: int = 92) -> bytes:
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality,
                                                                       subsampling=0)
     return buffer.getvalue()
-
-
-def cam_maps(pair: PairAnalysis, *, shared: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(T, S, S) maps of baseline and KPSEM in [0, 1]: over the pair's maximum, or each its own."""
-    if shared:
-        return pair.baseline_shared, pair.kpsem_shared
-    return pair.baseline.cam, pair.kpsem.cam
 
 
 def draw_frame(

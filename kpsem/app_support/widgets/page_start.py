@@ -30,12 +30,23 @@ __all__ = ["page_start", "first_run", "remember", "show_notes"]
 log = logging.getLogger("kpsem.app")
 
 
-def page_start(*, explorer: bool = False) -> Selection | None:
-    """Draw the shared sidebar, apply a link on the session's first run and keep the URL in step; the
-    sidebar's selection, or None when the sidebar itself failed (the error is shown).
+def page_start(title: str, *, explorer: bool = False, needs: str = "selection") -> Selection | None:
+    """Draw the shared sidebar and the page's header, apply a link on the session's first run and keep the
+    URL in step; return the sidebar's selection.
 
-    ``explorer``: this page is the Explorer, whose clip, frame and overlay a link may name; other pages
-    drop those parameters from the URL."""
+    ``needs``: what the page cannot draw without, else it stops after the header: ``"selection"`` (the
+    sidebar worked; its error is shown), ``"models"`` (both checkpoints loaded; what is missing is said), or
+    ``"nothing"`` (the page draws anyway and may get None). ``explorer``: this page is the Explorer, whose
+    clip, frame and overlay a link may name; other pages drop those parameters from the URL."""
+    chosen = _sidebar(explorer)
+    st.header(title, anchor=False)
+    if needs != "nothing" and (chosen is None or (needs == "models" and not ui.require_models(chosen))):
+        st.stop()
+    return chosen
+
+
+def _sidebar(explorer: bool) -> Selection | None:
+    """The sidebar's selection, or None when the sidebar itself failed (the error is shown)."""
     with ui.guard("Link"):
         first_run(ui.settings(), explorer=explorer)  # a reload or a shared link: the view it names
     chosen = None
