@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -272,16 +273,26 @@ def _difference_figure(inputs: _Inputs, diff_pair: Any, common: Any, names: tupl
 
 
 def _cost_figure(inputs: _Inputs, names: tuple[str, str]) -> Callable[[], Any]:
-    """Table 1, counted now (progress: counting), drawn by the returned builder."""
-    from kpsem.explain.figures import figure_cost_table
-    from kpsem.profile import model_cost
+    """Table 1's builder: it counts both models' parameters and multiply-adds (a forward pass each) and draws
+    the table. Why counting in the builder: queued before the analysis, the figure's process counts and draws
+    while this one imports grad-cam, which keeps one core busy."""
+    def build() -> Any:  # PaperFigure
+        import torch
 
-    info = inputs.ours.info
-    clip_shape = (info.clip_frames, info.clip_size, info.clip_size)
-    _step("counting parameters and multiply-adds (Table 1)")
-    costs = [model_cost(inputs.base.model, name=names[0], clip=clip_shape),
-             model_cost(inputs.ours.model, name=names[1], clip=clip_shape)]
-    return lambda: figure_cost_table(costs, style=inputs.style)
+        from kpsem.explain.figures import figure_cost_table
+        from kpsem.profile import model_cost
+
+        if multiprocessing.parent_process() is not None:
+            # A forked child: one thread (OpenMP's threads in the parent were not forked with it), and the
+            # multiply-adds are counted, not timed.
+            torch.set_num_threads(1)
+        info = inputs.ours.info
+        clip_shape = (info.clip_frames, info.clip_size, info.clip_size)
+        costs = [model_cost(inputs.base.model, name=names[0], clip=clip_shape),
+                 model_cost(inputs.ours.model, name=names[1], clip=clip_shape)]
+        return figure_cost_table(costs, style=inputs.style)
+
+    return build
 
 
 def _video(inputs: _Inputs, pair: Any, diff_pair: Any, names: tuple[str, str], points: Any) -> Path:
@@ -322,11 +333,24 @@ def _summary(out: Path, pair: Any, common: Any, extra: dict) -> Path:
     return out / "analysis.json"
 
 
+def _passive_openmp() -> None:
+    """OpenMP threads that sleep, not spin, while they wait, unless the user chose (OMP_WAIT_POLICY).
+
+    Why: explain's drawing processes run beside its PyTorch work (Table 1 from the start, Fig. 8-10 during
+    the difference's analysis), and libgomp's threads spin between parallel regions, taking the cores those
+    processes need; on a loaded 2-core machine the spinning also burned about 5 s of CPU per run
+    (benchmarks/bench_explain.py). Only before PyTorch is loaded: OpenMP reads the variable once."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def run(args: argparse.Namespace) -> int:
     """Analyse the clip with both models and write every per-clip figure to --out.
 
-    Each figure is drawn, in a forked process, as soon as the analyses it shows exist: Fig. 8, 9 and 10
-    while the difference's class is analysed and Table 1 counted (see kpsem.explain.forks)."""
+    Each figure is drawn, in a forked process, as soon as what it shows exists: Table 1 (counted in its own
+    process) while grad-cam is imported and the clip analysed, Fig. 8, 9 and 10 while the difference's class
+    is analysed (see kpsem.explain.forks)."""
+    _passive_openmp()
     from kpsem.explain.analysis import common_target
     from kpsem.explain.cli_options import formats_from_args, names_from_args
     from kpsem.explain.forks import FigureForks, save_figure
@@ -334,16 +358,18 @@ def run(args: argparse.Namespace) -> int:
     inputs = _load(args)
     target = _target(args.target, inputs.class_names)
     true_label = _target(args.true_class, inputs.class_names, "--true-class")
+    names = names_from_args(args, infos=(inputs.base.info, inputs.ours.info))  # every figure's model names
     out, formats, extra = Path(args.out), formats_from_args(args), _sidecar_extra(inputs)
     with FigureForks(save_figure(out, formats, extra), _jobs(args.jobs)) as forks:
+        forks.add(_cost_figure(inputs, names))  # needs only the models: forked now, where forking is on
         pair = _analyse(inputs, target)
-        names = names_from_args(args, infos=(inputs.base.info, inputs.ours.info))  # every figure's model names
         common = common_target(pair.baseline.probs, pair.kpsem.probs, inputs.class_names, true_label=true_label,
                                chosen=target, model_names=names)
         points = _first_figures(forks, inputs, pair, names)
         diff_pair = _retarget(inputs, pair, common)
         forks.add(_difference_figure(inputs, diff_pair, common, names), weight=3)
-        forks.add(_cost_figure(inputs, names))
+        _step("counting parameters and multiply-adds (Table 1) " + (
+            "in the process drawing it, since the checkpoints loaded" if forks.forking else "as it is drawn"))
         _step(f"drawing {forks.count} figures as {', '.join(formats)}")
         written = forks.finish()
     if args.video:

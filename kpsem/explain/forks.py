@@ -71,6 +71,11 @@ class FigureForks:
         return False
 
     @property
+    def forking(self) -> bool:
+        """Whether figures are drawn in forked processes (else here, one by one, in :meth:`finish`)."""
+        return self._forking
+
+    @property
     def count(self) -> int:
         return len(self._waiting) + len(self._running) + len(self._done)
 
