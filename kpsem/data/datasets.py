@@ -78,13 +78,6 @@ class DatasetIndex:
     def __len__(self) -> int:
         return len(self.videos)
 
-    def class_counts(self) -> list[int]:
-        """Videos per class, in label order."""
-        counts = [0] * len(self.class_names)
-        for record in self.videos:
-            counts[record.label] += 1
-        return counts
-
     def summary(self) -> str:
         """One line for logs and the app: layout, split, sizes, skips, notes."""
         text = (f"{self.layout} {self.split}: {len(self.videos)} videos in {len(self.class_names)} classes "

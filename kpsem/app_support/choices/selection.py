@@ -87,15 +87,6 @@ class Selection:
     classes: ClassMatch | None = None  # data set classes vs models; None until both sides are loaded
 
     @property
-    def data_warning(self) -> str | None:
-        """Why the data set's labels cannot score the models' predictions, or None."""
-        return self.classes.message if self.classes is not None and not self.classes.scorable else None
-
-    @property
-    def models_ready(self) -> bool:
-        return self.baseline.loaded is not None and self.kpsem.loaded is not None and self.pair.ok
-
-    @property
     def using_demo(self) -> bool:
         return self.baseline.source == self.kpsem.source == self.data.source == "bundled demo"
 
