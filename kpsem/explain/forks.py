@@ -10,6 +10,7 @@ after both. The parent forks only from its own thread, between its steps.
 from __future__ import annotations
 
 import gc
+import importlib
 import multiprocessing
 import multiprocessing.connection
 import sys
@@ -21,6 +22,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FigureForks", "can_fork", "save_figure"]
+
+# What every child would otherwise import for its first save (PDF, SVG, the PDF font subsetter, PNG):
+# imported once here before the first fork, 0.08 s, saved ~0.08 s of CPU in each child.
+_SAVE_MODULES = ("matplotlib.backends.backend_pdf", "matplotlib.backends.backend_svg", "fontTools.subset",
+                 "PIL.PngImagePlugin")
 
 
 def can_fork() -> bool:
@@ -107,6 +113,8 @@ class FigureForks:
 
     def _start(self, job: _Job) -> None:
         assert self._context is not None
+        for module in _SAVE_MODULES:
+            importlib.import_module(module)
         reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(target=self._child, args=(job.builder, writer), daemon=True)
         # Objects that exist now are never collected in the child: its garbage collector then does not walk
