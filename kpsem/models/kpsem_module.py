@@ -261,13 +261,20 @@ def soft_region_masks(
 
 
 def _cells(features: torch.Tensor) -> torch.Tensor:
-    """(N, C, T, H, W) -> (N, T, H, W, C), contiguous, in the geometry dtype (:func:`_geometry_dtype`).
+    """(N, C, T, H, W) -> (N, T, H, W, C), contiguous, in the map's own dtype.
 
     Why this layout: every hard quantity reads one cell's C values together, and MFNet hands KPSEM
     channels_last_3d maps, for which this is a free view (no copy); a contiguous map costs one copy.
-    A half-precision map is widened once here, exactly (every bfloat16/float16 value is a float32).
+    A half-precision map is not widened here: each consumer widens as it reads (the pooled mean
+    accumulates in float32, the integral image's first pass writes float32, key point values are
+    decoded then widened), all exact, so no float32 copy of the whole map is made. Under autograd it
+    is widened once here as before, so that the map's gradient still gathers in float32 and is
+    rounded to the half dtype once, not once per consumer.
     """
-    return features.permute(0, 2, 3, 4, 1).to(_geometry_dtype(features.dtype)).contiguous()
+    cells = features.permute(0, 2, 3, 4, 1)  # (N, T, H, W, C)
+    if torch.is_grad_enabled() and features.requires_grad:
+        cells = cells.to(_geometry_dtype(features.dtype))
+    return cells.contiguous()
 
 
 _KEY_TYPES = {2: (torch.int16, torch.int32), 4: (torch.int32, torch.int64)}  # float bytes -> (its bits, key)
@@ -290,8 +297,9 @@ def _order_keys(bits: torch.Tensor) -> torch.Tensor:
     order has the largest key. A plain maximum of keys over any region then gives both the region's
     maximum and its first argmax (the tie rule of ``argmax`` over the flattened region), with no index
     bookkeeping; half-precision maps (what autocast hands KPSEM) get keys half as wide, so every pass
-    moves half the bytes. The sign handling runs on the narrow bits and one ``add`` widens, shifts and
-    ranks at once: two full passes of the wide type fewer than working on the keys.
+    moves half the bytes. The sign handling runs on the narrow bits; the widening is a plain conversion
+    and the shift and rank run in place on the wide keys (a single promoting ``add`` of the narrow value
+    and the wide rank did all three, but through a slow mixed-type loop and a hidden widened copy).
     """
     h, w = bits.shape[2:4]
     half = 8 * bits.element_size()  # bits of the value, and of the rank below it
@@ -299,9 +307,13 @@ def _order_keys(bits: torch.Tensor) -> torch.Tensor:
     value = sign & ((1 << (half - 1)) - 1)
     value ^= bits  # negative: the magnitude with its bits flipped (-1 - magnitude); else the value itself
     value -= sign  # negative: -magnitude, so that -0.0 is 0 like +0.0
-    rank = _cell_rank(h, w, device=bits.device, dtype=_KEY_TYPES[bits.element_size()][1])[:, :, None]
+    key_type = _KEY_TYPES[bits.element_size()][1]
+    rank = _cell_rank(h, w, device=bits.device, dtype=key_type)[:, :, None]  # (H, W, 1)
     # value * 2^half + rank: |value| < 2^(half-1) and 0 <= rank < 2^half, so it fits the wide type
-    return torch.add(rank, value, alpha=1 << half)
+    keys = value.to(key_type)
+    keys <<= half
+    keys += rank
+    return keys
 
 
 def _cell_rank(height: int, width: int, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -346,7 +358,7 @@ def _decode_keys(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _quadrant_key_points(
     features: torch.Tensor, cells: torch.Tensor, centres: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """K = 4 for a 16- or 32-bit float map: (I (N, G, 4, C, T, 2), V (N, G, 4, C, T)) in the cells' dtype.
+    """K = 4 for a 16- or 32-bit float map: (I (N, G, 4, C, T, 2), V (N, G, 4, C, T)) in the geometry dtype.
 
     ``cells`` is :func:`_cells` of ``features``. Four 2-D running maxima of the keys (from each corner)
     hold every quadrant's answer for every possible split; each set then reads one cell per quadrant
@@ -358,8 +370,9 @@ def _quadrant_key_points(
     split_col, split_row = split_indices(centres, h, w)  # (N, G, T): first right column, first bottom row
     frame = (torch.arange(n, device=cells.device)[:, None, None] * t
              + torch.arange(t, device=cells.device)[None, None, :])  # (N, 1, T): frame number in the batch
-    # (N, T, H, W, C), the map's own numbers: float32 cells are them already laid out (no second copy
-    # of a contiguous map); a half-precision map's own view is free in channels_last_3d
+    wide = _geometry_dtype(cells.dtype)
+    # (N, T, H, W, C), the map's own numbers: the cells are them, unless widened for autograd (then a
+    # half-precision map's own view, free in channels_last_3d, keeps the keys narrow)
     own = cells.dtype == features.dtype
     bits = cells.detach() if own else features.detach().permute(0, 2, 3, 4, 1).contiguous()
     keys = _order_keys(bits.view(_KEY_TYPES[bits.element_size()][0]))
@@ -383,11 +396,11 @@ def _quadrant_key_points(
         # Read the maxima back from the map: the same numbers, and the gradient of a selected cell
         # (gradient="hard", or Grad-CAM below KPSEM) flows as it does through ``max``.
         channel = torch.arange(c, device=cells.device)
-        values = cells.flatten().take((frame[:, :, None, :, None] * (h * w) + index) * c + channel)  # (N, G, K, T, C)
+        values = cells.flatten().take((frame[:, :, None, :, None] * (h * w) + index) * c + channel).to(wide)
     else:
-        values = _decode_keys(stacked, bits.dtype).to(cells.dtype)
-    xs = cell_centres(w, device=cells.device, dtype=cells.dtype).repeat(h)  # x of each cell, row-major
-    ys = cell_centres(h, device=cells.device, dtype=cells.dtype).repeat_interleave(w)
+        values = _decode_keys(stacked, bits.dtype).to(wide)  # (N, G, K, T, C)
+    xs = cell_centres(w, device=cells.device, dtype=wide).repeat(h)  # x of each cell, row-major
+    ys = cell_centres(h, device=cells.device, dtype=wide).repeat_interleave(w)
     key_points = torch.stack([_lookup(xs, index), _lookup(ys, index)], dim=3)  # (N, G, K, 2, T, C)
     return key_points.permute(0, 1, 2, 5, 4, 3), values.transpose(3, 4)  # (N, G, K, C, T, 2), (N, G, K, C, T)
 
@@ -452,13 +465,16 @@ def _running_sum(source: torch.Tensor, dim: int, out: torch.Tensor | None = None
     """Running sum of ``source`` along ``dim`` into ``out`` (``source`` itself, or a new buffer when None);
     returns ``out``. Slice by slice, as :func:`_running_max`: ``torch.cumsum`` over these short axes is
     several times slower on CPU; writing into a new buffer saves the copy of clone-then-sum. Under
-    autograd (gradient="hard" reads the hard means) it clones and sums in place, which autograd follows."""
+    autograd (gradient="hard" reads the hard means) it clones and sums in place, which autograd follows.
+    A new buffer is in the geometry dtype: a half-precision source is widened as the first pass reads it
+    (exactly), which costs no pass of its own."""
+    wide = _geometry_dtype(source.dtype)
     if torch.is_grad_enabled() and source.requires_grad:
-        out = source.clone() if out is None else out
+        out = source.to(wide, copy=True) if out is None else out
         for position in range(1, out.shape[dim]):
             out.select(dim, position).add_(out.select(dim, position - 1))
         return out
-    out = torch.empty_like(source) if out is None else out
+    out = torch.empty_like(source, dtype=wide) if out is None else out
     if out is not source:
         out.select(dim, 0).copy_(source.select(dim, 0))
     for position in range(1, source.shape[dim]):
@@ -467,7 +483,7 @@ def _running_sum(source: torch.Tensor, dim: int, out: torch.Tensor | None = None
 
 
 def _cell_region_means(cells: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """:func:`hard_region_means` from cells (N, T, H, W, C) -> (N, G, 4, C, T), in the cells' dtype."""
+    """:func:`hard_region_means` from cells (N, T, H, W, C) -> (N, G, 4, C, T), in the geometry dtype."""
     n, t, h, w, c = cells.shape
     col, row = split_indices(centres, h, w)  # (N, G, T): columns left of / rows above the split
     integral = _running_sum(cells, 2)  # (N, T, H, W, C): sums above, inclusive
@@ -484,7 +500,7 @@ def _cell_region_means(cells: torch.Tensor, centres: torch.Tensor) -> torch.Tens
     widths = torch.stack([col, w - col], dim=-1)  # (N, G, T, 2)
     heights = torch.stack([row, h - row], dim=-1)
     areas = (heights[..., :, None] * widths[..., None, :]).flatten(-2)  # (N, G, T, 4)
-    means = sums / areas.transpose(2, 3)[..., None].to(cells.dtype)  # (N, G, 4, T, C)
+    means = sums / areas.transpose(2, 3)[..., None].to(integral.dtype)  # (N, G, 4, T, C)
     return means.transpose(3, 4)  # (N, G, 4, C, T)
 
 
@@ -593,8 +609,9 @@ def grid_key_points(features: torch.Tensor, splits: torch.Tensor) -> tuple[torch
     cells = _cells(features)  # (N, T, H, W, C)
     ids = _grid_region_ids(splits, h, w)  # (N, G, T, H*W)
     sets = ids.shape[1]
-    xs = cell_centres(w, device=cells.device, dtype=cells.dtype).repeat(h)  # x of each cell, row-major
-    ys = cell_centres(h, device=cells.device, dtype=cells.dtype).repeat_interleave(w)
+    wide = _geometry_dtype(cells.dtype)
+    xs = cell_centres(w, device=cells.device, dtype=wide).repeat(h)  # x of each cell, row-major
+    ys = cell_centres(h, device=cells.device, dtype=wide).repeat_interleave(w)
     if _keyed(features):
         bits = features.detach().permute(0, 2, 3, 4, 1).contiguous()  # (N, T, H, W, C), the map's own numbers
         keys = _order_keys(bits.view(_KEY_TYPES[bits.element_size()][0]))
@@ -610,7 +627,7 @@ def grid_key_points(features: torch.Tensor, splits: torch.Tensor) -> tuple[torch
     frame = torch.arange(n * t, device=cells.device).view(n, 1, t, 1, 1)
     channel = torch.arange(c, device=cells.device)
     # Read the maxima back from the map (as the quadrant path does): the gradient of a selected cell flows.
-    values = cells.flatten().take((frame * (h * w) + index) * c + channel)  # (N, G, T, K, C)
+    values = cells.flatten().take((frame * (h * w) + index) * c + channel).to(wide)  # (N, G, T, K, C)
     key_points = torch.stack([_lookup(xs, index), _lookup(ys, index)], dim=-1)  # (N, G, T, K, C, 2)
     return key_points.permute(0, 1, 3, 4, 2, 5), values.permute(0, 1, 3, 4, 2)
 
@@ -633,7 +650,7 @@ def grid_region_means(features: torch.Tensor, splits: torch.Tensor) -> torch.Ten
     # (N, G, T, g, g, C): inclusion-exclusion of the four corners of each box
     boxes = sums[..., 1:, 1:, :] - sums[..., :-1, 1:, :] - sums[..., 1:, :-1, :] + sums[..., :-1, :-1, :]
     areas = (row_edges.diff(dim=-1)[..., :, None] * col_edges.diff(dim=-1)[..., None, :])  # (N, G, T, g, g)
-    means = boxes / areas[..., None].to(cells.dtype)  # (N, G, T, g, g, C)
+    means = boxes / areas[..., None].to(integral.dtype)  # (N, G, T, g, g, C)
     return means.flatten(3, 4).permute(0, 1, 3, 4, 2)  # (N, G, K, C, T)
 
 
@@ -805,7 +822,7 @@ class KPSEM(nn.Module):
         with torch.autocast(features.device.type, enabled=False):
             if cells is None:
                 cells = _cells(features)
-            pooled = cells.mean(dim=(2, 3))  # (N, T, C)
+            pooled = cells.mean(dim=(2, 3), dtype=_geometry_dtype(cells.dtype))  # (N, T, C), widened as read
             hidden = F.relu(self.centre_hidden(pooled[:, None].expand(n, g, t, -1)))  # (N, G, T, hidden)
             return torch.tanh(self.centre_out(hidden)) * bounds  # O = (0, 0) in normalised coordinates
 
@@ -828,7 +845,7 @@ class KPSEM(nn.Module):
         with torch.autocast(features.device.type, enabled=False):
             if cells is None:
                 cells = _cells(features)
-            pooled = cells.mean(dim=(2, 3))  # (N, T, C)
+            pooled = cells.mean(dim=(2, 3), dtype=_geometry_dtype(cells.dtype))  # (N, T, C), widened as read
             hidden = F.relu(self.centre_hidden(pooled[:, None].expand(n, g, t, -1)))  # (N, G, T, hidden)
             logits = self.centre_out(hidden).unflatten(-1, (2, self.grid))  # (N, G, T, 2, g)
             return grid_split_positions(logits)
@@ -864,10 +881,11 @@ class KPSEM(nn.Module):
         # the map's own values either way, and float32 sums and softmaxes are both more exact and faster.
         if self.config.num_regions == 1:
             key_points, values = hard_key_points(features, hard_centres, 1)
-            means = cells.mean(dim=(2, 3)).transpose(1, 2)[:, None, None].expand(n, self.config.num_sets, 1, c, t)
+            means = cells.mean(dim=(2, 3), dtype=_geometry_dtype(cells.dtype)).transpose(1, 2)  # (N, C, T)
+            means = means[:, None, None].expand(n, self.config.num_sets, 1, c, t)
         else:
             if not _keyed(features):
-                key_points, values = _masked_key_points(features.to(cells.dtype), hard_centres)
+                key_points, values = _masked_key_points(features.to(_geometry_dtype(features.dtype)), hard_centres)
             else:
                 key_points, values = _quadrant_key_points(features, cells, hard_centres)
             means = _cell_region_means(cells, hard_centres)  # (N, G, 4, C, T)
