@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import kpsem
 from kpsem.models.mf_kpsem import MFKPSEM
@@ -218,3 +219,19 @@ def test_mf_kpsem_is_an_mfnet_with_the_same_backbone_names() -> None:
     assert isinstance(model, MFKPSEM)
     backbone_keys = {k for k in model.state_dict() if not k.startswith(("kpsem.", "classifier."))}
     assert backbone_keys == {k for k in tiny("mfnet").state_dict() if not k.startswith("classifier.")}
+
+
+def test_init_conv_bn_draws_he_normal_weights_and_leaves_meta_tensors_alone():
+    from kpsem.models.clip_classifier import init_conv_bn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(8, 64, 3), nn.BatchNorm3d(64))
+    net[1].weight.data.fill_(3.0)
+    init_conv_bn(net)
+    fan_out = 64 * 27  # out channels x kernel volume
+    assert abs(net[0].weight.std().item() / (2 / fan_out) ** 0.5 - 1) < 0.05  # 13,824 draws: within 5%
+    assert torch.equal(net[1].weight, torch.ones(64)) and torch.equal(net[1].bias, torch.zeros(64))
+    with torch.device("meta"):
+        on_meta = nn.Sequential(nn.Conv3d(8, 64, 3), nn.BatchNorm3d(64))
+    init_conv_bn(on_meta)
+    assert all(p.is_meta for p in on_meta.parameters())

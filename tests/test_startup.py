@@ -57,6 +57,16 @@ def test_every_commands_help_imports_no_torch_matplotlib_or_pandas() -> None:
     assert loaded == [f"LOADED {command} []" for command in commands]
 
 
+def test_loading_a_checkpoint_imports_no_torch_dynamo(app_demo) -> None:
+    # The size check builds the model on the meta device; drawing He-normal weights there went through
+    # torch._refs, which imports torch._dynamo: about 1 s for every command and the app's first load.
+    code = ("import sys\nfrom kpsem.checkpoint import load_checkpoint\nfor path in sys.argv[1:]:\n"
+            "    load_checkpoint(path)\nprint('dynamo loaded:', 'torch._dynamo' in sys.modules)")
+    done = _python(code, str(app_demo.baseline), str(app_demo.kpsem))
+    assert done.returncode == 0, done.stderr
+    assert "dynamo loaded: False" in done.stdout
+
+
 def test_the_names_help_lists_are_their_owners() -> None:
     """kpsem.names spells out what the owners compute with torch; they must agree."""
     from kpsem import names

@@ -17,7 +17,7 @@ from torch import nn
 
 from kpsem.models.memory_format import torch_memory_format
 
-__all__ = ["ClipClassifier", "check_clip_shape"]
+__all__ = ["ClipClassifier", "check_clip_shape", "init_conv_bn"]
 
 
 def check_clip_shape(x: torch.Tensor, *, min_frames: int = 1) -> None:
@@ -34,6 +34,21 @@ def check_clip_shape(x: torch.Tensor, *, min_frames: int = 1) -> None:
             f"clip frames are {height}x{width}; height and width must be multiples of 16 and at least 32 "
             "(so that conv4's 16-pixel grid tiles the frame exactly), e.g. 224x224, 160x160 or 112x112"
         )
+
+
+def init_conv_bn(model: nn.Module) -> None:
+    """He init (fan out) for convolutions and unit BatchNorm: the choice of the published MFNet code and of
+    torchvision's ResNet.
+
+    Tensors on the meta device (the checkpoint size check builds models there) are left alone: they hold
+    no values, and drawing normal ones would import ``torch._dynamo`` (about 1 s) for nothing.
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Conv3d, nn.Conv2d)) and not module.weight.is_meta:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm3d, nn.BatchNorm2d)) and not module.weight.is_meta:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 class ClipClassifier(nn.Module):

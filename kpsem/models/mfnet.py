@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kpsem.models._registry import register_model
-from kpsem.models.clip_classifier import ClipClassifier
+from kpsem.models.clip_classifier import ClipClassifier, init_conv_bn
 from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format, unhooked
 
 __all__ = ["MFNetConfig", "MFNet", "BN_AC_CONV3D", "MF_UNIT", "checkpoint_filter_fn",
@@ -243,7 +243,7 @@ class MFNet(ClipClassifier):
         self.classifier = nn.Linear(num_in, config.num_classes)
         self.num_features = num_in
         self.memory_format: str = DEFAULT_MEMORY_FORMAT  # layout of weights and activations; not in the config
-        _init_weights(self)
+        init_conv_bn(self)
         set_memory_format(self, self.memory_format)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,16 +265,6 @@ class MFNet(ClipClassifier):
     def published_config(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, dict[str, Any]] | None:
         """``(num_classes, config)`` of a published MFNet state dict: :func:`published_config`."""
         return published_config(state_dict)
-
-
-def _init_weights(model: nn.Module) -> None:
-    """He init for convolutions, unit BatchNorm, small classifier (the published code's choice)."""
-    for module in model.modules():
-        if isinstance(module, (nn.Conv3d, nn.Conv2d)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, (nn.BatchNorm3d, nn.BatchNorm2d)):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from kpsem.models._registry import register_model
-from kpsem.models.clip_classifier import ClipClassifier
+from kpsem.models.clip_classifier import ClipClassifier, init_conv_bn
 from kpsem.models.kpsem_module import KPSEMConfig
 from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format
 from kpsem.models.with_kpsem import KPSEMOptions, WithKPSEM
@@ -110,12 +110,7 @@ class R3D(ClipClassifier):
         self.classifier = nn.Linear(num_in, config.num_classes)
         self.num_features = num_in
         self.memory_format: str = DEFAULT_MEMORY_FORMAT  # layout of weights and activations; not in the config
-        for module in self.modules():  # torchvision's ResNet init
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm3d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn(self)
         set_memory_format(self, self.memory_format)
 
     @staticmethod
