@@ -140,7 +140,7 @@ EOF
 
   # Benchmarks that run on CUDA (a --device option, or bench_models.py's own CUDA pass), kept short.
   step "bench_models.py (CPU then CUDA)" 90 "$py" benchmarks/bench_models.py --rounds 3 --warmup 1 --train-rounds 2
-  step "bench_explain.py --device cuda" 60 "$py" benchmarks/bench_explain.py --device cuda --repeats 3
+  step "bench_explain.py --device cuda" 60 "$py" benchmarks/bench_explain.py --device cuda --part analysis --repeats 3
   step "bench_train.py --device cuda" 90 "$py" benchmarks/bench_train.py --device cuda --precision auto --rounds 3 \
     --steps 2 --skip-loader
   summary

@@ -417,10 +417,9 @@ def evaluate_faithfulness(
     from torch.utils.data import DataLoader
 
     from kpsem.checkpoint import load_checkpoint
-    from kpsem.constants import FRAME_INTERVAL
-    from kpsem.data import ClipDataset, open_dataset
+    from kpsem.data import open_dataset
     from kpsem.distributed import pick_device
-    from kpsem.evaluate import _check_classes, default_model_id
+    from kpsem.evaluate import _check_classes, default_model_id, evaluation_dataset
 
     if clips_per_video < 1:
         raise ValueError(f"clips_per_video must be at least 1; got {clips_per_video}")
@@ -431,9 +430,7 @@ def evaluate_faithfulness(
     require_pair(bi, ki, task="faithfulness")
     index = open_dataset(data, split=split, layout=layout, split_id=split_id, annotations=annotations)  # type: ignore[arg-type]
     _check_classes(ki.class_names, list(index.class_names), Path(kpsem_checkpoint))
-    interval = ki.provenance.get("config", {}).get("interval", FRAME_INTERVAL)  # as trained, when recorded
-    dataset = ClipDataset(index, train=False, frames=ki.clip_frames, interval=interval, size=ki.clip_size,
-                          clips_per_video=clips_per_video, mean=ki.mean, std=ki.std)
+    dataset = evaluation_dataset(index, ki, clips=clips_per_video)  # the views evaluation and the probes score
     if len(dataset) == 0:
         raise ValueError(f"the {split} split of {data} has no videos")
     ids = (default_model_id(baseline_checkpoint, bi.arch), default_model_id(kpsem_checkpoint, ki.arch))
