@@ -35,6 +35,7 @@ no gradient, so the backward pass is purely the soft one. In eval mode, or with
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -277,6 +278,33 @@ def _cells(features: torch.Tensor) -> torch.Tensor:
     return cells.contiguous()
 
 
+_SCRATCH = threading.local()  # per thread: slot name -> the buffer last handed out under that name
+_SCRATCH_LIMIT = 64 << 20  # bytes: a larger buffer is allocated afresh, not kept
+
+
+def _scratch(slot: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised (N, T, H, W, C)-sized working buffer, kept per thread and ``slot`` between calls.
+
+    Why: on CPU a fresh buffer of a feature map's size comes from the system page by page, and those
+    page faults cost more than the pass that fills it (about 1 ms per map at 224 px under load, several
+    per KPSEM call). Kept buffers only ever hold intermediate keys and sums that no result aliases;
+    they are per thread (concurrent callers never share one), per slot (each call site has its own),
+    and keyed by inference mode (an inference tensor cannot be written outside it). CUDA's caching
+    allocator already recycles memory, so other devices just allocate.
+    """
+    size = torch.Size(shape)
+    if device.type != "cpu" or size.numel() * dtype.itemsize > _SCRATCH_LIMIT:
+        return torch.empty(size, dtype=dtype, device=device)
+    key = (slot, torch.is_inference_mode_enabled())
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        buffers = _SCRATCH.buffers = {}
+    kept = buffers.get(key)
+    if kept is None or kept.shape != size or kept.dtype != dtype:
+        kept = buffers[key] = torch.empty(size, dtype=dtype, device=device)
+    return kept
+
+
 def _wide_mean(cells: torch.Tensor) -> torch.Tensor:
     """Mean over H and W of cells (N, T, H, W, C) -> (N, T, C), in the geometry dtype.
 
@@ -312,14 +340,14 @@ def _order_keys(bits: torch.Tensor) -> torch.Tensor:
     """
     h, w = bits.shape[2:4]
     half = 8 * bits.element_size()  # bits of the value, and of the rank below it
-    sign = bits >> (half - 1)  # -1 for negative values, else 0
-    value = sign & ((1 << (half - 1)) - 1)
+    sign = torch.bitwise_right_shift(bits, half - 1, out=_scratch("sign", bits.shape, bits.dtype, bits.device))
+    value = torch.bitwise_and(sign, (1 << (half - 1)) - 1, out=_scratch("value", bits.shape, bits.dtype, bits.device))
     value ^= bits  # negative: the magnitude with its bits flipped (-1 - magnitude); else the value itself
-    value -= sign  # negative: -magnitude, so that -0.0 is 0 like +0.0
+    value -= sign  # negative: -magnitude, so that -0.0 is 0 like +0.0; sign is -1 for negative values, else 0
     key_type = _KEY_TYPES[bits.element_size()][1]
     rank = _cell_rank(h, w, device=bits.device, dtype=key_type)[:, :, None]  # (H, W, 1)
     # value * 2^half + rank: |value| < 2^(half-1) and 0 <= rank < 2^half, so it fits the wide type
-    keys = value.to(key_type)
+    keys = _scratch("keys", bits.shape, key_type, bits.device).copy_(value)
     keys <<= half
     keys += rank
     return keys
@@ -390,9 +418,9 @@ def _quadrant_key_points(
     # Two rows of branches (rows above / below, then columns left / right) from one map: three buffers,
     # the keys' own and two more, the scans writing into them (a fresh buffer of this size costs more in
     # page faults than a whole scan, so the third is refilled rather than reallocated).
-    lower = _running_max(keys, 2, reverse=True)  # [.., h, w, :]: best of rows >= h in column w
-    upper = _running_max(keys, 2, reverse=False, out=keys)  # rows <= h
-    spare = torch.empty_like(keys)
+    lower = _running_max(keys, 2, reverse=True, out=_scratch("lower", keys.shape, keys.dtype, keys.device))
+    upper = _running_max(keys, 2, reverse=False, out=keys)  # rows <= h; lower: rows >= h, in column w
+    spare = _scratch("spare", keys.shape, keys.dtype, keys.device)
     found = [torch.empty(0)] * 4
     for bottom, rows in ((False, upper), (True, lower)):
         row = split_row if bottom else split_row - 1  # the half's row next to the split
@@ -473,21 +501,22 @@ def region_means(features: torch.Tensor, mask_x: torch.Tensor, mask_y: torch.Ten
 
 
 def _running_sum(source: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Running sum of ``source`` along ``dim`` into ``out`` (``source`` itself, or a new buffer when None);
+    """Running sum of ``source`` along ``dim`` into ``out`` (``source`` itself, or a kept buffer when None);
     returns ``out``. Slice by slice, as :func:`_running_max`: ``torch.cumsum`` over these short axes is
-    several times slower on CPU; writing into a new buffer saves the copy of clone-then-sum. Under
-    autograd (gradient="hard" reads the hard means) it clones and sums in place, which autograd follows.
-    A new buffer is in the geometry dtype: a half-precision source is widened into it in one conversion
-    (exact) and summed in place there (mixed-dtype adds would convert every slice into a temporary)."""
+    several times slower on CPU. Under autograd (gradient="hard" reads the hard means) it clones and sums
+    in place, which autograd follows. Otherwise the source is copied into a kept buffer (:func:`_scratch`:
+    no page faults) in the geometry dtype, a half-precision source widened on the way (exact, one
+    conversion; mixed-dtype adds would convert every slice into a temporary), and summed in place there.
+    The result is valid until the next call of this thread; callers only gather from it."""
     wide = _geometry_dtype(source.dtype)
     if torch.is_grad_enabled() and source.requires_grad:
         out = source.to(wide, copy=True) if out is None else out
         for position in range(1, out.shape[dim]):
             out.select(dim, position).add_(out.select(dim, position - 1))
         return out
-    if out is None and source.dtype != wide:
-        out = source = source.to(wide)  # a fresh buffer of our own: summed in place
-    out = torch.empty_like(source) if out is None else out
+    if out is None:  # a kept buffer (the source widened into it first, exactly), summed in place
+        out = _scratch("sums", source.shape, wide, source.device).copy_(source)
+        source = out
     sources, outs = source.unbind(dim), out.unbind(dim)  # views of every step at once, as in _running_max
     if out is not source:
         outs[0].copy_(sources[0])
