@@ -310,8 +310,12 @@ def _wide_mean(cells: torch.Tensor) -> torch.Tensor:
 
     Widening a temporary copy first is several times faster on CPU than ``mean(dtype=float32)`` of the
     half-precision cells, and sums in the same order as the float32 map, so the centres are unchanged.
+    The copy goes to a kept buffer (:func:`_scratch`) unless autograd must follow it.
     """
-    return cells.to(_geometry_dtype(cells.dtype)).mean(dim=(2, 3))
+    wide = _geometry_dtype(cells.dtype)
+    if wide == cells.dtype or (torch.is_grad_enabled() and cells.requires_grad):
+        return cells.to(wide).mean(dim=(2, 3))
+    return _scratch("wide", cells.shape, wide, cells.device).copy_(cells).mean(dim=(2, 3))
 
 
 _KEY_TYPES = {2: (torch.int16, torch.int32), 4: (torch.int32, torch.int64)}  # float bytes -> (its bits, key)
