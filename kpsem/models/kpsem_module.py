@@ -278,8 +278,9 @@ def _cells(features: torch.Tensor) -> torch.Tensor:
     return cells.contiguous()
 
 
-_SCRATCH = threading.local()  # per thread: slot name -> the buffer last handed out under that name
+_SCRATCH = threading.local()  # per thread: (slot, shape, dtype, device, inference mode) -> buffer, oldest first
 _SCRATCH_LIMIT = 64 << 20  # bytes: a larger buffer is allocated afresh, not kept
+_SCRATCH_TOTAL = 256 << 20  # bytes kept per thread at most: the oldest buffers go first
 
 
 def _scratch(slot: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -289,18 +290,23 @@ def _scratch(slot: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype,
     page faults cost more than the pass that fills it (about 1 ms per map at 224 px under load, several
     per KPSEM call). Kept buffers only ever hold intermediate keys and sums that no result aliases;
     they are per thread (concurrent callers never share one), per slot (each call site has its own),
-    and keyed by inference mode (an inference tensor cannot be written outside it). CUDA's caching
-    allocator already recycles memory, so other devices just allocate.
+    and keyed by inference mode (an inference tensor cannot be written outside it). Each shape and
+    dtype keeps its own buffer (up to a total), so models of several precisions or clip sizes called in
+    turn do not reallocate every call. CUDA's caching allocator already recycles memory, so other
+    devices just allocate.
     """
     size = torch.Size(shape)
-    if device.type != "cpu" or size.numel() * dtype.itemsize > _SCRATCH_LIMIT:
+    nbytes = size.numel() * dtype.itemsize
+    if device.type != "cpu" or nbytes > _SCRATCH_LIMIT:
         return torch.empty(size, dtype=dtype, device=device)
-    key = (slot, torch.is_inference_mode_enabled())
+    key = (slot, size, dtype, device, torch.is_inference_mode_enabled())
     buffers = getattr(_SCRATCH, "buffers", None)
     if buffers is None:
         buffers = _SCRATCH.buffers = {}
     kept = buffers.get(key)
-    if kept is None or kept.shape != size or kept.dtype != dtype:
+    if kept is None:
+        while buffers and sum(b.nbytes for b in buffers.values()) + nbytes > _SCRATCH_TOTAL:
+            del buffers[next(iter(buffers))]  # the oldest first
         kept = buffers[key] = torch.empty(size, dtype=dtype, device=device)
     return kept
 
