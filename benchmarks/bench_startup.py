@@ -51,8 +51,7 @@ APP_RUN = """
 import json, os, re, sys, time
 started = time.perf_counter()
 sys.path.insert(0, {benchmarks!r})
-from bench_app import _navigation_mode, _server_script_cache
-_navigation_mode()
+from bench_app import _server_script_cache
 _server_script_cache()
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({app!r}, default_timeout=300)

@@ -197,14 +197,12 @@ def compare_page(paths: tuple[Path, Path], rounds: int) -> None:
 
     os.environ.setdefault("KPSEM_CACHE_DIR", tempfile.mkdtemp(prefix="kpsem-bench-"))
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_app import _navigation_mode, _server_script_cache
+    from bench_app import _server_script_cache
     from streamlit.testing.v1 import AppTest
 
-    _navigation_mode()
     _server_script_cache()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=300)  # a page runs on its own
     at.run()
-    at.switch_page("pages/compare.py").run()
     at.radio(key="cmp_source").set_value("Parquet files").run()
     at.text_input(key="cmp_path_baseline").input(str(paths[0])).run()
     first = timed(lambda: at.text_input(key="cmp_path_kpsem").input(str(paths[1])).run())
