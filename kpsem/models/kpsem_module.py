@@ -36,7 +36,7 @@ no gradient, so the backward pass is purely the soft one. In eval mode, or with
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Literal
@@ -379,13 +379,19 @@ def _running_max(source: torch.Tensor, dim: int, reverse: bool, out: torch.Tenso
     enough that the Python-side cost of making views is a fair share of their time).
     """
     out = torch.empty_like(source) if out is None else out
+    return _scan_into(torch.maximum, source, out, dim, reverse=reverse)
+
+
+def _scan_into(step: Callable[..., torch.Tensor], source: torch.Tensor, out: torch.Tensor, dim: int, *,
+               reverse: bool = False) -> torch.Tensor:
+    """``out[i] = step(source[i], out[i - 1])`` along ``dim`` (``out[0] = source[0]``); ``out`` may be ``source``."""
     sources, outs = source.unbind(dim), out.unbind(dim)
     if reverse:
         sources, outs = sources[::-1], outs[::-1]
     if out is not source:
         outs[0].copy_(sources[0])
     for position in range(1, len(outs)):
-        torch.maximum(sources[position], outs[position - 1], out=outs[position])
+        step(sources[position], outs[position - 1], out=outs[position])
     return out
 
 
@@ -527,12 +533,7 @@ def _running_sum(source: torch.Tensor, dim: int, out: torch.Tensor | None = None
     if out is None:  # a kept buffer (the source widened into it first, exactly), summed in place
         out = _scratch("sums", source.shape, wide, source.device).copy_(source)
         source = out
-    sources, outs = source.unbind(dim), out.unbind(dim)  # views of every step at once, as in _running_max
-    if out is not source:
-        outs[0].copy_(sources[0])
-    for position in range(1, len(outs)):
-        torch.add(sources[position], outs[position - 1], out=outs[position])
-    return out
+    return _scan_into(torch.add, source, out, dim)
 
 
 def _cell_region_means(cells: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
