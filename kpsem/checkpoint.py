@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from kpsem import limits
-from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, MFNET_MEAN, MFNET_STD
+from kpsem.constants import CLIP_FRAMES, CLIP_SIZE, MFNET_MEAN, MFNET_STD, placeholder_class_names
 from kpsem.io import atomic_path
 from kpsem.limits import format_bytes
 from kpsem.models._registry import has_kpsem, list_models, model_class, model_entrypoint, recognise_published
@@ -383,7 +383,7 @@ def _infer_published_info(state_dict: dict[str, torch.Tensor], source_format: st
         arch=arch,
         num_classes=num_classes,
         config=config,
-        class_names=[f"class_{i}" for i in range(num_classes)],
+        class_names=placeholder_class_names(num_classes),
         clip_frames=CLIP_FRAMES,
         clip_size=CLIP_SIZE,
         mean=MFNET_MEAN,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from kpsem.constants import FRAME_INTERVAL
+from kpsem.constants import FRAME_INTERVAL, are_placeholder_names
 from kpsem.distributed import DistInfo, ShardSampler, current, gather_to_main
 from kpsem.io import atomic_path, atomic_write_text
 
@@ -760,7 +760,7 @@ def _eval_result(seen: ClipPredictions, dataset: Dataset, *, class_names: Sequen
 
 
 def _check_classes(checkpoint_classes: list[str], dataset_classes: list[str], checkpoint: Path) -> None:
-    placeholders = checkpoint_classes == [f"class_{i}" for i in range(len(checkpoint_classes))]
+    placeholders = are_placeholder_names(checkpoint_classes)
     if len(checkpoint_classes) != len(dataset_classes):
         raise ValueError(
             f"checkpoint {checkpoint} predicts {len(checkpoint_classes)} classes but the data set has "

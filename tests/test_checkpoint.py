@@ -228,3 +228,12 @@ def test_saved_checkpoints_carry_a_checksum_of_names_dtypes_shapes_and_bytes(tmp
     checksums = {state_dict_checksum(base)} | {state_dict_checksum(v) for v in variants}
     assert len(checksums) == 1 + len(variants)  # a name, a shape, a dtype, one value or one more tensor changes it
     assert state_dict_checksum({"w": torch.zeros(3, 2).t()}) == state_dict_checksum(base)  # layout does not
+
+
+def test_placeholder_class_names_are_one_rule():
+    from kpsem.constants import are_placeholder_names, placeholder_class_names
+
+    assert placeholder_class_names(3) == ["class_0", "class_1", "class_2"]
+    assert are_placeholder_names(("class_0", "class_1"))
+    assert not are_placeholder_names(["class_1", "class_0"])  # the stand-ins, but not in label order
+    assert not are_placeholder_names(["class_0", "walk"])

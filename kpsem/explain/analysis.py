@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kpsem.constants import placeholder_class_names
 from kpsem.models import has_kpsem
 from kpsem.models.kpsem_module import KPSEMInternals, normalised_to_pixels
 
@@ -289,7 +290,7 @@ def analyse_clip(
     check_finite_logits(result.logits, model=name or model_label(model))  # a softmax of NaN is no result to show
     logits = result.logits[0].double()
     num_classes = logits.numel()
-    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+    names = list(class_names) if class_names is not None else placeholder_class_names(num_classes)
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for a model with {num_classes} classes")
     probs = torch.softmax(logits, dim=0).numpy()

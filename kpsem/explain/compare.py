@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from kpsem.constants import placeholder_class_names
 from kpsem.explain.significance import PairedSignificance, bootstrap_difference, mcnemar_exact, wilson_interval
 
 __all__ = [
@@ -84,7 +85,7 @@ def _class_names(df: pd.DataFrame, num_classes: int) -> list[str]:
     else the first top-k entry naming it, else ``class_<index>``.
 
     Vectorised: a loop over the rows and their top-k lists took half a second on a Kinetics-sized table."""
-    names = np.array([f"class_{i}" for i in range(num_classes)], dtype=object)
+    names = np.array(placeholder_class_names(num_classes), dtype=object)
     placeholder = names.copy()
     truth = pd.DataFrame({"label": df["true_label"].to_numpy(dtype=np.int64),
                           "name": df["true_class"].astype(str).to_numpy(dtype=object)})
@@ -140,7 +141,7 @@ def _class_list(df: pd.DataFrame) -> list[str | None]:
     if stated is not None:
         return stated
     inferred = _class_names(df, width)
-    return [None if name == f"class_{i}" else name for i, name in enumerate(inferred)]
+    return [None if name == stand_in else name for name, stand_in in zip(inferred, placeholder_class_names(width))]
 
 
 def _clips_per_video(df: pd.DataFrame) -> pd.Series:

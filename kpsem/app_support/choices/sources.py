@@ -27,6 +27,7 @@ import torch
 
 from kpsem import limits
 from kpsem.app_support.choices.config import PathNotAllowed, ServerSettings, check_path
+from kpsem.constants import are_placeholder_names
 from kpsem.io import atomic_write_bytes
 
 __all__ = [
@@ -342,11 +343,6 @@ def names_for_data(data_names: list[str], names: list[str], *, filename: str) ->
     return list(names), None
 
 
-def placeholder_names(names: list[str]) -> bool:
-    """Whether ``names`` are the stand-ins a checkpoint without names gets (class_0, class_1, ...)."""
-    return list(names) == [f"class_{i}" for i in range(len(names))]
-
-
 @dataclass(frozen=True)
 class ClassMatch:
     """How a data set's classes line up with the models': whether its labels can score their predictions."""
@@ -367,7 +363,7 @@ def match_classes(model_names: list[str], data_names: list[str]) -> ClassMatch:
             f"the models predict {m:,} classes but the data set has {d:,}: its true labels cannot be matched to "
             f"the models' outputs, so nothing can be scored. Choose a data set of the models' {m:,} classes in the "
             "sidebar (the one they were trained on), or models trained on this data set"))
-    if placeholder_names(model_names):
+    if are_placeholder_names(model_names):
         return ClassMatch(m, d, True, (
             f"the checkpoints carry no class names: the data set's {d:,} classes are matched to the models' outputs "
             "by position; load a class names file for them in the sidebar to check the order"), by_index=True)
@@ -428,5 +424,5 @@ def weighting_note(cam_layer: str) -> str | None:
 
 __all__ += ["VIDEO_UPLOAD_TYPES", "CHECKPOINT_UPLOAD_TYPES", "NAMES_UPLOAD_TYPES", "device_label", "PathNotAllowed",
             "ModelKey", "ClassNamesError", "read_class_names", "names_for_model", "names_for_data",
-            "placeholder_names", "ClassMatch", "match_classes", "known_classes", "outside_classes_note",
+            "ClassMatch", "match_classes", "known_classes", "outside_classes_note",
             "upscaled_note", "POOLED_LAYERS", "weighting_note"]

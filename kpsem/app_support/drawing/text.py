@@ -15,6 +15,8 @@ from __future__ import annotations
 import html
 import re
 
+from kpsem.constants import are_placeholder_names
+
 __all__ = ["escape_markdown", "escape_plotly"]
 
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character: all may be escaped
@@ -47,10 +49,8 @@ def escape_plotly(text: object) -> str:
 
 def class_names_source(names_file: str | None, class_names: list[str]) -> str:
     """Where a model's class names come from, as Markdown: the sidebar and the Models page say it alike."""
-    from kpsem.app_support.choices.sources import placeholder_names  # imports torch: not at this light module's top
-
     if names_file:
         return f"names from {escape_markdown(names_file, code=True)}"
-    if placeholder_names(class_names):
+    if are_placeholder_names(class_names):
         return escape_markdown("no class names in the file (class_0 …): load a class names file in the sidebar")
     return "names from the checkpoint"

@@ -34,12 +34,12 @@ from kpsem.app_support.choices.sources import (
     match_classes,
     names_for_data,
     names_for_model,
-    placeholder_names,
     read_class_names,
     resolve_device,
     user_path,
 )
 from kpsem.app_support.drawing.text import class_names_source, escape_markdown
+from kpsem.constants import are_placeholder_names
 from kpsem.pairing import check_pair
 
 __all__ = ["guard", "friendly", "sidebar", "require_models", "require_scorable", "settings"]
@@ -149,7 +149,7 @@ def _apply_model_names(slot: ModelSlot, box, config: ServerSettings, device: str
 
     A refused file leaves the checkpoint's own names in place, with the reason beside the box."""
     info = slot.info
-    label = "Class names file" + (" (the checkpoint has none)" if placeholder_names(info.class_names) else "")
+    label = "Class names file" + (" (the checkpoint has none)" if are_placeholder_names(info.class_names) else "")
     with box.expander(label, icon=":material/label:"):
         try:
             given = _names_upload(st, f"{slot.role}_names", config)
