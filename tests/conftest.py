@@ -133,7 +133,7 @@ def tiny_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
     import kpsem
 
     torch.manual_seed(0)
-    baseline = kpsem.create_model("mfnet", num_classes=5, widths=(16, 32, 32, 64), depths=(1, 1, 1, 1)).eval()
+    baseline = kpsem.create_model("mfnet", num_classes=5, **TINY_BACKBONE).eval()
     ours = kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(TINY_BACKBONE), num_frames=8).eval()
     return baseline, ours
 

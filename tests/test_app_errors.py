@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from conftest import TINY_BACKBONE
 from streamlit.testing.v1 import AppTest
 
 from kpsem.app_support.drawing.text import escape_markdown
@@ -53,7 +54,7 @@ def test_checkpoint_of_another_clip_size_is_refused_plainly(page, app_demo, tmp_
     from kpsem.checkpoint import describe_checkpoint, save_checkpoint
 
     info = describe_checkpoint(app_demo.kpsem)
-    other = kpsem.create_model("mfnet", num_classes=info.num_classes, widths=(16, 32, 32, 64), depths=(1, 1, 1, 1))
+    other = kpsem.create_model("mfnet", num_classes=info.num_classes, **TINY_BACKBONE)
     path = save_checkpoint(tmp_path / "other.pt", other, class_names=info.class_names, clip_frames=8, clip_size=32)
     at = page("explorer").run()
     at.radio(key="baseline_source").set_value("path").run()

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 from streamlit.testing.v1 import AppTest
-
-TINY = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
 
 
 def _plain(text: str) -> str:
@@ -40,8 +39,8 @@ def test_compare_refuses_a_data_set_of_other_classes_before_computing(app, app_d
 
     torch.manual_seed(0)
     names = [f"gesture_{i}" for i in range(5)]  # 5 classes the demo's 8-class data set does not have
-    baseline = kpsem.create_model("mfnet", num_classes=5, **TINY)
-    ours = kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(TINY), num_frames=16)
+    baseline = kpsem.create_model("mfnet", num_classes=5, **TINY_BACKBONE)
+    ours = kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(TINY_BACKBONE), num_frames=16)
     paths = [save_checkpoint(tmp_path / f"{name}.pt", model, class_names=names, clip_frames=16, clip_size=96)
              for name, model in (("five_mfnet", baseline), ("five_kpsem", ours))]
     at = app.run()
@@ -71,7 +70,7 @@ def test_a_class_names_file_names_a_checkpoint_without_names(app, app_demo, tmp_
 
     torch.manual_seed(0)
     published = tmp_path / "MFNet3D_tiny.pth"  # the published format: weights only, so no class names
-    model = kpsem.create_model("mfnet", num_classes=8, **TINY)
+    model = kpsem.create_model("mfnet", num_classes=8, **TINY_BACKBONE)
     torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, published)
     names = _demo_names(app_demo)
     at = app.run()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 
 from kpsem.centres import centre_movement, collect_centres, init_centre_mlp, spread_penalty
 from kpsem.cli import main
@@ -134,7 +135,7 @@ def test_train_config_carries_the_levers_to_the_model() -> None:
     from kpsem.train import build_model
     from kpsem.train_config import TrainConfig
 
-    small = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1), "frames": 8, "size": 32, "seed": 3}
+    small = {**TINY_BACKBONE, "frames": 8, "size": 32, "seed": 3}
     model, _ = build_model(TrainConfig(arch="mf_kpsem", centre_init_std=0.2, **small), num_classes=3)
     weight = model.kpsem.centre_out.weight
     again, _ = build_model(TrainConfig(arch="mf_kpsem", centre_init_std=0.2, **small), num_classes=3)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 
 import kpsem
 from kpsem.checkpoint import (
@@ -21,18 +22,17 @@ from kpsem.checkpoint import (
     save_checkpoint,
 )
 
-TINY = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
 CLIP = torch.randn(1, 3, 8, 64, 64, generator=torch.Generator().manual_seed(0))
 
 
 def tiny_mfnet(num_classes: int = 6) -> torch.nn.Module:
     torch.manual_seed(0)
-    return kpsem.create_model("mfnet", num_classes=num_classes, **TINY).eval()
+    return kpsem.create_model("mfnet", num_classes=num_classes, **TINY_BACKBONE).eval()
 
 
 def tiny_kpsem(num_classes: int = 6) -> torch.nn.Module:
     torch.manual_seed(1)
-    return kpsem.create_model("mf_kpsem", num_classes=num_classes, backbone=TINY, num_frames=8).eval()
+    return kpsem.create_model("mf_kpsem", num_classes=num_classes, backbone=TINY_BACKBONE, num_frames=8).eval()
 
 
 def published_file(tmp_path: Path, model: torch.nn.Module) -> Path:
@@ -51,7 +51,7 @@ def test_clean_state_dict_strips_only_the_dataparallel_prefix() -> None:
 def test_published_format_round_trip_gives_equal_outputs(tmp_path: Path) -> None:
     original = tiny_mfnet()
     path = published_file(tmp_path, original)
-    loaded = kpsem.create_model("mfnet", num_classes=6, checkpoint=path, **TINY).eval()
+    loaded = kpsem.create_model("mfnet", num_classes=6, checkpoint=path, **TINY_BACKBONE).eval()
     with torch.no_grad():
         assert torch.equal(original(CLIP), loaded(CLIP))
     report = load_weights_into(tiny_mfnet(), path)
@@ -85,8 +85,8 @@ def test_a_different_class_count_needs_reinit_classifier(tmp_path: Path) -> None
     path = published_file(tmp_path, tiny_mfnet(num_classes=400))
     with pytest.raises(CheckpointError,
                        match=r"classifier has shape \(400, 64\).*model's is \(51, 64\); .*reinit_classifier=True"):
-        kpsem.create_model("mfnet", num_classes=51, checkpoint=path, **TINY)
-    model = kpsem.create_model("mfnet", num_classes=51, checkpoint=path, reinit_classifier=True, **TINY)
+        kpsem.create_model("mfnet", num_classes=51, checkpoint=path, **TINY_BACKBONE)
+    model = kpsem.create_model("mfnet", num_classes=51, checkpoint=path, reinit_classifier=True, **TINY_BACKBONE)
     assert model.classifier.out_features == 51
 
 

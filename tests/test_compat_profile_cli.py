@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY_BACKBONE
 
 import kpsem
 from kpsem.cli import main
@@ -64,7 +65,7 @@ def test_info_reports_checkpoints(tmp_path, capsys: pytest.CaptureFixture[str]) 
     from kpsem.checkpoint import save_checkpoint
 
     model = kpsem.create_model("mf_kpsem", num_classes=3, num_frames=8,
-                               backbone={"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)})
+                               backbone=dict(TINY_BACKBONE))
     path = save_checkpoint(tmp_path / "k.pt", model, class_names=["a", "b", "c"], clip_frames=8, clip_size=64)
     assert main(["info", "--checkpoint", str(path)]) == 0
     out = capsys.readouterr().out

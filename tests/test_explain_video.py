@@ -7,6 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import TINY_BACKBONE
 
 from kpsem.data import load_clip, sample_indices
 from kpsem.data.sampling import clip_span
@@ -108,7 +109,7 @@ def tiny_analysis():
     from kpsem.explain.analysis import analyse_pair
 
     torch.manual_seed(0)
-    backbone = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
+    backbone = dict(TINY_BACKBONE)
     baseline = kpsem.create_model("mfnet", num_classes=5, **backbone).eval()
     ours = kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(backbone), num_frames=8).eval()
     clip = torch.randn(1, 3, 8, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -199,7 +200,7 @@ def test_explain_command_writes_the_video_of_a_chosen_window(tmp_path: Path, cap
     from kpsem.cli import main
 
     torch.manual_seed(0)
-    backbone = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
+    backbone = dict(TINY_BACKBONE)
     models = (kpsem.create_model("mfnet", num_classes=5, **backbone).eval(),
               kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(backbone), num_frames=8).eval())
     for model, stem in zip(models, ("base", "ours")):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 from torch import nn
 
 from kpsem.explain.analysis import analyse_pair, common_target
@@ -231,9 +232,8 @@ def test_faithfulness_command_on_a_tiny_data_set(frame_folders, tmp_path, capsys
 
     torch.manual_seed(0)
     names = [f"class{c}" for c in range(3)]
-    models = (kpsem.create_model("mfnet", num_classes=3, widths=(16, 32, 32, 64), depths=(1, 1, 1, 1)),
-              kpsem.create_model("mf_kpsem", num_classes=3, backbone={"widths": (16, 32, 32, 64),
-                                                                      "depths": (1, 1, 1, 1)}, num_frames=8))
+    models = (kpsem.create_model("mfnet", num_classes=3, **TINY_BACKBONE),
+              kpsem.create_model("mf_kpsem", num_classes=3, backbone=dict(TINY_BACKBONE), num_frames=8))
     for model, stem in zip(models, ("base", "ours")):
         save_checkpoint(tmp_path / f"{stem}.pt", model.eval(), class_names=names, clip_frames=8, clip_size=32)
     out = tmp_path / "faith" / "faithfulness.parquet"

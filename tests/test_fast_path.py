@@ -15,6 +15,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 
 import kpsem
 from kpsem.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -33,7 +34,6 @@ from kpsem.models.mfnet import MF_UNIT
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CL = torch.channels_last_3d
-TINY_BACKBONE = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
 
 
 def build(arch: str, memory_format: str = "channels_last_3d", **options: object) -> torch.nn.Module:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
@@ -65,8 +66,8 @@ def inputs() -> dict:
     """A tiny MFNet / MF-KPSEM pair on one clip (their predictions made to differ, so Fig. 9's difference
     carries its message as a title), and video-level predictions of 60 videos with ids as evaluate writes them."""
     torch.manual_seed(0)
-    base = kpsem.create_model("mfnet", num_classes=5, widths=(16, 32, 32, 64), depths=(1, 1, 1, 1)).eval()
-    ours = kpsem.create_model("mf_kpsem", num_classes=5, backbone={"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)},
+    base = kpsem.create_model("mfnet", num_classes=5, **TINY_BACKBONE).eval()
+    ours = kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(TINY_BACKBONE),
                               num_frames=8).eval()
     clip = torch.randn(1, 3, 8, 64, 64, generator=torch.Generator().manual_seed(1))
     pair = analyse_pair(base, ours, clip, class_names=CLASSES)

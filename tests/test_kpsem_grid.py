@@ -12,6 +12,7 @@ import re
 
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 
 import kpsem
 from kpsem.models.kpsem_module import (
@@ -271,7 +272,7 @@ def test_fixed_regions_draw_ordered_splits_once_and_freeze_them(num_regions: int
 
 def test_the_geometric_knockout_puts_the_grid_on_equal_bands() -> None:
     torch.manual_seed(5)
-    model = kpsem.create_model("mf_kpsem", num_classes=3, backbone={"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)},
+    model = kpsem.create_model("mf_kpsem", num_classes=3, backbone=dict(TINY_BACKBONE),
                                num_frames=8, num_sets=2, centre_hidden=4, num_regions=9).eval()
     clip = torch.randn(1, 3, 8, 96, 96)
     with torch.no_grad():

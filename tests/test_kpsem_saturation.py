@@ -13,6 +13,7 @@ import re
 
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 
 import kpsem
 from kpsem.models.kpsem_module import (
@@ -110,7 +111,7 @@ def test_a_map_with_a_side_of_one_cannot_be_split_into_four_regions() -> None:
     module = KPSEM(KPSEMConfig(in_channels=8, num_frames=3, num_sets=2))
     with pytest.raises(ValueError, match=EXACTLY_TOO_SMALL):
         module(torch.randn(1, 8, 3, 1, 5))
-    model = kpsem.create_model("mf_kpsem", num_classes=3, backbone={"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)},
+    model = kpsem.create_model("mf_kpsem", num_classes=3, backbone=dict(TINY_BACKBONE),
                                num_frames=8, insert_after="conv5").eval()
     with pytest.raises(ValueError, match=EXACTLY_TOO_SMALL):
         model(torch.randn(1, 3, 8, 32, 160))  # conv5 map of 1x5 (stride 32); the smallest clip MFNet takes
@@ -160,7 +161,7 @@ def test_saturated_mf_kpsem_gives_finite_logits_and_gradients(
     size: tuple[int, int], precision: str, train: bool
 ) -> None:
     torch.manual_seed(0)
-    model = kpsem.create_model("mf_kpsem", num_classes=5, backbone={"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)},
+    model = kpsem.create_model("mf_kpsem", num_classes=5, backbone=dict(TINY_BACKBONE),
                                num_frames=8, num_sets=4, centre_hidden=4).train(train)
     saturate(model.kpsem)
     captured: list[torch.Tensor] = []

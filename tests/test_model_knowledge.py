@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 
 import kpsem
 from kpsem.checkpoint import CheckpointError, clean_state_dict, describe_checkpoint, load_checkpoint, save_checkpoint
@@ -16,7 +17,6 @@ from kpsem.models import has_kpsem, list_models, model_class
 from kpsem.models._registry import recognise_published
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
 
 
 def kpsem_imports(path: Path) -> set[str]:
@@ -46,14 +46,14 @@ def test_every_registered_class_names_itself_and_says_what_it_has(name: str) -> 
 
 
 def test_has_kpsem_is_one_question_for_names_models_and_wrappers() -> None:
-    ours = kpsem.create_model("mf_kpsem", num_classes=3, backbone=TINY, num_frames=8)
+    ours = kpsem.create_model("mf_kpsem", num_classes=3, backbone=TINY_BACKBONE, num_frames=8)
     assert has_kpsem(ours) and has_kpsem(SimpleNamespace(module=ours))  # a DDP wrapper asks its model
-    assert not has_kpsem(kpsem.create_model("mfnet", num_classes=3, **TINY))
+    assert not has_kpsem(kpsem.create_model("mfnet", num_classes=3, **TINY_BACKBONE))
     assert not has_kpsem("mfnet3d") and not has_kpsem(torch.nn.Linear(2, 2))
 
 
 def test_reset_classifier_and_parameter_groups_come_from_the_model(tmp_path) -> None:
-    model = kpsem.create_model("mf_kpsem", num_classes=3, backbone=TINY, num_frames=8)
+    model = kpsem.create_model("mf_kpsem", num_classes=3, backbone=TINY_BACKBONE, num_frames=8)
     model.reset_classifier(7)
     assert model.classifier.out_features == 7
     assert model.classifier.in_features == 64 + 32 // 4 * 3  # tail + conv4's channels / 4 x (T' - 1)
@@ -65,14 +65,14 @@ def test_reset_classifier_and_parameter_groups_come_from_the_model(tmp_path) -> 
 
 
 def test_published_files_are_recognised_by_the_architecture_they_fit(tmp_path) -> None:
-    mfnet = kpsem.create_model("mfnet", num_classes=5, **TINY)
+    mfnet = kpsem.create_model("mfnet", num_classes=5, **TINY_BACKBONE)
     published = {f"module.{k}": v for k, v in mfnet.state_dict().items() if not k.endswith("num_batches_tracked")}
-    assert recognise_published(clean_state_dict(published)) == ("mfnet", 5, {"conv1_channels": 16, **TINY})
-    r3d = kpsem.create_model("r3d50", num_classes=4, **TINY).state_dict()
+    assert recognise_published(clean_state_dict(published)) == ("mfnet", 5, {"conv1_channels": 16, **TINY_BACKBONE})
+    r3d = kpsem.create_model("r3d50", num_classes=4, **TINY_BACKBONE).state_dict()
     torchvision_keys = {k.replace("conv1.conv.", "conv1.").replace("conv1.bn.", "bn1.").replace("classifier.", "fc.")
                         .replace("res2.", "layer1.").replace("res3.", "layer2.").replace("res4.", "layer3.")
                         .replace("res5.", "layer4."): v for k, v in r3d.items()}
-    assert recognise_published(torchvision_keys) == ("r3d50", 4, TINY)  # only what differs from ResNet-50
+    assert recognise_published(torchvision_keys) == ("r3d50", 4, TINY_BACKBONE)  # only what differs from ResNet-50
     assert recognise_published({"weight": torch.zeros(2)}) is None
     torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"does not look like a checkpoint of a known architecture \(MFNet, "

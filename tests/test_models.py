@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 from torch import nn
 
 import kpsem
 from kpsem.models.mf_kpsem import MFKPSEM
-
-TINY_BACKBONE = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1)}
 
 
 def tiny(name: str, **config: object) -> torch.nn.Module:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_BACKBONE
 
 import kpsem
 from kpsem.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint, save_checkpoint
 from kpsem.models import has_kpsem
 from kpsem.models.r3d import checkpoint_filter_fn
 
-TINY = {"widths": (16, 32, 32, 64), "depths": (1, 1, 1, 1), "conv1_channels": 8}
+TINY = {**TINY_BACKBONE, "conv1_channels": 8}
 
 
 def resnet50_parameters(num_classes: int) -> int:
