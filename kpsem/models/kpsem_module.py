@@ -945,11 +945,7 @@ class KPSEM(nn.Module):
             means = _cell_region_means(cells, hard_centres)  # (N, G, 4, C, T)
         if self._uses_soft_path() and self.config.num_regions > 1:
             soft_x, soft_y = soft_region_masks(centres, h, w, sharpness=self.config.mask_sharpness)  # >= float32
-            soft_points, soft_values = _soft_key_points(features, soft_x, soft_y, self.config.soft_temperature)
-            key_points = _straight_through(key_points, soft_points)
-            values = _straight_through(values, soft_values)
-            soft_means = region_means(features, soft_x.to(features.dtype), soft_y.to(features.dtype))
-            means = _straight_through(means, soft_means)
+            key_points, values, means = self._soft_gradients(features, soft_x, soft_y, key_points, values, means)
         elif self._uses_soft_path():  # K = 1: a soft-argmax over the whole frame
             ones_x = features.new_ones(n, self.config.num_sets, t, 2, w) / 2
             ones_y = features.new_ones(n, self.config.num_sets, t, 2, h) / 2
@@ -967,12 +963,19 @@ class KPSEM(nn.Module):
         means = grid_region_means(features, splits.detach())  # (N, G, K, C, T)
         if self._uses_soft_path():
             soft_x, soft_y = soft_grid_masks(splits, h, w, sharpness=self.config.mask_sharpness)  # >= float32
-            soft_points, soft_values = _soft_key_points(features, soft_x, soft_y, self.config.soft_temperature)
-            key_points = _straight_through(key_points, soft_points)
-            values = _straight_through(values, soft_values)
-            soft_means = region_means(features, soft_x.to(features.dtype), soft_y.to(features.dtype))
-            means = _straight_through(means, soft_means)
+            key_points, values, means = self._soft_gradients(features, soft_x, soft_y, key_points, values, means)
         return self._shifts(splits.mean(dim=-1), splits, key_points, values, means, (h, w))
+
+    def _soft_gradients(
+        self, features: torch.Tensor, soft_x: torch.Tensor, soft_y: torch.Tensor, key_points: torch.Tensor,
+        values: torch.Tensor, means: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The hard key points, values and region means with the soft regions' gradients (straight-through):
+        the forward keeps the hard results, the backward reaches the separation centres through the masks."""
+        soft_points, soft_values = _soft_key_points(features, soft_x, soft_y, self.config.soft_temperature)
+        soft_means = region_means(features, soft_x.to(features.dtype), soft_y.to(features.dtype))
+        return (_straight_through(key_points, soft_points), _straight_through(values, soft_values),
+                _straight_through(means, soft_means))
 
     @staticmethod
     def _shifts(centres: torch.Tensor, splits: torch.Tensor, key_points: torch.Tensor, values: torch.Tensor,
