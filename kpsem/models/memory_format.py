@@ -5,7 +5,7 @@ MFNet forward pass is faster than in the plain ``contiguous`` (NCDHW) layout, wi
 ~1e-7, and so is a training step (README, "Speed"). In eval mode the layout also switches on MFNet's
 fused units (:meth:`kpsem.models.mfnet.MF_UNIT._forward_fused`: BatchNorms folded into the convolution
 before them, float32 1x1x1 convolutions as matrix products on the NDHWC map); a hook on any of a unit's
-submodules turns that unit's fusion off (:func:`unhooked`), so hooks see what they always saw.
+submodules turns that unit's fusion off (:func:`may_fuse`), so hooks see what they always saw.
 The layout is an implementation detail: parameter names, shapes and values, ``state_dict()`` and
 saved checkpoints are the same in either format (checkpoints are written contiguous), and a model
 converts whatever clip it is given at the top of its forward pass, so ``model(x)`` on an ordinary
@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 
 __all__ = ["MemoryFormat", "MEMORY_FORMATS", "DEFAULT_MEMORY_FORMAT", "set_memory_format", "memory_format_of",
-           "fast_inference", "torch_memory_format", "unhooked"]
+           "fast_inference", "torch_memory_format", "may_fuse"]
 
 MemoryFormat = Literal["channels_last_3d", "contiguous"]
 MEMORY_FORMATS: dict[str, torch.memory_format] = {
@@ -78,16 +78,20 @@ def _has_hooks(module: nn.Module) -> bool:
                 or getattr(module, "_backward_pre_hooks", None))
 
 
-def unhooked(block: nn.Module, *, itself: bool = False) -> bool:
-    """True when no hook watches any submodule of ``block`` (nor any module at all, globally), nor
+def may_fuse(owner: nn.Module, block: nn.Module | None = None, *, itself: bool = False) -> bool:
+    """Whether ``owner`` may take its fused inference path: built in ``channels_last_3d``, in eval mode, and
+    no hook watches any submodule of ``block`` (default ``owner``; nor any module at all, globally), nor
     ``block`` itself when ``itself`` (for a caller that skips calling ``block`` too).
 
-    Why: a fused inference path computes a block's submodules together without calling them, which
-    would silently skip a hook registered on one (Grad-CAM on ``conv5.B02.conv_m1``, a probe on a
-    BatchNorm); with a hook there, the block runs module by module instead. Hooks on a ``block`` that
-    is still called (an MF unit's own forward) fire either way.
+    Why the hooks: a fused path computes a block's submodules together without calling them, which would
+    silently skip a hook registered on one (Grad-CAM on ``conv5.B02.conv_m1``, a probe on a BatchNorm);
+    with a hook there, the block runs module by module instead. Hooks on a ``block`` that is still called
+    (an MF unit's own forward) fire either way.
     """
+    if owner.memory_format != "channels_last_3d" or owner.training:
+        return False
     if (_module._global_forward_hooks or _module._global_forward_pre_hooks
             or _module._global_backward_hooks or getattr(_module, "_global_backward_pre_hooks", None)):
         return False
+    block = owner if block is None else block
     return not any(_has_hooks(sub) for sub in block.modules() if itself or sub is not block)

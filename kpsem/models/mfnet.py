@@ -17,7 +17,7 @@ from torch import nn
 
 from kpsem.models._registry import register_model
 from kpsem.models.clip_classifier import ClipClassifier, init_conv_bn
-from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, set_memory_format, unhooked
+from kpsem.models.memory_format import DEFAULT_MEMORY_FORMAT, may_fuse, set_memory_format
 
 __all__ = ["MFNetConfig", "MFNet", "BN_AC_CONV3D", "MF_UNIT", "checkpoint_filter_fn",
            "published_config", "mfnet"]
@@ -145,7 +145,7 @@ class MF_UNIT(nn.Module):  # noqa: N801 - the published name
             self.conv_m2 = BN_AC_CONV3D(num_mid, num_out, kernel=(1, 3, 3), pad=(0, 1, 1), groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.memory_format == "channels_last_3d" and not self.training and unhooked(self):
+        if may_fuse(self):
             return self._forward_fused(x)
         x_in = x + self.conv_i2(self.conv_i1(x))
         h = self.conv_m2(self.conv_m1(x_in))
@@ -160,7 +160,7 @@ class MF_UNIT(nn.Module):  # noqa: N801 - the published name
         product (:func:`_pointwise`) that also adds the residual, and conv_m1's BatchNorm and ReLU overwrite
         that product's output in place rather than filling a new map. Outputs equal the module-by-module
         path's to float rounding (tests/test_fast_path.py). Used only when no hook watches a submodule
-        (:func:`~kpsem.models.memory_format.unhooked`), so a hook on e.g. ``conv_m2.bn`` still fires.
+        (:func:`~kpsem.models.memory_format.may_fuse`), so a hook on e.g. ``conv_m2.bn`` still fires.
         """
         i1, i2, m1, m2 = self.conv_i1, self.conv_i2, self.conv_m1, self.conv_m2
         gemm = x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
@@ -249,7 +249,7 @@ class MFNet(ClipClassifier):
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 and max pooling; on the eval fast path conv1's BatchNorm is folded into its convolution
         (the BatchNorm's pass over the largest map in the network is saved), as in :class:`MF_UNIT`."""
-        if self.memory_format == "channels_last_3d" and not self.training and unhooked(self.conv1, itself=True):
+        if may_fuse(self, self.conv1, itself=True):
             conv = self.conv1.conv
             weight, bias = _fold_next_bn(conv, self.conv1.bn)
             return self.pool_stem(F.conv3d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
