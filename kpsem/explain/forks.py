@@ -122,7 +122,8 @@ class FigureForks:
         gc.freeze()
         with warnings.catch_warnings():
             # Python 3.12 warns that forking a threaded process may deadlock the child; PyTorch's idle OpenMP
-            # workers are those threads, and the children never enter PyTorch.
+            # workers are those threads. Drawing children never enter PyTorch; the one that counts Table 1
+            # runs it on a single thread, so it never waits for the OpenMP workers it did not inherit.
             warnings.simplefilter("ignore", DeprecationWarning)
             process.start()
         writer.close()
