@@ -33,7 +33,7 @@ from torch import nn
 
 from kpsem.data.transforms import mirrored_labels
 from kpsem.io import atomic_path
-from kpsem.models import KNOCKOUTS, has_kpsem, list_models, model_class
+from kpsem.models import KNOCKOUTS, has_kpsem, paper_name
 
 __all__ = [
     "COLUMNS",
@@ -46,7 +46,6 @@ __all__ = [
     "ProbeResult",
     "apply_input_probe",
     "frame_order",
-    "model_name",
     "parse_probes",
     "per_class_probes",
     "probe_checkpoints",
@@ -228,11 +227,6 @@ def probe_logits(model: nn.Module, clips: torch.Tensor, probes: Sequence[str], *
     return out
 
 
-def model_name(arch: str) -> str:
-    """'mf_kpsem' -> 'MF-KPSEM', 'mfnet' -> 'MFNet' (other names unchanged)."""
-    return model_class(arch).display_name if arch in list_models() else arch
-
-
 def _kind(probe: str) -> str:
     return "none" if probe == REFERENCE else "input" if probe in INPUT_PROBES else "knockout"
 
@@ -299,7 +293,7 @@ def _ordered_models(result: ProbeResult) -> list[str]:
 def _display_names(result: ProbeResult) -> dict[str, str]:
     """'MF-KPSEM' / 'MFNet' where one model has that architecture, else the model id."""
     archs = [result.models[m]["arch"] for m in result.models]
-    return {m: model_name(v["arch"]) if archs.count(v["arch"]) == 1 else m for m, v in result.models.items()}
+    return {m: paper_name(v["arch"]) if archs.count(v["arch"]) == 1 else m for m, v in result.models.items()}
 
 
 def _counts(rows: pd.DataFrame) -> dict[str, Any]:

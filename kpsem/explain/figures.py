@@ -54,7 +54,7 @@ from kpsem.explain.draw import (
     region_names,
 )
 from kpsem.io import atomic_path, atomic_write_text
-from kpsem.models import list_models, model_class
+from kpsem.models import list_models, paper_name
 from kpsem.names import COLUMN_WIDTHS, FIGURE_FORMATS
 from kpsem.profile import ModelCost
 
@@ -66,7 +66,6 @@ __all__ = [
     "FORMATS",
     "DEFAULT_CMAP",
     "DEFAULT_DIFFERENCE_CMAP",
-    "PAPER_NAMES",
     "FigureStyle",
     "PaperFigure",
     "display_name",
@@ -85,8 +84,6 @@ __all__ = [
 
 FORMATS = FIGURE_FORMATS
 MODEL_COLOURS = ("#7f7f7f", "#D55E00")  # baseline grey, KPSEM vermillion, in every figure
-# registered architecture -> the paper's name, as each model class says (MFNet, MF-KPSEM, R3D-50, ...)
-PAPER_NAMES = {name: model_class(name).display_name for name in list_models()}
 MAX_IMAGE_SIDE = 2.0  # inches: a frame is never drawn larger than this, however few frames a row holds
 
 
@@ -103,11 +100,11 @@ def display_name(model_id: str | None = None, *, label: str | None = None, info:
         own = info.provenance.get("display_name") if isinstance(info.provenance, dict) else None
         if isinstance(own, str) and own.strip():
             return " ".join(own.split())
-        if info.arch in PAPER_NAMES:
-            return PAPER_NAMES[info.arch]
+        if info.arch in list_models():
+            return paper_name(info.arch)
     if model_id:
         arch = model_id.rsplit(":", 1)[-1]
-        return PAPER_NAMES.get(arch, model_id)
+        return paper_name(arch) if arch in list_models() else model_id
     return info.arch if info is not None else "model"
 
 

@@ -1,7 +1,7 @@
 """Model definitions; importing this package registers every model."""
 
 from kpsem.models._factory import create_model
-from kpsem.models._registry import has_kpsem, list_models, model_class, register_model
+from kpsem.models._registry import has_kpsem, list_models, model_class, paper_name, register_model
 from kpsem.models.kpsem_module import KPSEM, KPSEMConfig, KPSEMInternals, normalised_to_pixels
 from kpsem.models.memory_format import (
     DEFAULT_MEMORY_FORMAT,
@@ -21,6 +21,7 @@ __all__ = [
     "register_model",
     "has_kpsem",
     "model_class",
+    "paper_name",
     "KNOCKOUTS",
     "KPSEMOptions",
     "WithKPSEM",

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["register_model", "list_models", "model_entrypoint", "model_class", "has_kpsem", "recognise_published"]
+__all__ = ["register_model", "list_models", "model_entrypoint", "model_class", "paper_name", "has_kpsem",
+           "recognise_published"]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
 
@@ -49,6 +50,12 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
 def model_class(name: str) -> type[nn.Module]:
     """The class the builder registered as ``name`` returns (read from its return annotation)."""
     return typing.get_type_hints(model_entrypoint(name))["return"]
+
+
+def paper_name(arch: str) -> str:
+    """The paper's name for a registered architecture, as its class says ('mf_kpsem' -> 'MF-KPSEM');
+    any other name unchanged."""
+    return model_class(arch).display_name if arch in _model_entrypoints else arch
 
 
 def has_kpsem(model: nn.Module | str) -> bool:
